@@ -1,0 +1,146 @@
+"""Rollout worker: a vLLM engine sampling K responses per prompt from the current policy.
+
+A plain class; `cluster.pools` wraps it as a Ray actor (restartable, placed by a placement
+group). Every batch is stamped with the policy version that generated it, and `generate`
+accepts the latest weights so a restarted worker catches up before sampling again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from cluster.env import apply_runtime_env
+from cluster.records import rollout_batch
+
+EXTENSION = "actors.weight_receiver.WeightReceiver"
+
+
+class RolloutWorker:
+    def __init__(
+        self,
+        model_path: str,
+        k: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        seed: int = 0,
+        name: str = "rollout-0",
+        kv_cache_gib: float = 1.0,
+        enforce_eager: bool = True,
+        max_model_len: int = 1024,
+        dtype: str = "float32",
+    ):
+        apply_runtime_env()
+        # One engine per actor, in-process: no extra engine-core process inside the Ray worker
+        # (fewer processes on small machines, direct collective_rpc).
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        self.name, self.k, self.seed = name, k, seed
+        self.sampling = dict(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+        kwargs: dict[str, Any] = {}
+        import torch
+
+        if not torch.cuda.is_available():
+            kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
+        self.llm = LLM(
+            model=model_path,
+            dtype=dtype,
+            seed=seed,
+            enforce_eager=enforce_eager,
+            max_model_len=max_model_len,
+            worker_extension_cls=EXTENSION,
+            enable_prefix_caching=True,
+            **kwargs,
+        )
+        self.version = 0
+        self.tokens_generated = 0
+
+    # -- identity / health -------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "pid": os.getpid(), "host": socket.gethostname(), "version": self.version}
+
+    # -- weights -----------------------------------------------------------------------
+    def update_weights(self, blob: bytes | list, version: int) -> dict[str, float]:
+        """Load safetensors bytes of the full policy state dict and stamp `version`."""
+        if isinstance(blob, list):  # passed wrapped in a list so Ray does not inline-copy it
+            import ray
+
+            blob = ray.get(blob[0])
+        start = time.perf_counter()
+        self.llm.collective_rpc("load_safetensors", args=(blob,))
+        self.llm.reset_prefix_cache()  # cached KV of old weights must not be reused
+        self.version = version
+        return {"load_s": time.perf_counter() - start, "bytes": float(len(blob))}
+
+    def join_weight_group(self, host: str, port: int, rank: int, world_size: int, backend: str) -> bool:
+        self.llm.collective_rpc("join_weight_group", args=(host, port, rank, world_size, backend))
+        return True
+
+    def receive_broadcast(self, spec, version: int) -> dict[str, float]:
+        start = time.perf_counter()
+        self.llm.collective_rpc("receive_broadcast", args=(spec,))
+        self.llm.reset_prefix_cache()
+        self.version = version
+        return {"load_s": time.perf_counter() - start}
+
+    # -- sampling ----------------------------------------------------------------------
+    def generate(self, prompts: list[dict[str, Any]], latest: tuple[int, list] | None = None) -> pa.Table:
+        """K samples for each prompt dict (prompt_id, prompt_index, prompt_text, prompt_tokens).
+
+        `latest` = (version, [weights ref]): loaded first if this worker is behind (after a
+        restart it starts again from the SFT weights at version 0).
+        """
+        if latest is not None and latest[0] > self.version:
+            self.update_weights(latest[1], latest[0])
+        from vllm import SamplingParams, TokensPrompt
+
+        requests, params = [], []
+        for p in prompts:
+            requests.append(TokensPrompt(prompt_token_ids=list(p["prompt_tokens"])))
+            # A per-prompt seed makes a batch reproducible whichever worker draws it (resume).
+            seed = (self.seed * 1_000_003 + int(p["prompt_index"]) * 7919 + self.version) % (2**31)
+            params.append(SamplingParams(n=self.k, seed=seed, logprobs=0, **self.sampling))
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        rows = []
+        for p, out in zip(prompts, outputs):
+            completions = sorted(out.outputs, key=lambda c: c.index)
+            logps = []
+            for c in completions:
+                # logprobs=0 returns the sampled token's raw log-prob at every position.
+                logps.append(float(sum(step[t].logprob for step, t in zip(c.logprobs, c.token_ids))))
+                self.tokens_generated += len(c.token_ids)
+            rows.append(
+                {
+                    "prompt_id": p["prompt_id"],
+                    "prompt_index": int(p["prompt_index"]),
+                    "prompt_text": p["prompt_text"],
+                    "prompt_tokens": list(p["prompt_tokens"]),
+                    "response_tokens": [list(c.token_ids) for c in completions],
+                    "response_texts": [c.text for c in completions],
+                    "response_logprobs": logps,
+                    "finish_reasons": [str(c.finish_reason) for c in completions],
+                    "policy_version": self.version,
+                    "actor": self.name,
+                }
+            )
+        return rollout_batch(rows)
+
+    def sequence_logprobs(self, prompt_tokens: list[int], response_tokens: list[int]) -> list[float]:
+        """Per-token log-probs of a given response under the engine's current weights (tests)."""
+        from vllm import SamplingParams, TokensPrompt
+
+        ids = list(prompt_tokens) + list(response_tokens)
+        out = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=ids)],
+            SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0),
+            use_tqdm=False,
+        )[0]
+        plp = out.prompt_logprobs
+        n = len(prompt_tokens)
+        return [float(plp[i][ids[i]].logprob) for i in range(n, len(ids))]

@@ -1,0 +1,78 @@
+"""Every environment variable the stack needs, set in one place.
+
+Call `apply_runtime_env()` before importing vLLM, Ray, DeepSpeed or transformers in any
+process (driver, actors, tests). Values already set by the user win, except where a
+different value is known to break the run (noted per variable).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Applied on every machine.
+COMMON_ENV: dict[str, str] = {
+    # No model hub is reachable (and clusters should not depend on one at run time):
+    # every model is loaded from a local path.
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    # A token written by one local `ray.init` makes later `address="auto"` drivers fail to
+    # create actors; head, driver and actors must agree, so we pin it off.
+    "RAY_AUTH_MODE": "disabled",
+    # Fork-after-tokenizer-use warnings flood the logs of every actor.
+    "TOKENIZERS_PARALLELISM": "false",
+    # Ray's usage-stats prompt/upload: nothing outside is reachable.
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+# Applied only when no CUDA device is visible.
+CPU_ENV: dict[str, str] = {
+    # vLLM-CPU's default KV-cache sizing asks for a fraction of node memory and fails on small
+    # machines ("Available memory on node 0 ... less than desired"). 1 GiB is plenty here.
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    # DeepSpeed picks its accelerator by probing; pin it so a stray CUDA wheel cannot confuse it.
+    "DS_ACCELERATOR": "cpu",
+    # gloo must bind to loopback on a single machine (the default picks the first interface).
+    "GLOO_SOCKET_IFNAME": "lo",
+}
+
+
+def has_cuda() -> bool:
+    """True when a CUDA device is usable; decided without importing torch when possible."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return False
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # torch missing or broken: certainly no CUDA path
+        return False
+
+
+def runtime_env_vars(cuda: bool | None = None) -> dict[str, str]:
+    """The variables to set in this process and pass to Ray workers (runtime_env)."""
+    cuda = has_cuda() if cuda is None else cuda
+    env = dict(COMMON_ENV)
+    if not cuda:
+        env.update(CPU_ENV)
+    return env
+
+
+def apply_runtime_env(cuda: bool | None = None) -> dict[str, str]:
+    """Set the stack's variables in os.environ (user values kept) and return them."""
+    env = runtime_env_vars(cuda)
+    for key, value in env.items():
+        if key == "RAY_AUTH_MODE":
+            os.environ[key] = value  # mixing modes breaks actor creation: never keep another
+        else:
+            os.environ.setdefault(key, value)
+    return {k: os.environ[k] for k in env}
+
+
+def disable_deepspeed_shm_comm() -> None:
+    """Stop DeepSpeed JIT-building its shared-memory comm op (~100 s) at init_distributed.
+
+    It is only used by inference all-reduce, which we never call.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False

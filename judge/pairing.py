@@ -1,0 +1,107 @@
+"""Ranked pairing: K responses to one prompt → K//2 judged pairs.
+
+The project's reading of OSP's ranked pairing: give each response a score, rank by it, and
+pair rank i with rank K-1-i (best with worst, second with second-worst, ...), so each pair
+has the widest available quality gap and every response is used once. Scores come from one
+of three anchors (config `judge.anchor`):
+
+- "round_robin": s_i = mean_j p(i ≻ j) over all other responses. K(K-1)/2 comparisons, and
+  every pair's strength is already in the matrix: no further judging.
+- "sample0" / "sft_greedy": s_i = p(i ≻ anchor) against one anchor response (response 0, or
+  the SFT model's greedy answer), then each ranked pair is judged directly. K + K/2 comparisons.
+
+"dno" uses the round-robin matrix to select DNO's single large-margin pair instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from learner.dno import select_dno_pair
+
+ANCHORS = ("round_robin", "sample0", "sft_greedy", "dno")
+
+# judge_fn(list of (a, b) index-or-text pairs) -> p(a ≻ b) for each, swap-averaged.
+JudgeFn = Callable[[list[tuple[str, str]]], list[float]]
+
+
+@dataclass(frozen=True)
+class JudgedPair:
+    chosen: int  # index into the K responses
+    rejected: int
+    strength: float  # P(chosen ≻ rejected) ≥ 0.5
+
+
+def check_k(k: int) -> None:
+    if k < 2 or k % 2:
+        raise ValueError(f"ranked pairing needs an even K ≥ 2 responses per prompt, got K={k}")
+
+
+def rank_pairs(scores: Sequence[float]) -> list[tuple[int, int]]:
+    """Pair rank i with rank K-1-i. Ties keep the lower index first (stable sort)."""
+    k = len(scores)
+    check_k(k)
+    order = sorted(range(k), key=lambda i: (-float(scores[i]), i))
+    return [(order[i], order[k - 1 - i]) for i in range(k // 2)]
+
+
+def orient(a: int, b: int, p_a_over_b: float) -> JudgedPair:
+    """Put the judge's preferred response first, so strength is ≥ 0.5."""
+    if p_a_over_b >= 0.5:
+        return JudgedPair(a, b, float(p_a_over_b))
+    return JudgedPair(b, a, float(1.0 - p_a_over_b))
+
+
+def preference_matrix(responses: Sequence[str], judge_fn: JudgeFn) -> torch.Tensor:
+    """pref[i, j] = p(i ≻ j) for all i ≠ j (diagonal 0.5), judging each unordered pair once."""
+    k = len(responses)
+    index_pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    probs = judge_fn([(responses[i], responses[j]) for i, j in index_pairs])
+    pref = torch.full((k, k), 0.5, dtype=torch.float64)
+    for (i, j), p in zip(index_pairs, probs):
+        pref[i, j] = p
+        pref[j, i] = 1.0 - p  # exact under swap averaging: p(j≻i) = 1 - p(i≻j)
+    return pref
+
+
+def judge_pairs(
+    responses: Sequence[str],
+    judge_fn: JudgeFn,
+    anchor: str = "round_robin",
+    anchor_response: str | None = None,
+    dno_margin: float = 0.0,
+) -> list[JudgedPair]:
+    """Turn K responses into judged pairs (K//2 of them; DNO: at most one)."""
+    check_k(len(responses))
+    if anchor in ("round_robin", "dno"):
+        pref = preference_matrix(responses, judge_fn)
+        if anchor == "dno":
+            picked = select_dno_pair(pref, dno_margin)
+            if picked is None:
+                return []
+            return [orient(picked[0], picked[1], float(pref[picked[0], picked[1]]))]
+        scores = (pref.sum(1) - 0.5) / (len(responses) - 1)  # mean over j ≠ i
+        return [orient(a, b, float(pref[a, b])) for a, b in rank_pairs(scores.tolist())]
+    if anchor in ("sample0", "sft_greedy"):
+        if anchor == "sample0":
+            anchor_response = responses[0]
+        elif anchor_response is None:
+            raise ValueError("anchor 'sft_greedy' needs the SFT model's greedy answer")
+        scores = judge_fn([(r, anchor_response) for r in responses])
+        ranked = rank_pairs(scores)
+        probs = judge_fn([(responses[a], responses[b]) for a, b in ranked])
+        return [orient(a, b, p) for (a, b), p in zip(ranked, probs)]
+    raise ValueError(f"unknown judge.anchor {anchor!r}; choose one of {ANCHORS}")
+
+
+def comparisons_per_prompt(k: int, anchor: str) -> int:
+    """Judge comparisons (each = 2 forwards for the swap) needed for one prompt."""
+    check_k(k)
+    if anchor in ("round_robin", "dno"):
+        return k * (k - 1) // 2
+    if anchor in ("sample0", "sft_greedy"):
+        return k + k // 2
+    raise ValueError(f"unknown judge.anchor {anchor!r}; choose one of {ANCHORS}")

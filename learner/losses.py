@@ -1,0 +1,110 @@
+"""Pairwise preference losses on summed sequence log-probs.
+
+Every loss is a function of the implicit-reward margin
+    h = (log π(chosen) - log ref(chosen)) - (log π(rejected) - log ref(rejected))
+and returns one loss per pair (shape [B]); the caller reduces. The judge orients
+each pair so "chosen" is the response it prefers, with p = P(chosen ≻ rejected).
+"""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _check_beta(beta: float) -> None:
+    if not beta > 0:  # also rejects NaN
+        raise ValueError(f"beta must be > 0, got {beta}")
+
+
+def _as_prob(p: Tensor | float | None, like: Tensor) -> Tensor:
+    """p as a tensor broadcastable to `like`, after checking it is a probability."""
+    if p is None:
+        raise ValueError("spce needs the soft preferences p, got None")
+    p = torch.as_tensor(p, dtype=like.dtype, device=like.device)
+    bad = ~((p >= 0) & (p <= 1))  # NaN fails both comparisons, so it counts as bad
+    if bad.any():
+        raise ValueError(f"p must lie in [0, 1], got {p[bad].flatten()[0].item()}")
+    return p
+
+
+def preference_margin(
+    policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor
+) -> Tensor:
+    """h: how much more the policy (relative to the reference) favours chosen over rejected."""
+    return (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+
+
+def spce_loss(h: Tensor, p: Tensor | float, beta: float) -> Tensor:
+    """OSP soft-preference cross-entropy: -[p·logσ(βh) + (1-p)·logσ(-βh)].
+
+    The Bradley-Terry probability σ(βh) is fitted to the judge's soft label p, so the
+    gradient β(σ(βh) - p) vanishes at σ(βh) = p instead of pushing h to infinity as DPO does.
+    logsigmoid keeps it finite for large |βh|.
+    """
+    _check_beta(beta)
+    p = _as_prob(p, h)
+    z = beta * h
+    return -(p * F.logsigmoid(z) + (1 - p) * F.logsigmoid(-z))
+
+
+def dpo_loss(h: Tensor, beta: float) -> Tensor:
+    """DPO: -logσ(βh), i.e. SPCE with a hard label p = 1."""
+    _check_beta(beta)
+    return -F.logsigmoid(beta * h)
+
+
+def cdpo_loss(h: Tensor, beta: float, label_smoothing: float) -> Tensor:
+    """Conservative DPO: -(1-ε)logσ(βh) - ε·logσ(-βh), i.e. SPCE with constant p = 1-ε."""
+    _check_beta(beta)
+    if not 0 <= label_smoothing <= 1:
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+    z = beta * h
+    return -(1 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
+
+
+def ipo_loss(h: Tensor, beta: float) -> Tensor:
+    """IPO with τ = β: regress h onto 1/(2β) rather than maximising it."""
+    _check_beta(beta)
+    return (h - 1 / (2 * beta)) ** 2
+
+
+# name -> loss(h, p, beta, label_smoothing). Only SPCE reads p; the others treat the
+# judge's orientation as a hard label. SPO uses "dpo" here plus its own degree loss (spo.py).
+LOSSES: dict[str, Callable[[Tensor, Tensor | float | None, float, float], Tensor]] = {
+    "spce": lambda h, p, beta, eps: spce_loss(h, p, beta),
+    "dpo": lambda h, p, beta, eps: dpo_loss(h, beta),
+    "cdpo": lambda h, p, beta, eps: cdpo_loss(h, beta, eps),
+    "ipo": lambda h, p, beta, eps: ipo_loss(h, beta),
+}
+
+
+def pair_loss(
+    name: str, h: Tensor, p: Tensor | float | None, beta: float, label_smoothing: float = 0.0
+) -> Tensor:
+    """Per-pair loss [B] for the loss called `name`."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
+    return LOSSES[name](h, p, beta, label_smoothing)
+
+
+@torch.no_grad()
+def reward_metrics(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    ref_chosen: Tensor,
+    ref_rejected: Tensor,
+    beta: float,
+) -> dict[str, float]:
+    """Batch means of the implicit rewards β·(log π - log ref), for logging."""
+    _check_beta(beta)
+    chosen = beta * (policy_chosen - ref_chosen).float()
+    rejected = beta * (policy_rejected - ref_rejected).float()
+    margin = chosen - rejected
+    return {
+        "rewards/chosen": chosen.mean().item(),
+        "rewards/rejected": rejected.mean().item(),
+        "rewards/margin": margin.mean().item(),
+        "rewards/accuracy": (margin > 0).float().mean().item(),
+    }

@@ -1,0 +1,142 @@
+import math
+
+import pytest
+import torch
+
+from learner.losses import (
+    LOSSES,
+    cdpo_loss,
+    dpo_loss,
+    ipo_loss,
+    pair_loss,
+    preference_margin,
+    reward_metrics,
+    spce_loss,
+)
+
+
+def log_sigmoid(x: float) -> float:
+    return math.log(1 / (1 + math.exp(-x)))
+
+
+def t(*xs: float) -> torch.Tensor:
+    return torch.tensor(xs, dtype=torch.float64)
+
+
+def test_preference_margin():
+    # (-1 - -1.5) - (-3 - -2) = 0.5 + 1 = 1.5
+    h = preference_margin(t(-1.0), t(-3.0), t(-1.5), t(-2.0))
+    assert h.item() == pytest.approx(1.5)
+
+
+def test_spce_hand_computed():
+    h, beta, p = 0.7, 0.5, 0.8
+    z = beta * h  # 0.35
+    expected = -(p * log_sigmoid(z) + (1 - p) * log_sigmoid(-z))
+    got = spce_loss(t(h), t(p), beta)
+    assert got.shape == (1,)
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+    assert got.item() == pytest.approx(0.6033821554, rel=1e-9)
+
+
+def test_spce_per_pair_p_and_float_p():
+    h = t(0.7, -0.2)
+    got = spce_loss(h, t(0.8, 0.6), beta=0.5)
+    exp = [-(p * log_sigmoid(0.5 * x) + (1 - p) * log_sigmoid(-0.5 * x))
+           for x, p in [(0.7, 0.8), (-0.2, 0.6)]]
+    assert got.tolist() == pytest.approx(exp, rel=1e-12)
+    assert spce_loss(h, 0.8, 0.5)[0].item() == pytest.approx(exp[0], rel=1e-12)
+
+
+def test_spce_hard_labels_are_dpo():
+    h = t(0.7, -1.3, 4.0)
+    assert torch.allclose(spce_loss(h, 1.0, 0.1), dpo_loss(h, 0.1))
+    assert torch.allclose(spce_loss(h, 0.0, 0.1), dpo_loss(-h, 0.1))
+
+
+def test_spce_constant_p_is_cdpo():
+    h, eps = t(0.7, -1.3, 4.0), 0.1
+    assert torch.allclose(spce_loss(h, 1 - eps, 0.3), cdpo_loss(h, 0.3, eps))
+
+
+def test_dpo_and_cdpo_hand_computed():
+    assert dpo_loss(t(0.7), 0.5).item() == pytest.approx(-log_sigmoid(0.35), rel=1e-12)
+    expected = -0.9 * log_sigmoid(0.35) - 0.1 * log_sigmoid(-0.35)
+    assert cdpo_loss(t(0.7), 0.5, 0.1).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_ipo_hand_computed():
+    # beta = 0.5 -> target margin 1/(2·0.5) = 1: (0.7 - 1)² = 0.09, (3 - 1)² = 4
+    assert ipo_loss(t(0.7, 3.0), 0.5).tolist() == pytest.approx([0.09, 4.0], rel=1e-12)
+    # beta = 0.1 -> target 5: (0 - 5)² = 25
+    assert ipo_loss(t(0.0), 0.1).item() == pytest.approx(25.0)
+
+
+def test_spce_gradient_is_beta_sigma_minus_p():
+    beta = 0.5
+    h = t(0.7, -2.0, 3.0).requires_grad_()
+    p = t(0.8, 0.6, 0.5)
+    spce_loss(h, p, beta).sum().backward()
+    expected = beta * (torch.sigmoid(beta * h.detach()) - p)
+    assert torch.allclose(h.grad, expected, atol=1e-12)
+    # and by hand for the first pair: 0.5 · (σ(0.35) - 0.8)
+    assert h.grad[0].item() == pytest.approx(0.5 * (1 / (1 + math.exp(-0.35)) - 0.8), rel=1e-12)
+
+
+def test_spce_is_stable_for_large_margins():
+    h = t(1e4, -1e4)
+    loss = spce_loss(h.requires_grad_(), t(1.0, 1.0), 1.0)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(h.grad).all()
+    assert loss.tolist() == pytest.approx([0.0, 1e4])
+
+
+def test_pair_loss_dispatch():
+    h, p = t(0.7, -0.4), t(0.8, 0.9)
+    assert torch.equal(pair_loss("spce", h, p, 0.5), spce_loss(h, p, 0.5))
+    assert torch.equal(pair_loss("dpo", h, p, 0.5), dpo_loss(h, 0.5))
+    assert torch.equal(pair_loss("cdpo", h, p, 0.5, 0.2), cdpo_loss(h, 0.5, 0.2))
+    assert torch.equal(pair_loss("ipo", h, None, 0.5), ipo_loss(h, 0.5))
+    assert set(LOSSES) == {"spce", "dpo", "cdpo", "ipo"}
+
+
+def test_pair_loss_unknown_name():
+    with pytest.raises(ValueError, match="cdpo.*dpo.*ipo.*spce"):
+        pair_loss("kto", t(0.1), t(0.5), 0.5)
+
+
+@pytest.mark.parametrize("beta", [0.0, -0.1, float("nan")])
+def test_invalid_beta(beta):
+    for fn in (lambda: spce_loss(t(0.1), 0.5, beta), lambda: dpo_loss(t(0.1), beta),
+               lambda: cdpo_loss(t(0.1), beta, 0.1), lambda: ipo_loss(t(0.1), beta)):
+        with pytest.raises(ValueError, match="beta"):
+            fn()
+
+
+@pytest.mark.parametrize("p", [1.5, -0.25])
+def test_invalid_p_names_value(p):
+    with pytest.raises(ValueError, match=str(p)):
+        spce_loss(t(0.1, 0.2), t(0.5, p), 0.5)
+
+
+def test_invalid_p_nan_and_none():
+    with pytest.raises(ValueError):
+        spce_loss(t(0.1), t(float("nan")), 0.5)
+    with pytest.raises(ValueError):
+        pair_loss("spce", t(0.1), None, 0.5)
+
+
+def test_invalid_label_smoothing():
+    with pytest.raises(ValueError, match="label_smoothing"):
+        cdpo_loss(t(0.1), 0.5, 1.5)
+
+
+def test_reward_metrics():
+    # chosen rewards 0.5·(0.5, -1) = (0.25, -0.5); rejected 0.5·(-1, 0) = (-0.5, 0)
+    # margins (0.75, -0.5) -> mean 0.125, accuracy 0.5
+    m = reward_metrics(t(-1.0, -3.0), t(-2.0, -1.0), t(-1.5, -2.0), t(-1.0, -1.0), beta=0.5)
+    assert m == pytest.approx(
+        {"rewards/chosen": -0.125, "rewards/rejected": -0.25,
+         "rewards/margin": 0.125, "rewards/accuracy": 0.5}
+    )
+    assert all(isinstance(v, float) for v in m.values())

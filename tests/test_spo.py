@@ -1,0 +1,121 @@
+import math
+import random
+
+import pytest
+import torch
+
+from learner.spo import (
+    DEGREE_RATIOS,
+    PreferenceDegreeHead,
+    degrade,
+    rake_keywords,
+    remove_key_content,
+    spo_degree_loss,
+)
+
+# The classic RAKE example. Candidate phrases (split at "of", "over", "the", "."):
+#   compatibility | systems | linear constraints | set | natural numbers
+# Word score degree/freq: linear = constraints = natural = numbers = 2/1, the rest 1/1,
+# so "linear constraints" = "natural numbers" = 4 (tie -> first appearance), others 1.
+TEXT = "Compatibility of systems of linear constraints over the set of natural numbers."
+
+
+def test_rake_ranking():
+    assert rake_keywords(TEXT) == [
+        "linear constraints", "natural numbers", "compatibility", "systems", "set"
+    ]
+
+
+def test_rake_repeated_words():
+    # phrases: "deep learning" (x2), "learning rate matters"
+    # freq: deep 2, learning 3, rate 1, matters 1
+    # degree: deep 4, learning 2+2+3 = 7, rate 3, matters 3
+    # "learning rate matters" = 7/3 + 3 + 3 = 8.33 beats "deep learning" = 2 + 7/3 = 4.33
+    text = "Deep learning, and deep learning: the learning rate matters"
+    assert rake_keywords(text) == ["learning rate matters", "deep learning"]
+
+
+def test_rake_empty():
+    assert rake_keywords("") == []
+    assert rake_keywords("of the and.") == []
+
+
+def test_remove_key_content_ratios():
+    assert remove_key_content(TEXT, 0.0) == TEXT
+    # 0.5 · 5 phrases -> ceil(2.5) = 3 removed: linear constraints, natural numbers, compatibility
+    assert remove_key_content(TEXT, 0.5) == "of systems of over the set of."
+    assert remove_key_content(TEXT, 1.0) == "of of over the of."
+
+
+def test_remove_key_content_case_insensitive_whole_word():
+    # phrases "red apples" (score 4) and "redapples stay" (score 4, later) -> only the first goes,
+    # both of its occurrences, any case, but not inside the longer word "redapples".
+    text = "Red apples and RED  APPLES; redapples stay."
+    assert remove_key_content(text, 0.5) == "and; redapples stay."
+
+
+def test_remove_key_content_float_noise_does_not_round_up():
+    # 25 single-word phrases; 0.28 · 25 is 7.000000000000001 in floats but must remove 7, not 8.
+    text = ", ".join(f"w{i}" for i in range(25))
+    # w0..w6 go (ties keep first appearance); spaces before the left-over commas go too.
+    assert remove_key_content(text, 0.28) == ",,,,,,, " + ", ".join(f"w{i}" for i in range(7, 25))
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.1])
+def test_remove_key_content_bad_ratio(ratio):
+    with pytest.raises(ValueError, match="ratio"):
+        remove_key_content(TEXT, ratio)
+
+
+def test_degrade_deterministic():
+    a = [degrade(TEXT, DEGREE_RATIOS, random.Random(7)) for _ in range(2)]
+    assert a[0] == a[1]
+    rng1, rng2 = random.Random(3), random.Random(3)
+    draws = [degrade(TEXT, DEGREE_RATIOS, rng1) for _ in range(50)]
+    assert draws == [degrade(TEXT, DEGREE_RATIOS, rng2) for _ in range(50)]
+    assert {i for _, i in draws} == {0, 1, 2, 3}  # uniform over all degrees
+    for text, i in draws:
+        assert text == remove_key_content(TEXT, DEGREE_RATIOS[i])
+
+
+def _head() -> PreferenceDegreeHead:
+    head = PreferenceDegreeHead(hidden_size=2, num_degrees=3).double()
+    with torch.no_grad():
+        head.proj.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]]))
+        head.proj.bias.copy_(torch.tensor([0.0, 0.5, -1.0]))
+    return head
+
+
+def test_head_masked_mean_pooling():
+    hidden = torch.tensor(
+        [[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]],
+         [[2.0, -2.0], [50.0, 50.0], [60.0, 60.0]]], dtype=torch.float64
+    )
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    logits = _head()(hidden, mask)
+    assert logits.shape == (2, 3)
+    # row 0: mean of (1,2),(3,4) = (2,3) -> (2, 3.5, -2); row 1: (2,-2) -> (2, -1.5, 3)
+    expected = torch.tensor([[2.0, 3.5, -2.0], [2.0, -1.5, 3.0]], dtype=torch.float64)
+    assert torch.allclose(logits, expected)
+
+
+def test_head_ignores_padding_values():
+    head = PreferenceDegreeHead(hidden_size=4)
+    hidden = torch.randn(2, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 1, 1, 1, 1]], dtype=torch.bool)
+    out = head(hidden, mask)
+    assert out.shape == (2, len(DEGREE_RATIOS))
+    junk = hidden.clone()
+    junk[~mask] = float("nan")
+    assert torch.allclose(head(junk, mask), out)
+
+
+def test_degree_loss_hand_computed():
+    logits = torch.tensor([[1.0, 2.0, 0.5, -1.0], [0.0, 0.0, 3.0, 1.0]], dtype=torch.float64)
+    target = torch.tensor([1, 3])
+
+    def ce(row: list[float], k: int) -> float:
+        return -(row[k] - math.log(sum(math.exp(x) for x in row)))
+
+    expected = (ce([1.0, 2.0, 0.5, -1.0], 1) + ce([0.0, 0.0, 3.0, 1.0], 3)) / 2
+    assert spo_degree_loss(logits, target).item() == pytest.approx(expected, rel=1e-12)
