@@ -1,0 +1,134 @@
+"""Creating the actors: rollout engines, judges and the learner group, each restartable.
+
+Rollout and judge actors are independent (their count can change during a run); the
+learner ranks share one placement group (PACK) so a multi-node cluster keeps them close.
+Ray restarts a dead rollout/judge actor (`max_restarts`) and retries its in-flight call
+(`max_task_retries`): the call carries the latest weights, so a restarted engine catches up
+before sampling, and the prompts it held are not skipped.
+"""
+
+from __future__ import annotations
+
+import ray
+from ray.util.placement_group import placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from actors.rollout import RolloutWorker
+from cluster.config import Config
+from judge.judge_actor import JudgeWorker
+from learner.rank import LearnerRank
+
+
+def _threads(cpus: float) -> int:
+    return max(1, int(cpus))
+
+
+def make_rollout_actor(cfg: Config, model_path: str, index: int):
+    r = cfg.rollout
+    actor_cls = ray.remote(RolloutWorker).options(
+        name=None,
+        num_cpus=r.cpus_per_actor,
+        num_gpus=r.gpus_per_actor,
+        max_restarts=r.max_restarts,
+        max_task_retries=r.max_restarts,
+        max_concurrency=1,
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": str(_threads(r.cpus_per_actor))}},
+    )
+    return actor_cls.remote(
+        model_path,
+        k=r.k,
+        temperature=r.temperature,
+        top_p=r.top_p,
+        max_tokens=r.max_tokens,
+        seed=cfg.seed,
+        name=f"rollout-{index}",
+        kv_cache_gib=r.kv_cache_gib,
+        enforce_eager=r.enforce_eager,
+        max_model_len=cfg.model.max_prompt_tokens + r.max_tokens + 8,
+        dtype=cfg.model.dtype,
+    )
+
+
+def make_judge_actor(cfg: Config, model_path: str, index: int):
+    j = cfg.judge
+    actor_cls = ray.remote(JudgeWorker).options(
+        num_cpus=j.cpus_per_actor,
+        num_gpus=j.gpus_per_actor,
+        max_restarts=j.max_restarts,
+        max_task_retries=j.max_restarts,
+    )
+    return actor_cls.remote(
+        model_path,
+        anchor=j.anchor,
+        template=j.template,
+        answer_tokens=list(j.answer_tokens),
+        batch_size=j.batch_size,
+        dtype=cfg.model.dtype,
+        dno_margin=cfg.dno.margin,
+        reference="policy" if cfg.dno.enabled else "sft",
+        anchor_max_tokens=cfg.rollout.max_tokens,
+        threads=_threads(j.cpus_per_actor),
+    )
+
+
+@ray.remote(num_cpus=0)
+def _rendezvous() -> tuple[str, int]:
+    """Address and a free port on the node of bundle 0, for the ranks' TCP store."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    return ray.util.get_node_ip_address(), port
+
+
+def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600):
+    l = cfg.learner
+    bundles = [{"CPU": l.cpus_per_rank, **({"GPU": l.gpus_per_rank} if l.gpus_per_rank else {})} for _ in range(l.num_ranks)]
+    pg = placement_group(bundles, strategy="PACK", name="osp-learner")
+    ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
+    if not ready:
+        raise RuntimeError(
+            f"could not place {l.num_ranks} learner ranks ({bundles[0]} each) within {timeout_s:.0f}s: "
+            "the cluster lacks the resources (see `ray status`)"
+        )
+    addr, port = ray.get(
+        _rendezvous.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0)).remote()
+    )
+    learner = {
+        "lr": l.lr, "weight_decay": l.weight_decay, "pairs_per_step": l.pairs_per_step,
+        "zero_stage": l.zero_stage, "grad_clip": l.grad_clip,
+        "lora": vars(l.lora) | {"target_modules": list(l.lora.target_modules)},
+    }
+    loss = vars(cfg.loss) | {"spo_ratios": list(cfg.loss.spo_ratios)}
+    ranks = []
+    for rank in range(l.num_ranks):
+        actor_cls = ray.remote(LearnerRank).options(
+            num_cpus=l.cpus_per_rank,
+            num_gpus=l.gpus_per_rank,
+            max_restarts=0,  # a dead rank fails the run (resume from the last checkpoint)
+            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(_threads(l.cpus_per_rank))}},
+        )
+        ranks.append(
+            actor_cls.remote(rank, l.num_ranks, addr, port, model_path, learner, loss, cfg.model.dtype, cfg.seed,
+                             _threads(l.cpus_per_rank))
+        )
+    return ranks, pg
+
+
+@ray.remote(num_cpus=0)
+class Control:
+    """A named actor through which `python -m cluster.scale` changes a live run."""
+
+    def __init__(self, rollout_actors: int):
+        self.rollout_actors = rollout_actors
+
+    def set_rollout_actors(self, n: int) -> int:
+        if n < 1:
+            raise ValueError(f"need at least 1 rollout actor, got {n}")
+        self.rollout_actors = n
+        return n
+
+    def get_rollout_actors(self) -> int:
+        return self.rollout_actors

@@ -1,0 +1,50 @@
+"""Starting or joining Ray, with the stack's environment passed to every worker."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from cluster.env import apply_runtime_env, runtime_env_vars
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def ray_address(configured: str | None) -> str | None:
+    """The cluster to join: the config's, else RAY_ADDRESS (set by `ray job submit`), else None
+    (start a local one)."""
+    if configured:
+        return configured
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard_host: str = "127.0.0.1"):
+    import ray
+
+    env = apply_runtime_env()
+    if ray.is_initialized():
+        return ray
+    # Workers inherit the stack's variables and can import this repo's packages even when it
+    # is not pip-installed on every node (under `ray job submit` the working_dir ships it).
+    worker_env = {"env_vars": dict(runtime_env_vars())}
+    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    worker_env["env_vars"]["PYTHONPATH"] = pythonpath
+    target = ray_address(address)
+    if target:
+        log.info("joining Ray cluster at %s", target)
+        ray.init(address=target, runtime_env=worker_env, log_to_driver=True)
+    else:
+        cpus = num_cpus or max(os.cpu_count() or 1, 4)
+        log.info("starting a local Ray cluster (%d CPUs, dashboard on %s)", cpus, dashboard_host)
+        ray.init(
+            num_cpus=cpus,
+            runtime_env=worker_env,
+            include_dashboard=True,
+            dashboard_host=dashboard_host,  # loopback by default: the dashboard can run jobs
+            log_to_driver=True,
+        )
+    del env
+    return ray

@@ -1,0 +1,243 @@
+"""One DeepSpeed rank of the learner group (a Ray actor per rank, wrapped by cluster.pools).
+
+Each rank receives its shard of the step's pairs as an Arrow table, computes the configured
+preference loss against the reference log-probs carried in the pairs (so no reference model
+is held), and steps. Rank 0 exports the merged full weights for the rollout engines.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from cluster.env import apply_runtime_env, disable_deepspeed_shm_comm
+from cluster.records import validate_pair_batch
+from learner.logprobs import sequence_logprobs
+from learner.losses import pair_loss, preference_margin, reward_metrics
+from learner.policy import build_policy, merged_state_dict
+from learner.spo import degrade, spo_degree_loss
+
+
+def deepspeed_config(micro_batch: int, zero_stage: int, grad_clip: float, dtype: str) -> dict[str, Any]:
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": grad_clip,
+        "zero_optimization": {"stage": zero_stage},
+        # Our own torch AdamW: DeepSpeed's cpu_adam/fused_adam need a 2-min JIT build on CPU.
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": dtype == "bfloat16"},
+        "fp16": {"enabled": dtype == "float16"},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+class LearnerRank:
+    def __init__(
+        self,
+        rank: int,
+        world_size: int,
+        master_addr: str,
+        master_port: int,
+        model_path: str,
+        learner: dict[str, Any],
+        loss: dict[str, Any],
+        dtype: str = "float32",
+        seed: int = 0,
+        threads: int | None = None,
+    ):
+        apply_runtime_env()
+        os.environ.update(
+            RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK="0" if not torch.cuda.is_available() else os.environ.get("LOCAL_RANK", "0"),
+            MASTER_ADDR=master_addr, MASTER_PORT=str(master_port),
+        )
+        if threads:
+            torch.set_num_threads(int(threads))
+        import deepspeed
+
+        disable_deepspeed_shm_comm()
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+        torch.manual_seed(seed + rank)
+        self.rng = random.Random(seed * 9973 + rank)
+        self.rank, self.world_size = rank, world_size
+        self.learner_cfg, self.loss_cfg = learner, loss
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        num_degrees = len(loss["spo_ratios"]) if loss["name"] == "spo" else 0
+        policy = build_policy(model_path, dtype, learner.get("lora"), num_degrees)
+        params = [p for p in policy.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=learner["lr"], weight_decay=learner["weight_decay"])
+        micro = learner["pairs_per_step"] // world_size
+        self.engine, *_ = deepspeed.initialize(
+            model=policy,
+            optimizer=optimizer,
+            config=deepspeed_config(micro, learner["zero_stage"], learner["grad_clip"], dtype),
+        )
+        self.model_path = model_path
+        self.steps = 0
+
+    def info(self) -> dict[str, Any]:
+        return {"rank": self.rank, "pid": os.getpid(), "steps": self.steps}
+
+    # -- loss ---------------------------------------------------------------------------
+    def _forward_loss(self, pairs: pa.Table) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.loss_cfg
+        cols = pairs.to_pydict()
+        n = pairs.num_rows
+        prompts = cols["prompt_tokens"] * 2
+        responses = cols["chosen_tokens"] + cols["rejected_tokens"]
+        policy = self.engine.module
+        logps = sequence_logprobs(policy.lm, prompts, responses, self.pad_id)
+        pc, pr = logps[:n], logps[n:]
+        rc = torch.tensor(cols["ref_logp_chosen"], dtype=logps.dtype)
+        rr = torch.tensor(cols["ref_logp_rejected"], dtype=logps.dtype)
+        h = preference_margin(pc, pr, rc, rr)
+        p = torch.tensor(cols["strength"], dtype=logps.dtype)
+        if cfg.get("hard_labels"):
+            p = (p >= 0.5).to(logps.dtype)  # online DPO: the judge's verdict, not its confidence
+        name = "dpo" if cfg["name"] == "spo" else cfg["name"]
+        per_pair = pair_loss(name, h, p, cfg["beta"], cfg.get("label_smoothing", 0.0))
+        loss = per_pair.mean()
+        metrics = {"loss/pref": float(loss.detach())}
+        if cfg["name"] == "spo":
+            degraded, degree = [], []
+            for text in cols["chosen_text"]:
+                new_text, idx = degrade(text, cfg["spo_ratios"], self.rng)
+                ids = self.tokenizer(new_text, add_special_tokens=False)["input_ids"] or [self.pad_id]
+                degraded.append(ids)
+                degree.append(idx)
+            _, hidden, mask = sequence_logprobs(policy.lm, cols["prompt_tokens"], degraded, self.pad_id, return_hidden=True)
+            logits = policy.degree_head(hidden, mask)
+            aux = spo_degree_loss(logits, torch.tensor(degree))
+            loss = loss + cfg["spo_weight"] * aux
+            metrics["loss/spo_degree"] = float(aux.detach())
+        metrics.update(reward_metrics(pc, pr, rc, rr, cfg["beta"]))
+        metrics["strength/mean"] = float(p.mean())
+        return loss, metrics
+
+    def train_step(self, pairs: pa.Table) -> dict[str, float]:
+        start = time.perf_counter()
+        validate_pair_batch(pairs)
+        self.engine.train()
+        loss, metrics = self._forward_loss(pairs)
+        self.engine.backward(loss)
+        self.engine.step()
+        self.steps += 1
+        metrics["loss"] = float(loss.detach())
+        grad_norm = self.engine.get_global_grad_norm()
+        if grad_norm is not None:
+            metrics["grad_norm"] = float(grad_norm)
+        metrics["step_s"] = time.perf_counter() - start
+        metrics["tokens"] = float(sum(len(x) for x in pairs["chosen_tokens"].to_pylist()) + sum(len(x) for x in pairs["rejected_tokens"].to_pylist()))
+        return metrics
+
+    @torch.no_grad()
+    def eval_loss(self, pairs: pa.Table) -> float:
+        """Loss on a fixed batch without stepping (to watch it fall)."""
+        self.engine.eval()
+        loss, _ = self._forward_loss(pairs)
+        return float(loss)
+
+    # -- weights ------------------------------------------------------------------------
+    def _gathered(self):
+        """Context giving every rank full parameters (a no-op below ZeRO-3)."""
+        import contextlib
+
+        import deepspeed
+
+        if self.learner_cfg["zero_stage"] == 3:
+            return deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None)
+        return contextlib.nullcontext()
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Merged policy weights on rank 0 (all ranks must call: ZeRO-3 gathers)."""
+        with self._gathered():
+            if self.rank != 0:
+                return None
+            return {k: v.detach().to("cpu", copy=True) for k, v in merged_state_dict(self.engine.module.lm).items()}
+
+    def export_weights(self) -> dict[str, Any] | None:
+        """Rank 0: safetensors bytes of the merged weights, put in the object store."""
+        start = time.perf_counter()
+        state = self.full_state_dict()
+        if state is None:
+            return None
+        import ray
+        from safetensors.torch import save
+
+        blob = save(state)
+        ref = ray.put(blob)
+        return {"ref": [ref], "bytes": len(blob), "export_s": time.perf_counter() - start}
+
+    def join_weight_group(self, host: str, port: int, world_size: int, backend: str) -> bool:
+        from learner.weight_group import join_group
+
+        self.weight_group = join_group(host, port, 0, world_size, backend)
+        return True
+
+    def weight_spec(self):
+        from learner.weight_group import spec_of
+
+        state = self.full_state_dict()
+        return None if state is None else spec_of(state)
+
+    def broadcast_weights(self) -> dict[str, float] | None:
+        """Rank 0 broadcasts the merged weights to the engines in the weight group."""
+        from learner.weight_group import send_tensors
+
+        start = time.perf_counter()
+        state = self.full_state_dict()
+        if state is None:
+            return None
+        sent = send_tensors(self.weight_group, state)
+        return {"bytes": float(sent), "broadcast_s": time.perf_counter() - start}
+
+    def sequence_logprobs(self, prompt_tokens: list[int], response_tokens: list[int]) -> list[float]:
+        """Per-token log-probs under the learner's current weights (to compare with an engine)."""
+        from learner.logprobs import pack_right_padded, token_logprobs
+
+        with torch.no_grad(), self._gathered():
+            self.engine.eval()
+            ids, attn, resp = pack_right_padded([prompt_tokens], [response_tokens], self.pad_id)
+            logits = self.engine.module.lm(input_ids=ids, attention_mask=attn, use_cache=False).logits
+            per = token_logprobs(logits, ids)[0]
+            return per[resp[0, 1:]].tolist()
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def save_checkpoint(self, directory: str, tag: str, client_state: dict | None = None) -> bool:
+        """DeepSpeed state (all ranks: weights, optimizer, scheduler) + HF weights on rank 0."""
+        self.engine.save_checkpoint(directory, tag=tag, client_state={"rng": self.rng.getstate(), **(client_state or {})})
+        state = self.full_state_dict()
+        if state is not None:
+            self._save_hf(Path(directory) / tag / "hf", state)
+        return True
+
+    def _save_hf(self, target: Path, state: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+        from transformers import AutoConfig
+
+        target.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(target / "model.safetensors"), metadata={"format": "pt"})
+        AutoConfig.from_pretrained(self.model_path).save_pretrained(target)
+        self.tokenizer.save_pretrained(target)
+        gen = Path(self.model_path) / "generation_config.json"
+        if gen.exists():
+            (target / "generation_config.json").write_bytes(gen.read_bytes())
+
+    def load_checkpoint(self, directory: str, tag: str) -> dict:
+        _, client = self.engine.load_checkpoint(directory, tag=tag)
+        client = client or {}
+        if "rng" in client:
+            state = client["rng"]
+            self.rng.setstate((state[0], tuple(state[1]), state[2]))
+        return {k: v for k, v in client.items() if k != "rng"}

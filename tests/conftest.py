@@ -1,0 +1,51 @@
+"""Shared fixtures: the tiny random model (built once per session) and one Ray cluster.
+
+`ray.init` costs ~6 s and vLLM/DeepSpeed start-up tens of seconds, so both are shared by
+every test of a session.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from cluster.env import apply_runtime_env
+
+apply_runtime_env()
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("OSP_HEAVY_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="heavy end-to-end run; set OSP_HEAVY_TESTS=1")
+    for item in items:
+        if "heavy" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    from cluster.models import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny-llama")))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster for the whole session (4 logical CPUs on a 2-core machine:
+    actors here are mostly idle, waiting on each other)."""
+    import ray
+
+    from cluster.ray_setup import init_ray
+
+    init_ray(address=None, num_cpus=4)
+    yield ray
+    ray.shutdown()
