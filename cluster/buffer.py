@@ -2,8 +2,8 @@
 
 Batches stay as the `pa.Table`s the judges produced (their buffers live in the Ray object
 store; slicing and concatenating never copies). The driver asks for exactly one learner
-step's worth of pairs at a time. Pairs too stale to train (made by a policy more than
-`max_staleness` versions behind) are not dropped silently: `take` returns their prompt
+step's worth of pairs at a time. Pairs too stale to train (made by a policy older than the
+driver's staleness bound) are not dropped silently: `drop_older_than` returns their prompt
 indices so the driver can sample those prompts again.
 """
 
@@ -20,9 +20,8 @@ from cluster.records import PAIR_SCHEMA
 
 
 class PairBuffer:
-    def __init__(self, max_pairs: int, max_staleness: int, spill_dir: str | None = None):
+    def __init__(self, max_pairs: int, spill_dir: str | None = None):
         self.max_pairs = max_pairs
-        self.max_staleness = max_staleness
         self.tables: deque[pa.Table] = deque()
         self.size = 0
         self.spill_dir = Path(spill_dir) if spill_dir else None
@@ -45,9 +44,9 @@ class PairBuffer:
             pq.write_table(table, self.spill_dir / f"pairs-{self.spilled:06d}.parquet")
             self.spilled += 1
 
-    def drop_stale(self, version: int) -> list[int]:
-        """Remove pairs older than version - max_staleness; return their prompt indices."""
-        oldest_ok = version - self.max_staleness
+    def drop_older_than(self, oldest_ok: int) -> list[int]:
+        """Remove pairs made by a policy version below `oldest_ok`; return their prompt
+        indices (once per dropped pair)."""
         kept: deque[pa.Table] = deque()
         dropped: list[int] = []
         for table in self.tables:
@@ -61,7 +60,7 @@ class PairBuffer:
                 kept.append(table)
         self.tables = kept
         self.size = sum(t.num_rows for t in kept)
-        return sorted(set(dropped))
+        return dropped
 
     def take(self, n: int) -> pa.Table | None:
         """Exactly n pairs (oldest first), or None if fewer are buffered."""

@@ -133,6 +133,7 @@ class MetricsConfig:
     tensorboard: bool = True
     ray_metrics: bool = True
     progress: bool = True
+    probe: bool = True  # log the loss on a fixed batch (the first one) before every step
 
 
 @dataclass
@@ -183,6 +184,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, int) and value in (0, 1):  # `key=1` reaches here as YAML's int 1
+            return bool(value)
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
@@ -201,6 +204,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
     if hint is str:
+        if isinstance(value, bool):  # YAML reads yes/no/on/off/true as bools: never make "True" of them
+            raise ConfigError(f"{key}: expected a string, got {value!r} (quote it, e.g. '\"yes\"')")
         if not isinstance(value, (str, int, float)):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)
@@ -209,7 +214,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 def _build(cls, data: dict[str, Any], prefix: str = ""):
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     hints = get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
@@ -267,6 +272,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(p)!r} must be a mapping of sections, got {data!r}")
     data = _merge(data, parse_overrides(overrides or []))
     cfg = _build(Config, data)
     validate(cfg)
@@ -337,7 +344,7 @@ def check_resources(cfg: Config, cpus: float, gpus: float) -> None:
     l = cfg.learner
     if l.gpus_per_rank > 0:
         _require(l.num_ranks * l.gpus_per_rank <= gpus, "learner.num_ranks",
-                 f"{l.num_ranks} ranks × {l.gpus_per_rank} GPU need more than the cluster's {gpus:g} GPUs")
+                 f"{l.num_ranks} ranks × {l.gpus_per_rank:g} GPU need more than the cluster's {gpus:g} GPUs")
     need_cpus = (
         l.num_ranks * l.cpus_per_rank
         + cfg.rollout.num_actors * cfg.rollout.cpus_per_actor

@@ -76,7 +76,12 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
         folder, name = str(gguf_path.parent), gguf_path.name
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        config = loaded.config
+        # The weights are dequantised now: a leftover `quantization_config: gguf` makes vLLM
+        # refuse the folder ("Unknown quantization method: gguf").
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         fresh.load_state_dict(loaded.state_dict())
         fresh.save_pretrained(tmp)
         if not getattr(tokenizer, "chat_template", None):
@@ -89,8 +94,15 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
 def embedded_default_model() -> Path:
     """Path of the embedded default model folder, converting it on first use."""
     target = cache_dir() / "models" / "smollm2-135m-instruct-q4_1"
-    if (target / "config.json").exists():
-        return target
+    config = target / "config.json"
+    if config.exists():
+        if "quantization_config" not in config.read_text():
+            return target
+        # Converted by an older version that left the GGUF quantization marker: redo it.
+        stale = target.with_name(f".{target.name}.stale")
+        shutil.rmtree(stale, ignore_errors=True)
+        os.rename(target, stale)
+        shutil.rmtree(stale, ignore_errors=True)
     return convert_gguf(find_embedded_gguf(), target)
 
 

@@ -76,6 +76,11 @@ def _check_schema(table: pa.Table, schema: pa.Schema, kind: str) -> None:
             )
         if table.column(field.name).null_count:
             raise MalformedBatchError(f"{kind} batch column {field.name!r} has nulls")
+        values = table.column(field.name)
+        while pa.types.is_list(values.type):  # nulls inside lists: a null response, a null token
+            values = pc.list_flatten(values)
+            if values.null_count:
+                raise MalformedBatchError(f"{kind} batch column {field.name!r} has nulls inside its lists")
 
 
 def _first_bad_row(mask: pa.ChunkedArray) -> int:
@@ -131,8 +136,21 @@ def validate_pair_batch(table: pa.Table) -> pa.Table:
     return table
 
 
+def _from_rows(rows: list[dict[str, Any]], schema: pa.Schema, kind: str) -> pa.Table:
+    """Rows → table; a value Arrow cannot convert is a MalformedBatchError naming its column."""
+    try:
+        return pa.Table.from_pylist(rows, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        for field in schema:  # find the column for the message
+            try:
+                pa.array([row.get(field.name) for row in rows], type=field.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as col_err:
+                raise MalformedBatchError(f"{kind} batch column {field.name!r}: {col_err}") from err
+        raise MalformedBatchError(f"{kind} batch: {err}") from err
+
+
 def rollout_batch(rows: Iterable[dict[str, Any]]) -> pa.Table:
-    return validate_rollout_batch(pa.Table.from_pylist(list(rows), schema=ROLLOUT_SCHEMA))
+    return validate_rollout_batch(_from_rows(list(rows), ROLLOUT_SCHEMA, "rollout"))
 
 
 def pair_batch(rows: Iterable[dict[str, Any]]) -> pa.Table:
@@ -141,7 +159,7 @@ def pair_batch(rows: Iterable[dict[str, Any]]) -> pa.Table:
         s = row.get("strength")
         if not isinstance(s, (int, float)) or math.isnan(s):
             raise MalformedBatchError(f"pair row {i}: strength {s!r} is not a number")
-    return validate_pair_batch(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA))
+    return validate_pair_batch(_from_rows(rows, PAIR_SCHEMA, "pair"))
 
 
 def empty_pair_batch() -> pa.Table:

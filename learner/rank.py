@@ -125,9 +125,12 @@ class LearnerRank:
         metrics["strength/mean"] = float(p.mean())
         return loss, metrics
 
-    def train_step(self, pairs: pa.Table) -> dict[str, float]:
+    def train_step(self, pairs: pa.Table, probe: pa.Table | None = None) -> dict[str, float]:
+        """One optimizer step on this rank's shard. `probe`: a fixed batch whose loss is
+        measured first (before the step), to watch the loss fall on the same pairs."""
         start = time.perf_counter()
         validate_pair_batch(pairs)
+        probe_loss = self.eval_loss(probe) if probe is not None and probe.num_rows else None
         self.engine.train()
         loss, metrics = self._forward_loss(pairs)
         self.engine.backward(loss)
@@ -138,6 +141,8 @@ class LearnerRank:
         if grad_norm is not None:
             metrics["grad_norm"] = float(grad_norm)
         metrics["step_s"] = time.perf_counter() - start
+        if probe_loss is not None:
+            metrics["loss/probe"] = probe_loss
         metrics["tokens"] = float(sum(len(x) for x in pairs["chosen_tokens"].to_pylist()) + sum(len(x) for x in pairs["rejected_tokens"].to_pylist()))
         return metrics
 
@@ -179,6 +184,16 @@ class LearnerRank:
         ref = ray.put(blob)
         return {"ref": [ref], "bytes": len(blob), "export_s": time.perf_counter() - start}
 
+    def free_port(self) -> tuple[str, int]:
+        """This node's address and a free port, for the weight group's TCP store."""
+        import socket
+
+        import ray
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return ray.util.get_node_ip_address(), s.getsockname()[1]
+
     def join_weight_group(self, host: str, port: int, world_size: int, backend: str) -> bool:
         from learner.weight_group import join_group
 
@@ -214,12 +229,15 @@ class LearnerRank:
             return per[resp[0, 1:]].tolist()
 
     # -- checkpoints ----------------------------------------------------------------------
-    def save_checkpoint(self, directory: str, tag: str, client_state: dict | None = None) -> bool:
-        """DeepSpeed state (all ranks: weights, optimizer, scheduler) + HF weights on rank 0."""
-        self.engine.save_checkpoint(directory, tag=tag, client_state={"rng": self.rng.getstate(), **(client_state or {})})
+    def save_checkpoint(self, ckpt_dir: str, client_state: dict | None = None) -> bool:
+        """<ckpt_dir>/ds: DeepSpeed state of every rank (weights, optimizer) for --resume;
+        <ckpt_dir>/hf: merged weights in HF format (rank 0). ckpt_dir must be storage every
+        rank can reach (a shared filesystem on a multi-node cluster)."""
+        client = {"rng": self.rng.getstate(), "torch_rng": torch.get_rng_state(), **(client_state or {})}
+        self.engine.save_checkpoint(ckpt_dir, tag="ds", client_state=client)
         state = self.full_state_dict()
         if state is not None:
-            self._save_hf(Path(directory) / tag / "hf", state)
+            self._save_hf(Path(ckpt_dir) / "hf", state)
         return True
 
     def _save_hf(self, target: Path, state: dict[str, torch.Tensor]) -> None:
@@ -234,10 +252,15 @@ class LearnerRank:
         if gen.exists():
             (target / "generation_config.json").write_bytes(gen.read_bytes())
 
-    def load_checkpoint(self, directory: str, tag: str) -> dict:
-        _, client = self.engine.load_checkpoint(directory, tag=tag)
+    def load_checkpoint(self, ckpt_dir: str) -> dict:
+        path, client = self.engine.load_checkpoint(ckpt_dir, tag="ds")
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed state for rank {self.rank} under {ckpt_dir}/ds")
         client = client or {}
         if "rng" in client:
             state = client["rng"]
             self.rng.setstate((state[0], tuple(state[1]), state[2]))
-        return {k: v for k, v in client.items() if k != "rng"}
+        if "torch_rng" in client:
+            torch.set_rng_state(client["torch_rng"])
+        self.steps = int(client.get("step", self.steps))
+        return {k: v for k, v in client.items() if k not in ("rng", "torch_rng")}

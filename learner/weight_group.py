@@ -19,12 +19,12 @@ Spec = list[tuple[str, str, list[int]]]  # (name, dtype name, shape) in broadcas
 
 
 def join_group(host: str, port: int, rank: int, world_size: int, backend: str, device=None):
+    if backend not in ("gloo", "nccl"):  # before the store: a non-root would wait TIMEOUT for it
+        raise ValueError(f"unknown weight-group backend {backend!r} (gloo or nccl)")
     store = dist.TCPStore(host, port, world_size, is_master=(rank == 0), timeout=TIMEOUT)
     if backend == "nccl":
         return dist.ProcessGroupNCCL(store, rank, world_size)
-    if backend == "gloo":
-        return dist.ProcessGroupGloo(store, rank, world_size, TIMEOUT)
-    raise ValueError(f"unknown weight-group backend {backend!r} (gloo or nccl)")
+    return dist.ProcessGroupGloo(store, rank, world_size, TIMEOUT)
 
 
 def spec_of(state: dict[str, torch.Tensor]) -> Spec:

@@ -40,12 +40,12 @@ def tiny_tokenizer(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A local Ray cluster for the whole session (4 logical CPUs on a 2-core machine:
+    """A local Ray cluster for the whole session (8 logical CPUs on a 2-core machine:
     actors here are mostly idle, waiting on each other)."""
     import ray
 
     from cluster.ray_setup import init_ray
 
-    init_ray(address=None, num_cpus=4)
+    init_ray(address=None, num_cpus=8)
     yield ray
     ray.shutdown()

@@ -1,0 +1,142 @@
+"""The main job: `python -m cluster.train [--config X.yaml] [key=value ...] [--resume]`.
+
+Everything that can be checked without actors is checked first (config values, model path,
+tokenizer vs. the judge's answer tokens, the prompt file, cluster resources), so a bad run
+fails in seconds with a message naming the problem, not minutes later inside an actor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from cluster.env import apply_runtime_env
+
+apply_runtime_env()  # before vLLM/transformers/Ray are imported anywhere
+
+from cluster import checkpoint as ckpt  # noqa: E402
+from cluster.config import Config, ConfigError, check_resources, default_config_path, dump_config, load_config  # noqa: E402
+
+log = logging.getLogger("osp")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m cluster.train",
+        description="Online self-preferring alignment: vLLM rollouts, a frozen SFT judge and a DeepSpeed learner on Ray.",
+    )
+    parser.add_argument("--config", help="YAML config (default: cluster/configs/default.yaml, the embedded default run)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in checkpoint.dir")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learner.max_steps=10 rollout.k=4")
+    return parser.parse_args(argv)
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    path = args.config or default_config_path()
+    cfg = load_config(path, args.overrides)
+    saved = Path(cfg.checkpoint.dir) / "config.yaml"
+    if args.resume and not args.config and saved.exists():
+        cfg = load_config(saved, args.overrides)  # the run's own config, plus any new overrides
+    return cfg
+
+
+def prepare_inputs(cfg: Config):
+    """Model path, tokenizer checks and prompts: all refused here, before any actor starts."""
+    from transformers import AutoTokenizer
+
+    from cluster.models import resolve_model_path
+    from cluster.prompts import SHIPPED_TRAIN, load_prompts
+    from judge.strength import JudgeTemplate, answer_token_ids
+
+    model_path = str(resolve_model_path(cfg.model.path))
+    judge_path = str(resolve_model_path(cfg.judge.model_path)) if cfg.judge.model_path else model_path
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    judge_tokenizer = tokenizer if judge_path == model_path else AutoTokenizer.from_pretrained(judge_path)
+    template = JudgeTemplate(**({"text": cfg.judge.template} if cfg.judge.template else {}),
+                             answer_tokens=tuple(cfg.judge.answer_tokens))
+    try:
+        answer_token_ids(judge_tokenizer, template.answer_tokens)
+    except ValueError as err:
+        raise ConfigError(f"judge.answer_tokens: {err}") from None
+    prompt_file = Path(cfg.data.prompts) if cfg.data.prompts else SHIPPED_TRAIN
+    prompts = load_prompts(prompt_file, tokenizer, cfg.model.max_prompt_tokens, cfg.data.on_bad_rows, cfg.data.num_prompts)
+    return model_path, judge_path, prompts
+
+
+def run(cfg: Config, resume: bool = False) -> ckpt.RunState:
+    import ray
+
+    from cluster.pipeline import Pipeline
+    from cluster.progress import Progress
+    from cluster.ray_setup import init_ray
+
+    model_path, judge_path, prompts = prepare_inputs(cfg)
+    if judge_path != model_path:
+        cfg.judge.model_path = judge_path
+    run_dir = Path(cfg.checkpoint.dir)
+    latest = ckpt.latest_checkpoint(run_dir) if run_dir.exists() else None
+    if latest and not resume:
+        raise ConfigError(
+            f"checkpoint.dir {str(run_dir)!r} already holds checkpoints (latest {latest.name}): "
+            "pass --resume to continue that run, or set checkpoint.dir=<new folder>"
+        )
+    state = ckpt.RunState(seed=cfg.seed)
+    if resume:
+        if latest is None:
+            log.warning("--resume: no checkpoint in %s yet, starting from step 0", run_dir)
+        else:
+            state = ckpt.load_state(latest)
+            log.info("resuming from %s: step %d, data position %d", latest, state.step, state.next_prompt)
+    if state.step >= cfg.learner.max_steps:
+        log.info("nothing to do: the run is at step %d of learner.max_steps=%d", state.step, cfg.learner.max_steps)
+        return state
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    log.info("%d prompts from the data set, model %s, run folder %s", len(prompts), model_path, run_dir)
+
+    needed = (cfg.learner.num_ranks * cfg.learner.cpus_per_rank + cfg.rollout.num_actors * cfg.rollout.cpus_per_actor
+              + cfg.judge.num_actors * cfg.judge.cpus_per_actor)
+    init_ray(cfg.ray.address, cfg.ray.num_cpus or max(int(needed + 0.999), os.cpu_count() or 1), cfg.ray.dashboard_host)
+    resources = ray.cluster_resources()
+    check_resources(cfg, resources.get("CPU", 0), resources.get("GPU", 0))
+    progress = Progress(cfg.learner.max_steps, state.step, enabled=cfg.metrics.progress)
+    pipeline = Pipeline(cfg, model_path, prompts, run_dir, state, latest if resume else None, progress.update)
+    start = time.perf_counter()
+    try:
+        pipeline.start()
+        state = pipeline.run()
+    finally:
+        progress.close()
+        pipeline.shutdown()
+    log.info("done: %d steps, %d pairs trained, %d prompts done, %d pairs regenerated, %.0fs; checkpoints in %s",
+             state.step, state.pairs_trained, state.prompts_done, state.pairs_regenerated,
+             time.perf_counter() - start, run_dir)
+    return state
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cluster.progress import setup_logging
+
+    setup_logging()
+    args = parse_args(argv)
+    from cluster.pipeline import LearnerFailed
+    from cluster.prompts import PromptFileError
+
+    try:
+        cfg = resolve_config(args)
+        run(cfg, resume=args.resume)
+    except (ConfigError, PromptFileError, FileNotFoundError) as err:
+        log.error("%s", err)
+        return 2
+    except LearnerFailed as err:
+        log.error("%s", err)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
