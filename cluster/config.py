@@ -133,7 +133,9 @@ class MetricsConfig:
     tensorboard: bool = True
     ray_metrics: bool = True
     progress: bool = True
-    probe: bool = True  # log the loss on a fixed batch (the first one) before every step
+    # Every N learner steps, log `loss/probe`: the loss on a fixed batch (the first one),
+    # measured before the step (one extra forward pass; 0 = never).
+    probe_every: int = 5
 
 
 @dataclass
@@ -337,6 +339,7 @@ def validate(cfg: Config) -> None:
     _require(cfg.model.max_prompt_tokens >= 1, "model.max_prompt_tokens", "must be ≥ 1")
     _require(cfg.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype", f"unsupported {cfg.model.dtype!r}")
     _require(cfg.checkpoint.every >= 0, "checkpoint.every", "must be ≥ 0")
+    _require(cfg.metrics.probe_every >= 0, "metrics.probe_every", "must be ≥ 0")
 
 
 def check_resources(cfg: Config, cpus: float, gpus: float) -> None:

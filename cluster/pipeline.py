@@ -94,7 +94,7 @@ class Pipeline:
         self.last_push: dict[str, float] = {}
         self.previous_iteration_pairs: pa.Table | None = None  # DNO replay
         self.current_iteration_pairs: list[pa.Table] = []
-        self.probe: pa.Table | None = None  # a fixed batch: its loss is logged every step
+        self.probe: pa.Table | None = None  # a fixed batch: its loss is logged every probe_every steps
         self.failures = 0
         self.metrics = MetricsLogger(run_dir, run_dir.name, cfg.metrics.tensorboard, cfg.metrics.ray_metrics)
         self.control = None
@@ -318,10 +318,12 @@ class Pipeline:
         if replayed:
             rows = self.rng.sample(range(self.previous_iteration_pairs.num_rows), replayed)
             batch = pa.concat_tables([batch, self.previous_iteration_pairs.take(rows)]).combine_chunks()
-        if self.probe is None and cfg.metrics.probe:
+        if self.probe is None and cfg.metrics.probe_every:
             self.probe = batch  # the first batch, kept: a fixed yardstick for the loss
         shards = _split(batch, len(self.ranks))
-        probes = _split(self.probe, len(self.ranks)) if self.probe is not None else [None] * len(self.ranks)
+        probes = [None] * len(self.ranks)
+        if self.probe is not None and self.state.step % cfg.metrics.probe_every == 0:
+            probes = _split(self.probe, len(self.ranks))
         refs = [rank.train_step.remote(shard, probe) for rank, shard, probe in zip(self.ranks, shards, probes)]
         self.step_running = True
         flight = Inflight("step", payload={"refs": refs, "batch": batch, "replayed": replayed})

@@ -45,7 +45,7 @@ def send_tensors(group, state: dict[str, torch.Tensor], device=None) -> int:
     sent = 0
     for dtype, idx in _flat_groups(spec).items():
         flat = torch.cat([tensors[i].detach().reshape(-1).to(device or tensors[i].device) for i in idx])
-        group.broadcast([flat], 0).wait()
+        group.broadcast(flat, 0).wait()
         sent += flat.numel() * flat.element_size()
     return sent
 
@@ -56,7 +56,7 @@ def receive_tensors(group, spec: Spec, device=None) -> dict[str, torch.Tensor]:
     for dtype, idx in _flat_groups(spec).items():
         sizes = [int(torch.Size(spec[i][2]).numel()) for i in idx]
         flat = torch.empty(sum(sizes), dtype=getattr(torch, dtype), device=device or "cpu")
-        group.broadcast([flat], 0).wait()
+        group.broadcast(flat, 0).wait()
         for i, piece in zip(idx, torch.split(flat, sizes)):
             out[spec[i][0]] = piece.view(spec[i][2])
     return {name: out[name] for name, _, _ in spec}

@@ -153,3 +153,28 @@ def test_learner_loss_falls_on_a_fixed_batch(finished_run):
     assert floor == pytest.approx(0.32508, abs=1e-5)
     assert losses[-1] < losses[0] - 0.05, losses
     assert all(loss > floor for loss in losses)
+
+
+def test_broadcast_weight_sync_over_gloo(finished_run):
+    """The NCCL path's code on CPU: rank 0 and both engines form a gloo group of their own
+    and the merged weights (changed by the previous test's steps) arrive by broadcast."""
+    import ray
+
+    from cluster.weight_sync import BroadcastSync
+
+    pipeline, _, _ = finished_run
+    engines = [e.handle for e in pipeline.engines if e.ready]
+    sync = BroadcastSync(pipeline.ranks, engines, backend="gloo")
+    stats, loads = sync.push(version=100)
+    ray.get(loads)
+    assert stats["push_bytes"] > 1e6 and stats["push_s"] > 0
+    prompt = list(pipeline.prompts[4].tokens)
+    response = list(pipeline.prompts[5].tokens)[-10:]
+    learner = ray.get(pipeline.ranks[0].sequence_logprobs.remote(prompt, response))
+    for engine in engines:
+        assert ray.get(engine.info.remote())["version"] == 100
+        vllm = ray.get(engine.sequence_logprobs.remote(prompt, response))
+        assert max(abs(a - b) for a, b in zip(vllm, learner)) < 1e-4
+    stats, loads = sync.push(version=101)  # the group is reused, not re-formed
+    ray.get(loads)
+    assert ray.get(engines[0].info.remote())["version"] == 101

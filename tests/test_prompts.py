@@ -1,0 +1,270 @@
+"""The prompt stream: shipped files, bad-row reporting, token limits, `limit`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from cluster.prompts import (
+    SHIPPED_EVAL,
+    SHIPPED_TRAIN,
+    BadRow,
+    Prompt,
+    PromptFileError,
+    encode_chat,
+    load_prompts,
+    read_prompt_rows,
+)
+
+MAX_TOKENS = 96  # model.max_prompt_tokens default
+
+
+def _write(path: Path, lines: list[str | bytes]) -> Path:
+    data = b"".join((l if isinstance(l, bytes) else l.encode("utf-8")) + b"\n" for l in lines)
+    path.write_bytes(data)
+    return path
+
+
+def _row(pid: str, prompt: str) -> str:
+    return json.dumps({"id": pid, "prompt": prompt})
+
+
+# ---------------------------------------------------------------------------------------
+# The shipped files.
+
+
+@pytest.mark.parametrize("path, count, prefix", [(SHIPPED_TRAIN, 240, "train"), (SHIPPED_EVAL, 100, "eval")])
+def test_shipped_file_loads_every_row(tiny_tokenizer, path, count, prefix):
+    rows, bad = read_prompt_rows(path)
+    assert bad == []
+    assert len(rows) == count
+    # ids are numbered in file order, one per line, no blank lines in between
+    assert [r[1] for r in rows] == [f"{prefix}-{i:04d}" for i in range(1, count + 1)]
+    assert [r[0] for r in rows] == list(range(1, count + 1))
+
+    prompts = load_prompts(path, tiny_tokenizer, MAX_TOKENS)  # default on_bad_rows="error"
+    assert len(prompts) == count
+    assert len({p.prompt_id for p in prompts}) == count
+    assert len({p.text for p in prompts}) == count
+    for p in prompts:
+        assert isinstance(p, Prompt)
+        assert 5 <= len(p.text.split()) <= 30, p.text
+        assert p.text == p.text.strip()
+        assert list(p.tokens) == encode_chat(tiny_tokenizer, p.text)
+        assert len(p.tokens) <= MAX_TOKENS
+
+
+def test_shipped_train_and_eval_do_not_overlap():
+    train_rows, _ = read_prompt_rows(SHIPPED_TRAIN)
+    eval_rows, _ = read_prompt_rows(SHIPPED_EVAL)
+    train_text = {t.strip().lower() for _, _, t in train_rows}
+    eval_text = {t.strip().lower() for _, _, t in eval_rows}
+    assert len(train_text) == 240 and len(eval_text) == 100
+    assert train_text.isdisjoint(eval_text)
+    assert {i for _, i, _ in train_rows}.isdisjoint({i for _, i, _ in eval_rows})
+
+
+def test_none_path_means_shipped_train(tiny_tokenizer):
+    prompts = load_prompts(None, tiny_tokenizer, MAX_TOKENS)
+    first_row = json.loads(SHIPPED_TRAIN.read_text(encoding="utf-8").splitlines()[0])
+    assert len(prompts) == 240
+    assert prompts[0].prompt_id == "train-0001" == first_row["id"]
+    assert prompts[0].text == first_row["prompt"]
+
+
+# ---------------------------------------------------------------------------------------
+# encode_chat.
+
+
+def test_encode_chat_uses_the_chat_template(tiny_tokenizer):
+    ids = encode_chat(tiny_tokenizer, "Why is the sky blue?")
+    assert all(isinstance(i, int) for i in ids)
+    assert ids[0] == tiny_tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert tiny_tokenizer.decode(ids) == "<|im_start|>user\nWhy is the sky blue?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_encode_chat_without_template_falls_back_to_plain_encoding(tiny_tokenizer):
+    plain = copy.deepcopy(tiny_tokenizer)
+    plain.chat_template = None
+    ids = encode_chat(plain, "Why is the sky blue?")
+    assert ids == list(tiny_tokenizer("Why is the sky blue?", add_special_tokens=True)["input_ids"])
+    assert plain.decode(ids) == "Why is the sky blue?"
+    assert len(ids) < len(encode_chat(tiny_tokenizer, "Why is the sky blue?"))
+
+
+# ---------------------------------------------------------------------------------------
+# Bad rows: reported by line, refused by default, skipped (loudly) on request.
+
+
+@pytest.fixture
+def messy_file(tmp_path) -> Path:
+    return _write(
+        tmp_path / "messy.jsonl",
+        [
+            _row("a", "How do I boil an egg?"),  # 1 ok
+            b'{"id": "b", "prompt": "caf\xe9 au lait"}',  # 2 latin-1 byte: not UTF-8
+            '{"id": "c", "prompt": "unterminated',  # 3 bad JSON
+            "",  # 4 blank: layout, not a row
+            json.dumps({"id": "d", "text": "wrong field name"}),  # 5 missing prompt
+            _row("e", "   "),  # 6 empty prompt
+            _row("a", "Same id as line one."),  # 7 duplicate id
+            json.dumps(["not", "an", "object"]),  # 8 not an object
+            json.dumps({"id": "g", "prompt": 42}),  # 9 prompt not a string
+            _row("h", "Write a haiku about rain."),  # 10 ok
+            json.dumps({"prompt": "A row without an id."}),  # 11 ok, id from its line
+        ],
+    )
+
+
+def test_read_prompt_rows_reports_each_bad_row_with_its_line(messy_file):
+    rows, bad = read_prompt_rows(messy_file)
+    assert rows == [
+        (1, "a", "How do I boil an egg?"),
+        (10, "h", "Write a haiku about rain."),
+        (11, "line-11", "A row without an id."),
+    ]
+    assert [b.line for b in bad] == [2, 3, 5, 6, 7, 8, 9]
+    reasons = {b.line: b.reason for b in bad}
+    assert reasons[2] == "not valid UTF-8 (invalid continuation byte at byte 26)"
+    assert reasons[3].startswith("not valid JSON (")  # wording is the json module's
+    assert reasons[5] == "missing string field 'prompt'"
+    assert reasons[6] == "empty prompt"
+    assert reasons[7] == "duplicate id 'a' (first on line 1)"
+    assert reasons[8] == "row is not a JSON object"
+    assert reasons[9] == "missing string field 'prompt'"
+
+
+def test_bad_rows_refuse_the_file_by_default(messy_file, tiny_tokenizer):
+    with pytest.raises(PromptFileError) as err:
+        load_prompts(messy_file, tiny_tokenizer, MAX_TOKENS)
+    msg = str(err.value)
+    assert f"{messy_file}: 7 bad row(s): " in msg
+    for line in (2, 3, 5, 6, 7, 8, 9):
+        assert f"line {line}: " in msg
+    assert "line 1:" not in msg and "line 10:" not in msg and "line 4:" not in msg
+    assert "line 2: not valid UTF-8" in msg
+    assert "line 7: duplicate id 'a' (first on line 1)" in msg
+    assert msg.endswith("Fix them or set data.on_bad_rows=skip")
+    # listed in line order
+    assert msg.index("line 2:") < msg.index("line 3:") < msg.index("line 9:")
+
+
+def test_bad_rows_are_skipped_and_reported_when_asked(messy_file, tiny_tokenizer, caplog):
+    with caplog.at_level(logging.WARNING, logger="cluster.prompts"):
+        prompts = load_prompts(messy_file, tiny_tokenizer, MAX_TOKENS, on_bad_rows="skip")
+    assert [p.prompt_id for p in prompts] == ["a", "h", "line-11"]
+    assert [p.text for p in prompts] == ["How do I boil an egg?", "Write a haiku about rain.", "A row without an id."]
+    assert prompts[0].tokens == tuple(encode_chat(tiny_tokenizer, "How do I boil an egg?"))
+    warnings = [r for r in caplog.records if r.name == "cluster.prompts" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    msg = warnings[0].getMessage()
+    assert f"{messy_file}: skipping 7 bad row(s): " in msg
+    for line in (2, 3, 5, 6, 7, 8, 9):
+        assert f"line {line}: " in msg
+
+
+def test_clean_file_logs_no_warning(tmp_path, tiny_tokenizer, caplog):
+    path = _write(tmp_path / "clean.jsonl", [_row("x", "Define empathy in one sentence."), "", "  ", _row("y", "What is a noun?")])
+    with caplog.at_level(logging.WARNING, logger="cluster.prompts"):
+        prompts = load_prompts(path, tiny_tokenizer, MAX_TOKENS, on_bad_rows="skip")
+    assert [p.prompt_id for p in prompts] == ["x", "y"]
+    assert [r for r in caplog.records if r.name == "cluster.prompts"] == []
+
+
+def test_more_than_twenty_bad_rows_are_summarised(tmp_path, tiny_tokenizer):
+    lines = [_row("ok", "A usable prompt here.")] + [f"{{broken {i}" for i in range(25)]
+    path = _write(tmp_path / "many.jsonl", lines)
+    with pytest.raises(PromptFileError) as err:
+        load_prompts(path, tiny_tokenizer, MAX_TOKENS)
+    msg = str(err.value)
+    assert "25 bad row(s)" in msg
+    assert "line 21: " in msg  # the 20th bad row (lines 2..21 are listed)
+    assert "line 22: " not in msg
+    assert "(and 5 more)" in msg
+
+
+def test_only_bad_rows_is_an_error_even_when_skipping(tmp_path, tiny_tokenizer):
+    path = _write(tmp_path / "allbad.jsonl", ["{nope", _row("e", "")])
+    with pytest.raises(PromptFileError, match=r"no usable prompts"):
+        load_prompts(path, tiny_tokenizer, MAX_TOKENS, on_bad_rows="skip")
+
+
+def test_empty_file_is_an_error(tmp_path, tiny_tokenizer):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n\n")
+    with pytest.raises(PromptFileError, match=r"empty\.jsonl: no usable prompts"):
+        load_prompts(path, tiny_tokenizer, MAX_TOKENS)
+
+
+def test_missing_file_is_an_error(tmp_path, tiny_tokenizer):
+    missing = tmp_path / "nope.jsonl"
+    with pytest.raises(PromptFileError, match=r"does not exist") as err:
+        load_prompts(missing, tiny_tokenizer, MAX_TOKENS)
+    assert str(missing) in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------
+# Over-long prompts: longer than max_prompt_tokens (after the chat template) is a bad row.
+
+
+def test_over_long_prompt_is_a_bad_row(tmp_path, tiny_tokenizer, caplog):
+    short, long = "Name a red fruit.", "Explain, slowly and in great detail, " * 6 + "how a river forms."
+    n_short, n_long = len(encode_chat(tiny_tokenizer, short)), len(encode_chat(tiny_tokenizer, long))
+    assert n_short < n_long
+    path = _write(tmp_path / "long.jsonl", [_row("s", short), _row("l", long)])
+
+    # exactly at the limit is allowed
+    assert [p.prompt_id for p in load_prompts(path, tiny_tokenizer, n_long)] == ["s", "l"]
+
+    limit = n_long - 1
+    with pytest.raises(PromptFileError) as err:
+        load_prompts(path, tiny_tokenizer, limit)
+    assert f"1 bad row(s): line 2: prompt is {n_long} tokens, over model.max_prompt_tokens={limit}" in str(err.value)
+
+    with caplog.at_level(logging.WARNING, logger="cluster.prompts"):
+        kept = load_prompts(path, tiny_tokenizer, limit, on_bad_rows="skip")
+    assert [p.prompt_id for p in kept] == ["s"]
+    assert f"line 2: prompt is {n_long} tokens" in caplog.text
+
+
+def test_over_long_and_malformed_rows_are_listed_together_in_line_order(tmp_path, tiny_tokenizer):
+    long = "word " * 80
+    n_long = len(encode_chat(tiny_tokenizer, long))
+    path = _write(tmp_path / "mix.jsonl", [_row("long", long), "{bad", _row("ok", "Hello there, friend.")])
+    with pytest.raises(PromptFileError) as err:
+        load_prompts(path, tiny_tokenizer, MAX_TOKENS)
+    msg = str(err.value)
+    assert n_long > MAX_TOKENS
+    assert f"2 bad row(s): line 1: prompt is {n_long} tokens, over model.max_prompt_tokens={MAX_TOKENS}; line 2: not valid JSON" in msg
+
+
+# ---------------------------------------------------------------------------------------
+# limit.
+
+
+def test_limit_keeps_the_first_usable_prompts_in_file_order(tiny_tokenizer):
+    three = load_prompts(SHIPPED_EVAL, tiny_tokenizer, MAX_TOKENS, limit=3)
+    assert [p.prompt_id for p in three] == ["eval-0001", "eval-0002", "eval-0003"]
+    assert len(load_prompts(SHIPPED_TRAIN, tiny_tokenizer, MAX_TOKENS, limit=200)) == 200
+    assert len(load_prompts(SHIPPED_EVAL, tiny_tokenizer, MAX_TOKENS, limit=1000)) == 100
+    assert len(load_prompts(SHIPPED_EVAL, tiny_tokenizer, MAX_TOKENS, limit=None)) == 100
+
+
+def test_limit_counts_usable_rows_after_skipping(messy_file, tiny_tokenizer):
+    prompts = load_prompts(messy_file, tiny_tokenizer, MAX_TOKENS, on_bad_rows="skip", limit=2)
+    assert [p.prompt_id for p in prompts] == ["a", "h"]
+
+
+def test_limit_does_not_hide_bad_rows_past_it(messy_file, tiny_tokenizer):
+    # the whole file is validated even if only the first prompt is wanted
+    with pytest.raises(PromptFileError, match=r"7 bad row\(s\)"):
+        load_prompts(messy_file, tiny_tokenizer, MAX_TOKENS, limit=1)
+
+
+def test_bad_row_is_a_plain_record():
+    assert BadRow(3, "empty prompt") == BadRow(3, "empty prompt")
+    assert issubclass(PromptFileError, ValueError)
