@@ -63,7 +63,8 @@ class RolloutWorker:
 
     # -- identity / health -------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "pid": os.getpid(), "host": socket.gethostname(), "version": self.version}
+        return {"name": self.name, "pid": os.getpid(), "host": socket.gethostname(), "version": self.version,
+                "tokens_generated": self.tokens_generated}
 
     # -- weights -----------------------------------------------------------------------
     def update_weights(self, blob: bytes | list, version: int) -> dict[str, float]:

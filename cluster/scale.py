@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from cluster.pipeline import CONTROL_NAME, CONTROL_NAMESPACE
 
-    ray.init(address=args.address, namespace=CONTROL_NAMESPACE, log_to_driver=False)
+    if not ray.is_initialized():
+        ray.init(address=args.address, namespace=CONTROL_NAMESPACE, log_to_driver=False)
     try:
         control = ray.get_actor(CONTROL_NAME, namespace=CONTROL_NAMESPACE)
     except ValueError:
