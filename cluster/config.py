@@ -50,6 +50,9 @@ class RolloutConfig:
     kv_cache_gib: float = 1.0
     enforce_eager: bool = True  # CPU: skip torch.compile (26 s vs ~60 s start-up)
     max_restarts: int = 3
+    # Custom Ray resources each actor needs, e.g. {rollout: 1} to keep rollout actors on the
+    # nodes that advertise it (deploy/cluster.yaml, deploy/kuberay-rayjob.yaml).
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class JudgeConfig:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     max_restarts: int = 3
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per actor
 
 
 @dataclass
@@ -88,6 +92,7 @@ class LearnerConfig:
     grad_clip: float = 1.0
     cpus_per_rank: float = 1.0
     gpus_per_rank: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per rank
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 
@@ -176,6 +181,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if type(None) in args:
             return None
         raise ConfigError(f"{key}: may not be null")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -357,6 +366,18 @@ def check_resources(cfg: Config, cpus: float, gpus: float) -> None:
              f"{l.num_ranks} ranks × {l.cpus_per_rank:g} CPU exceed the cluster's {cpus:g} CPUs")
     _require(need_cpus <= cpus, "rollout.num_actors",
              f"actors need {need_cpus:g} CPUs in all (learner + rollout + judge), the cluster has {cpus:g}")
+
+
+def check_local_machine(cfg: Config, cpus: int, gpus: int) -> None:
+    """Before starting a local cluster: logical CPUs may be oversubscribed (actors mostly
+    wait on each other), but each learner rank needs a core of its own, and GPUs are real."""
+    l = cfg.learner
+    _require(l.num_ranks <= cpus, "learner.num_ranks",
+             f"{l.num_ranks} learner ranks need {l.num_ranks} CPU cores; this machine has {cpus}")
+    wanted = l.num_ranks * l.gpus_per_rank + cfg.rollout.num_actors * cfg.rollout.gpus_per_actor \
+        + cfg.judge.num_actors * cfg.judge.gpus_per_actor
+    _require(wanted <= gpus, "learner.gpus_per_rank",
+             f"the actors ask for {wanted:g} GPUs in all; this machine has {gpus}")
 
 
 def default_config_path() -> Path:

@@ -29,6 +29,7 @@ def make_rollout_actor(cfg: Config, model_path: str, index: int):
         name=None,
         num_cpus=r.cpus_per_actor,
         num_gpus=r.gpus_per_actor,
+        resources=dict(r.resources) or None,
         max_restarts=r.max_restarts,
         max_task_retries=r.max_restarts,
         max_concurrency=1,
@@ -54,6 +55,7 @@ def make_judge_actor(cfg: Config, model_path: str, index: int):
     actor_cls = ray.remote(JudgeWorker).options(
         num_cpus=j.cpus_per_actor,
         num_gpus=j.gpus_per_actor,
+        resources=dict(j.resources) or None,
         max_restarts=j.max_restarts,
         max_task_retries=j.max_restarts,
     )
@@ -84,7 +86,8 @@ def _rendezvous() -> tuple[str, int]:
 
 def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600):
     l = cfg.learner
-    bundles = [{"CPU": l.cpus_per_rank, **({"GPU": l.gpus_per_rank} if l.gpus_per_rank else {})} for _ in range(l.num_ranks)]
+    bundle = {"CPU": l.cpus_per_rank, **({"GPU": l.gpus_per_rank} if l.gpus_per_rank else {}), **l.resources}
+    bundles = [dict(bundle) for _ in range(l.num_ranks)]
     pg = placement_group(bundles, strategy="PACK", name="osp-learner")
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
     if not ready:
@@ -106,6 +109,7 @@ def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600):
         actor_cls = ray.remote(LearnerRank).options(
             num_cpus=l.cpus_per_rank,
             num_gpus=l.gpus_per_rank,
+            resources=dict(l.resources) or None,
             max_restarts=0,  # a dead rank fails the run (resume from the last checkpoint)
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(_threads(l.cpus_per_rank))}},

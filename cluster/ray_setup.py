@@ -33,7 +33,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard_
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     worker_env["env_vars"]["PYTHONPATH"] = pythonpath
     target = ray_address(address)
-    if target:
+    if target and os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        # Under `ray job submit` the job's runtime env (working_dir, env_vars) already applies
+        # to every worker, and Ray refuses a driver runtime env that repeats its keys. Actors
+        # apply cluster/env.py themselves first thing, so nothing is lost.
+        log.info("joining Ray cluster at %s (as a submitted job)", target)
+        ray.init(address=target, log_to_driver=True)
+    elif target:
         log.info("joining Ray cluster at %s", target)
         ray.init(address=target, runtime_env=worker_env, log_to_driver=True)
     else:

@@ -19,7 +19,9 @@ from cluster.env import apply_runtime_env
 apply_runtime_env()  # before vLLM/transformers/Ray are imported anywhere
 
 from cluster import checkpoint as ckpt  # noqa: E402
-from cluster.config import Config, ConfigError, check_resources, default_config_path, dump_config, load_config  # noqa: E402
+from cluster.config import (  # noqa: E402
+    Config, ConfigError, check_local_machine, check_resources, default_config_path, dump_config, load_config,
+)
 
 log = logging.getLogger("osp")
 
@@ -72,9 +74,13 @@ def run(cfg: Config, resume: bool = False) -> ckpt.RunState:
 
     from cluster.pipeline import Pipeline
     from cluster.progress import Progress
-    from cluster.ray_setup import init_ray
+    from cluster.ray_setup import init_ray, ray_address
 
     model_path, judge_path, prompts = prepare_inputs(cfg)
+    if ray_address(cfg.ray.address) is None:  # a local cluster: refuse what this machine can't run
+        import torch
+
+        check_local_machine(cfg, os.cpu_count() or 1, torch.cuda.device_count() if torch.cuda.is_available() else 0)
     if judge_path != model_path:
         cfg.judge.model_path = judge_path
     run_dir = Path(cfg.checkpoint.dir)

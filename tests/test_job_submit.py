@@ -64,23 +64,22 @@ def head_node(tmp_path_factory):
 def test_ray_job_submit_runs_the_main_job_and_dashboard_lists_its_actors(head_node, tiny_model_dir, tmp_path):
     url, env = head_node
     run_dir = tmp_path / "job-run"
-    entry = [
-        sys.executable, "-m", "cluster.train",
+    args = [
         f"model.path={tiny_model_dir}", "data.num_prompts=16", "rollout.k=2", "rollout.max_tokens=8",
         "learner.max_steps=2", "learner.pairs_per_step=2", "learner.lora.enabled=false",
         "checkpoint.every=0", f"checkpoint.dir={run_dir}", "metrics.progress=false",
     ]
-    runtime_env = {"working_dir": str(REPO), "excludes": [".venv", ".git", "runs", "*.parquet", "__pycache__"]}
-    submit = [str(BIN / "ray"), "job", "submit", f"--address={url}", "--submission-id=osp-test-job",
-              f"--runtime-env-json={json.dumps(runtime_env)}", "--", *entry]
-    done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=800)
+    # The shipped recipe itself: deploy/submit.sh (working_dir upload + deploy/runtime_env.yaml).
+    submit_env = {**env, "RAY_ADDRESS": url, "RAY": str(BIN / "ray")}
+    done = subprocess.run(["bash", str(REPO / "deploy" / "submit.sh"), "--", *args], env=submit_env,
+                          capture_output=True, text=True, timeout=800)
     logs = done.stdout + done.stderr
     assert done.returncode == 0, logs[-4000:]
     assert "done: 2 steps" in logs, logs[-4000:]
     assert (run_dir / "ckpt-000002" / "hf" / "model.safetensors").exists()
 
-    job = _get(f"{url}/api/jobs/osp-test-job")
-    assert job["status"] == "SUCCEEDED"
+    jobs = _get(f"{url}/api/jobs/")
+    assert [j["status"] for j in jobs] == ["SUCCEEDED"]
     actors = _get(f"{url}/api/v0/actors?limit=1000&detail=true")["data"]["result"]["result"]
     classes = {a["class_name"] for a in actors}
     assert {"RolloutWorker", "JudgeWorker", "LearnerRank", "Control"} <= classes, classes
