@@ -79,6 +79,38 @@ class RolloutWorker:
         self.version = version
         return {"load_s": time.perf_counter() - start, "bytes": float(len(blob))}
 
+    def load_checkpoint(self, hf_folder: str, version: int = -1) -> dict[str, float]:
+        """Load the weights of an HF checkpoint folder (evaluation swaps policies this way,
+        reusing one engine). The folder must be readable from this actor's node."""
+        from pathlib import Path
+
+        files = sorted(Path(hf_folder).glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no *.safetensors in {hf_folder}")
+        if len(files) == 1:
+            return self.update_weights(files[0].read_bytes(), version)
+        # Shards may split a fused group (q/k/v): reload them as one state dict.
+        from safetensors.torch import load_file, save
+
+        state = {}
+        for f in files:
+            state.update(load_file(str(f)))
+        return self.update_weights(save(state), version)
+
+    def complete(self, prompt_tokens: list[list[int]], max_tokens: int, temperature: float = 0.0,
+                 seed: int = 0) -> list[dict[str, Any]]:
+        """One response per prompt (greedy by default): evaluation, not training."""
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(n=1, max_tokens=max_tokens, temperature=temperature, seed=seed)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(t)) for t in prompt_tokens], params,
+                                    use_tqdm=False)
+        return [
+            {"tokens": list(o.outputs[0].token_ids), "text": o.outputs[0].text,
+             "finish_reason": str(o.outputs[0].finish_reason)}
+            for o in outputs
+        ]
+
     def join_weight_group(self, host: str, port: int, rank: int, world_size: int, backend: str) -> bool:
         self.llm.collective_rpc("join_weight_group", args=(host, port, rank, world_size, backend))
         return True

@@ -60,7 +60,7 @@ def make_judge_actor(cfg: Config, model_path: str, index: int):
         max_task_retries=j.max_restarts,
     )
     return actor_cls.remote(
-        model_path,
+        j.model_path or model_path,
         anchor=j.anchor,
         template=j.template,
         answer_tokens=list(j.answer_tokens),
@@ -70,6 +70,7 @@ def make_judge_actor(cfg: Config, model_path: str, index: int):
         reference="policy" if cfg.dno.enabled else "sft",
         anchor_max_tokens=cfg.rollout.max_tokens,
         threads=_threads(j.cpus_per_actor),
+        reference_path=model_path,
     )
 
 

@@ -35,6 +35,7 @@ class JudgeWorker:
         reference: str = "sft",
         anchor_max_tokens: int = 32,
         threads: int | None = None,
+        reference_path: str | None = None,
     ):
         apply_runtime_env()
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -49,9 +50,20 @@ class JudgeWorker:
         self.answer_ids = answer_token_ids(self.tokenizer, self.template.answer_tokens)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
         self.model.eval().requires_grad_(False)
+        # The SPCE reference is the policy's SFT model. Normally it is the judge itself; with a
+        # separate judge model (judge.model_path) the reference is loaded beside it.
+        self.reference_model = self.model
+        self.reference_pad_id = None  # set below: a padding id valid in the reference's vocabulary
+        if reference_path and os.path.realpath(reference_path) != os.path.realpath(model_path):
+            self.reference_model = AutoModelForCausalLM.from_pretrained(reference_path, dtype=getattr(torch, dtype))
+            self.reference_model.eval().requires_grad_(False)
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
+        if self.reference_pad_id is None:
+            # Padding is masked out; it only has to be a valid id (the judge's own pad id may
+            # not exist in a separate reference model's vocabulary).
+            self.reference_pad_id = self.pad_id if self.reference_model is self.model else 0
         self.anchor, self.batch_size, self.dno_margin = anchor, batch_size, dno_margin
         if reference not in ("sft", "policy"):
             raise ValueError(f"judge reference must be 'sft' or 'policy' (DNO), got {reference!r}")
@@ -140,7 +152,8 @@ class JudgeWorker:
         for start in range(0, len(prompts), self.batch_size):
             out.append(
                 sequence_logprobs(
-                    self.model, prompts[start : start + self.batch_size], responses[start : start + self.batch_size], self.pad_id
+                    self.reference_model, prompts[start : start + self.batch_size], responses[start : start + self.batch_size],
+                    self.reference_pad_id,
                 ).double()
             )
         return torch.cat(out).tolist() if out else []

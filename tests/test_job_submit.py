@@ -58,7 +58,29 @@ def head_node(tmp_path_factory):
                 time.sleep(1)
         yield url, env
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop_head(temp)
+
+
+def _stop_head(temp: Path) -> None:
+    """Stop this head node only. (`ray stop` would stop every Ray on the machine, the test
+    session's own cluster included, which ends the pytest process with it.) Every process of
+    the head has its session folder, under `temp`, on its command line."""
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(temp) in part for part in proc.info["cmdline"] or []):
+                mine.append(proc)
+                mine += proc.children(recursive=True)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for proc in mine:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(mine, timeout=30)
 
 
 def test_ray_job_submit_runs_the_main_job_and_dashboard_lists_its_actors(head_node, tiny_model_dir, tmp_path):

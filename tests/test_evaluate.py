@@ -1,0 +1,97 @@
+"""Evaluation: outcome counting, the bootstrap interval, the offline heuristic scorer (hand
+values), and a real head-to-head on the tiny model (vLLM engine, self-judge, plot)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from cluster.evaluate import bootstrap_interval, outcome_values, summarise
+from judge.scorers import HeuristicScorer, heuristic_score, make_scorer
+
+
+def test_outcomes_from_strengths():
+    assert outcome_values([0.9, 0.5, 0.1, 0.5000001, 0.4999999]) == [1.0, 0.5, 0.0, 1.0, 0.0]
+
+
+def test_summary_counts_and_win_rate():
+    o = summarise("s", [0.9, 0.8, 0.5, 0.2])  # 2 wins, 1 tie, 1 loss
+    assert (o.wins, o.ties, o.losses, o.n) == (2, 1, 1, 4)
+    assert o.win_rate == pytest.approx((2 + 0.5) / 4)
+    assert o.ci_low <= o.win_rate <= o.ci_high
+
+
+def test_bootstrap_degenerate_and_symmetric_cases():
+    assert bootstrap_interval([1.0] * 10) == (1.0, 1.0)
+    assert bootstrap_interval([0.5] * 7) == (0.5, 0.5)
+    lo, hi = bootstrap_interval([1.0, 0.0] * 50, samples=4000, seed=1)
+    # mean of 100 fair coin flips: sd 0.05, so the 95% interval is about 0.5 ± 0.098
+    assert lo == pytest.approx(0.40, abs=0.025) and hi == pytest.approx(0.60, abs=0.025)
+    assert bootstrap_interval([1.0, 0.0, 1.0], seed=3) == bootstrap_interval([1.0, 0.0, 1.0], seed=3)
+    with pytest.raises(ValueError):
+        bootstrap_interval([])
+
+
+def test_heuristic_score_hand_values():
+    prompt = "How do I boil an egg?"  # RAKE keywords: "boil", "egg"
+    # both keywords, no repeated trigram: 1.0 - 0 + 0.1
+    assert heuristic_score(prompt, "Boil the egg for nine minutes.") == pytest.approx(1.1)
+    # one of two keywords: 0.5 + 0.1
+    assert heuristic_score(prompt, "Put it in hot water.") == pytest.approx(0.1)
+    assert heuristic_score(prompt, "Boil water first.") == pytest.approx(0.6)
+    # "egg egg egg egg egg": trigrams (egg,egg,egg) ×3, 1 distinct → repetition 2/3
+    assert heuristic_score(prompt, "egg egg egg egg egg") == pytest.approx(0.5 - 2 / 3 + 0.1)
+    assert heuristic_score(prompt, "") == 0.0 and heuristic_score(prompt, " ... ") == 0.0
+
+
+def test_heuristic_scorer_compares():
+    s = HeuristicScorer()
+    p = ["How do I boil an egg?"] * 3
+    assert s.compare(p, ["Boil the egg.", "", "Water."], ["Water.", "Boil the egg.", "Heat."]) == [1.0, 0.0, 0.5]
+
+
+def test_unknown_scorer_is_refused():
+    with pytest.raises(ValueError, match="unknown scorer"):
+        make_scorer("oracle", "/nowhere")
+    with pytest.raises(ValueError, match="unknown scorer"):
+        make_scorer("lm", "/nowhere")  # lm needs a path
+
+
+@pytest.mark.engine
+@pytest.mark.timeout(600)
+def test_head_to_head_on_the_tiny_model(ray_cluster, tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from cluster.evaluate import evaluate, write_report
+    from cluster.models import build_tiny_model
+    from cluster.prompts import SHIPPED_EVAL, load_prompts
+
+    same = tmp_path / "ckpt-000010" / "hf"  # a checkpoint identical to the SFT model
+    shutil.copytree(tiny_model_dir, same)
+    other = build_tiny_model(tmp_path / "ckpt-000020" / "hf", seed=7)  # different weights, same tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = load_prompts(SHIPPED_EVAL, tokenizer, 256, "error", 12)
+    results = evaluate([same, other], tiny_model_dir, prompts, ["self", "heuristic"], max_tokens=10)
+    identical, different = results
+    # Greedy answers of identical weights are identical: every prompt ties, for every scorer.
+    assert identical["identical_answers"] == 12
+    for o in identical["outcomes"]:
+        assert (o["wins"], o["ties"], o["losses"]) == (0, 12, 0)
+        assert o["win_rate"] == 0.5 and (o["ci_low"], o["ci_high"]) == (0.5, 0.5)
+    assert different["identical_answers"] < 12
+    self_judge = different["outcomes"][0]
+    assert self_judge["scorer"] == "self-judge" and self_judge["ties"] < 12
+    assert self_judge["wins"] + self_judge["ties"] + self_judge["losses"] == 12
+    assert different["mean_tokens_policy"] > 0 and different["mean_tokens_baseline"] > 0
+    # Against itself as the baseline, the other checkpoint ties everywhere.
+    (mirror,) = evaluate([other], tiny_model_dir, prompts, ["heuristic"], max_tokens=10, baseline=other)
+    assert mirror["baseline"] == str(other) and mirror["outcomes"][0]["ties"] == 12
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("\n".join(json.dumps({"step": s, "loss": 0.7 - 0.01 * s, "loss/probe": 0.7}) for s in range(1, 21)))
+    write_report(results, tmp_path / "eval", metrics)
+    assert (tmp_path / "eval" / "eval.png").stat().st_size > 10_000
+    assert "self-judge" in (tmp_path / "eval" / "eval.md").read_text()
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())[0]["prompts"] == 12
