@@ -31,6 +31,8 @@ class RolloutWorker:
         seed: int = 0,
         name: str = "rollout-0",
         kv_cache_gib: float = 1.0,
+        gpu_memory_utilization: float = 0.85,
+        tensor_parallel_size: int = 1,
         enforce_eager: bool = True,
         max_model_len: int = 1024,
         dtype: str = "float32",
@@ -46,7 +48,10 @@ class RolloutWorker:
         kwargs: dict[str, Any] = {}
         import torch
 
-        if not torch.cuda.is_available():
+        if torch.cuda.is_available():
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            kwargs["tensor_parallel_size"] = tensor_parallel_size
+        else:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
         self.llm = LLM(
             model=model_path,

@@ -64,8 +64,12 @@ class PairBuffer:
 
     def take(self, n: int) -> pa.Table | None:
         """Exactly n pairs (oldest first), or None if fewer are buffered."""
+        if n < 0:
+            raise ValueError(f"cannot take {n} pairs")
         if self.size < n:
             return None
+        if n == 0:
+            return PAIR_SCHEMA.empty_table()
         out, need = [], n
         while need:
             head = self.tables[0]

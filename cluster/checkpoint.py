@@ -77,12 +77,23 @@ def finalize(run_dir: Path, tmp: Path, state: RunState, keep: int) -> Path:
     return final
 
 
+def _step_of(path: Path) -> int | None:
+    suffix = path.name[len("ckpt-"):]
+    return int(suffix) if suffix.isascii() and suffix.isdigit() else None
+
+
 def prune(run_dir: Path, keep: int) -> None:
+    """Keep the `keep` newest checkpoints (by step number), and always the one `latest` names:
+    a complete folder newer than `latest` (a crash between its rename and the pointer update)
+    must never push the pointed-to checkpoint out."""
     if keep <= 0:
         return
-    done = sorted(p for p in run_dir.glob("ckpt-*") if p.is_dir())
+    pointer = run_dir / "latest"
+    current = pointer.read_text().strip() if pointer.exists() else None
+    done = sorted((p for p in run_dir.glob("ckpt-*") if p.is_dir() and _step_of(p) is not None), key=_step_of)
     for old in done[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name != current:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

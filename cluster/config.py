@@ -47,7 +47,9 @@ class RolloutConfig:
     prompts_per_batch: int = 4
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
-    kv_cache_gib: float = 1.0
+    kv_cache_gib: float = 1.0  # CPU: the KV cache size
+    gpu_memory_utilization: float = 0.85  # GPU: vLLM's share of the GPU (learner elsewhere)
+    tensor_parallel_size: int = 1  # GPU: shard a large policy over this many GPUs per actor
     enforce_eager: bool = True  # CPU: skip torch.compile (26 s vs ~60 s start-up)
     max_restarts: int = 3
     # Custom Ray resources each actor needs, e.g. {rollout: 1} to keep rollout actors on the
@@ -314,6 +316,11 @@ def validate(cfg: Config) -> None:
     _require(0.0 < r.top_p <= 1.0, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")
     _require(r.temperature > 0.0, "rollout.temperature", f"must be > 0 for K distinct samples, got {r.temperature}")
     _require(r.prompts_per_batch >= 1, "rollout.prompts_per_batch", f"must be ≥ 1, got {r.prompts_per_batch}")
+    _require(0.05 <= r.gpu_memory_utilization <= 0.99, "rollout.gpu_memory_utilization",
+             f"must be in [0.05, 0.99], got {r.gpu_memory_utilization}")
+    _require(r.tensor_parallel_size >= 1, "rollout.tensor_parallel_size", f"must be ≥ 1, got {r.tensor_parallel_size}")
+    _require(r.tensor_parallel_size == 1 or r.gpus_per_actor >= r.tensor_parallel_size, "rollout.gpus_per_actor",
+             f"tensor_parallel_size={r.tensor_parallel_size} needs that many GPUs per rollout actor, got {r.gpus_per_actor:g}")
     _require(j.num_actors >= 1, "judge.num_actors", f"need at least 1, got {j.num_actors}")
     from judge.pairing import ANCHORS
 

@@ -44,6 +44,8 @@ def make_rollout_actor(cfg: Config, model_path: str, index: int):
         seed=cfg.seed,
         name=f"rollout-{index}",
         kv_cache_gib=r.kv_cache_gib,
+        gpu_memory_utilization=r.gpu_memory_utilization,
+        tensor_parallel_size=r.tensor_parallel_size,
         enforce_eager=r.enforce_eager,
         max_model_len=cfg.model.max_prompt_tokens + r.max_tokens + 8,
         dtype=cfg.model.dtype,

@@ -39,11 +39,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def resolve_config(args: argparse.Namespace) -> Config:
     path = args.config or default_config_path()
-    cfg = load_config(path, args.overrides)
-    saved = Path(cfg.checkpoint.dir) / "config.yaml"
-    if args.resume and not args.config and saved.exists():
-        cfg = load_config(saved, args.overrides)  # the run's own config, plus any new overrides
-    return cfg
+    if args.resume and not args.config:
+        # Resume with the run's own saved config plus the new overrides, validated together
+        # (an override may only make sense with the saved values). Find the run folder from
+        # the overrides or the default config without validating anything yet.
+        import yaml
+
+        from cluster.config import parse_overrides
+
+        run_dir = parse_overrides(args.overrides).get("checkpoint", {}).get("dir")
+        if run_dir is None:
+            run_dir = ((yaml.safe_load(Path(path).read_text()) or {}).get("checkpoint") or {}).get("dir", "runs/osp")
+        saved = Path(run_dir) / "config.yaml"
+        if saved.exists():
+            return load_config(saved, args.overrides)
+    return load_config(path, args.overrides)
 
 
 def prepare_inputs(cfg: Config):

@@ -2,13 +2,16 @@
 # The local recipe: a one-node Ray cluster on this machine, then the same `ray job submit`
 # (deploy/submit.sh) that a multi-node cluster gets.
 #
-#   deploy/local.sh [--keep] [--no-wait] [--num-cpus N] [--dashboard-port P] [--] [cluster.train args]
+#   deploy/local.sh [--keep] [--no-wait] [--num-cpus N] [--port P] [--dashboard-port P] [--] [cluster.train args]
 #
-#   --keep            leave the head running when the job ends (default: `ray stop` afterwards)
+#   --keep            leave the head running when the job ends (default: `ray stop` afterwards,
+#                     which stops every Ray started on this machine by this user)
 #   --no-wait         submit and return at once (implies --keep: stopping would kill the job)
 #   --num-cpus N      logical CPUs of the head (default: max(4, nproc); actors mostly wait on
 #                     each other, so a small machine may be oversubscribed)
+#   --port P          the head's GCS port (default 6379)
 #   --dashboard-port  dashboard / job API port (default 8265)
+#   RAY_START_ARGS    more `ray start` flags, e.g. "--object-store-memory=2000000000"
 #
 # The dashboard binds to 127.0.0.1 only: it can run arbitrary jobs, so it is never exposed on
 # a network interface. If a head already answers on the dashboard port it is reused (and left
@@ -37,15 +40,18 @@ SUBMIT_ARGS=()
 NPROC="$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)"
 CPUS=$(( NPROC > 4 ? NPROC : 4 ))
 DASH_PORT=8265
+GCS_PORT=6379
 while [ $# -gt 0 ]; do
   case "$1" in
     --keep) KEEP=1; shift ;;
     --no-wait) KEEP=1; SUBMIT_ARGS+=(--no-wait); shift ;;
     --num-cpus) CPUS="${2:?--num-cpus needs a number}"; shift 2 ;;
     --num-cpus=*) CPUS="${1#*=}"; shift ;;
+    --port) GCS_PORT="${2:?--port needs a port}"; shift 2 ;;
+    --port=*) GCS_PORT="${1#*=}"; shift ;;
     --dashboard-port) DASH_PORT="${2:?--dashboard-port needs a port}"; shift 2 ;;
     --dashboard-port=*) DASH_PORT="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; break ;;
     *) break ;;
   esac
@@ -54,7 +60,7 @@ URL="http://127.0.0.1:$DASH_PORT"
 
 dashboard_up() {
   if command -v curl >/dev/null 2>&1; then
-    curl -fsS -o /dev/null --max-time 3 "$URL/api/version"
+    curl -fs -o /dev/null --max-time 3 "$URL/api/version" 2>/dev/null
   else
     python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=3)" "$URL/api/version" 2>/dev/null
   fi
@@ -64,8 +70,9 @@ if dashboard_up; then
   echo "local.sh: a Ray head already answers at $URL; reusing it (and leaving it running)" >&2
   KEEP=1
 else
-  "$RAY" start --head --dashboard-host=127.0.0.1 --dashboard-port="$DASH_PORT" \
-    --num-cpus="$CPUS" --include-dashboard=true --disable-usage-stats
+  # shellcheck disable=SC2086  # RAY_START_ARGS: several flags on purpose
+  "$RAY" start --head --port="$GCS_PORT" --dashboard-host=127.0.0.1 --dashboard-port="$DASH_PORT" \
+    --num-cpus="$CPUS" --include-dashboard=true --disable-usage-stats ${RAY_START_ARGS:-}
   if [ "$KEEP" = 0 ]; then
     trap '"$RAY" stop' EXIT
   fi

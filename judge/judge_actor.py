@@ -48,14 +48,16 @@ class JudgeWorker:
         )
         # Fails here, before any pair is made, if the tokenizer splits an answer token.
         self.answer_ids = answer_token_ids(self.tokenizer, self.template.answer_tokens)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
+        # On a GPU actor (judge.gpus_per_actor > 0) Ray exposes one CUDA device: use it.
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
         self.model.eval().requires_grad_(False)
         # The SPCE reference is the policy's SFT model. Normally it is the judge itself; with a
         # separate judge model (judge.model_path) the reference is loaded beside it.
         self.reference_model = self.model
         self.reference_pad_id = None  # set below: a padding id valid in the reference's vocabulary
         if reference_path and os.path.realpath(reference_path) != os.path.realpath(model_path):
-            self.reference_model = AutoModelForCausalLM.from_pretrained(reference_path, dtype=getattr(torch, dtype))
+            self.reference_model = AutoModelForCausalLM.from_pretrained(reference_path, dtype=getattr(torch, dtype)).to(self.device)
             self.reference_model.eval().requires_grad_(False)
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
@@ -89,8 +91,9 @@ class JudgeWorker:
                 mask[i, width - len(seq) :] = 1
             # Position ids must count from the first real token, not from the padding.
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1).logits[:, -1]
-            logits = logits.double()
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                position_ids=positions.to(self.device), logits_to_keep=1).logits[:, -1]
+            logits = logits.double().cpu()
             out.append(first_is_better(logits[:, self.answer_ids[0]], logits[:, self.answer_ids[1]]))
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
@@ -109,7 +112,7 @@ class JudgeWorker:
         """The SFT model's greedy answer to each prompt (the 'sft_greedy' anchor)."""
         answers = []
         for tokens in prompt_tokens:
-            ids = torch.tensor([tokens])
+            ids = torch.tensor([tokens], device=self.device)
             out = self.model.generate(ids, max_new_tokens=self.anchor_max_tokens, do_sample=False, pad_token_id=self.pad_id)
             answers.append(self.tokenizer.decode(out[0, len(tokens) :], skip_special_tokens=True))
         return answers
@@ -154,7 +157,7 @@ class JudgeWorker:
                 sequence_logprobs(
                     self.reference_model, prompts[start : start + self.batch_size], responses[start : start + self.batch_size],
                     self.reference_pad_id,
-                ).double()
+                ).double().cpu()
             )
         return torch.cat(out).tolist() if out else []
 

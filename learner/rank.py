@@ -99,10 +99,10 @@ class LearnerRank:
         policy = self.engine.module
         logps = sequence_logprobs(policy.lm, prompts, responses, self.pad_id)
         pc, pr = logps[:n], logps[n:]
-        rc = torch.tensor(cols["ref_logp_chosen"], dtype=logps.dtype)
-        rr = torch.tensor(cols["ref_logp_rejected"], dtype=logps.dtype)
+        rc = torch.tensor(cols["ref_logp_chosen"], dtype=logps.dtype, device=logps.device)
+        rr = torch.tensor(cols["ref_logp_rejected"], dtype=logps.dtype, device=logps.device)
         h = preference_margin(pc, pr, rc, rr)
-        p = torch.tensor(cols["strength"], dtype=logps.dtype)
+        p = torch.tensor(cols["strength"], dtype=logps.dtype, device=logps.device)
         if cfg.get("hard_labels"):
             p = (p >= 0.5).to(logps.dtype)  # online DPO: the judge's verdict, not its confidence
         name = "dpo" if cfg["name"] == "spo" else cfg["name"]
@@ -118,7 +118,7 @@ class LearnerRank:
                 degree.append(idx)
             _, hidden, mask = sequence_logprobs(policy.lm, cols["prompt_tokens"], degraded, self.pad_id, return_hidden=True)
             logits = policy.degree_head(hidden, mask)
-            aux = spo_degree_loss(logits, torch.tensor(degree))
+            aux = spo_degree_loss(logits, torch.tensor(degree, device=logits.device))
             loss = loss + cfg["spo_weight"] * aux
             metrics["loss/spo_degree"] = float(aux.detach())
         metrics.update(reward_metrics(pc, pr, rc, rr, cfg["beta"]))
@@ -224,8 +224,9 @@ class LearnerRank:
         with torch.no_grad(), self._gathered():
             self.engine.eval()
             ids, attn, resp = pack_right_padded([prompt_tokens], [response_tokens], self.pad_id)
-            logits = self.engine.module.lm(input_ids=ids, attention_mask=attn, use_cache=False).logits
-            per = token_logprobs(logits, ids)[0]
+            device = next(self.engine.module.parameters()).device
+            logits = self.engine.module.lm(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False).logits
+            per = token_logprobs(logits, ids.to(device))[0].cpu()
             return per[resp[0, 1:]].tolist()
 
     # -- checkpoints ----------------------------------------------------------------------

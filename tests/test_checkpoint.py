@@ -1,0 +1,263 @@
+"""Checkpoint layout: the run state, atomic folder renames, the `latest` pointer, pruning, and
+what a crash at each point of a write leaves behind (always the previous checkpoint)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from cluster import checkpoint as ckpt
+from cluster.checkpoint import RunState
+
+
+def _write(run_dir: Path, step: int, keep: int = 0, **state) -> Path:
+    """One checkpoint as the pipeline writes it: temp folder, the ranks' files, finalize."""
+    tmp = ckpt.temp_dir(run_dir, step)
+    (tmp / "hf").mkdir()
+    (tmp / "hf" / "weights.bin").write_bytes(bytes([step % 256]) * 16)
+    return ckpt.finalize(run_dir, tmp, RunState(step=step, **state), keep)
+
+
+def _listing(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in run_dir.iterdir())
+
+
+def _pointer(run_dir: Path) -> str:
+    return (run_dir / "latest").read_text()
+
+
+# ---------------------------------------------------------------------------------------
+# The run state.
+
+
+def test_run_state_defaults():
+    s = RunState()
+    assert (s.step, s.version, s.next_prompt, s.requeued, s.prompts_done, s.pairs_trained) == (0, 0, 0, [], 0, 0)
+    assert (s.pairs_regenerated, s.tokens_generated, s.seed, s.dno_iteration, s.rng) == (0, 0, 0, 0, None)
+    assert RunState().requeued is not RunState().requeued
+
+
+def test_run_state_json_round_trip_with_an_rng_state():
+    rng = random.Random(5)
+    rng.random()
+    state = RunState(step=12, version=11, next_prompt=250, requeued=[3, 3, 17], prompts_done=230,
+                     pairs_trained=48, pairs_regenerated=6, tokens_generated=12345, seed=7,
+                     dno_iteration=2, rng=list(rng.getstate()))
+    text = state.to_json()
+    back = RunState.from_json(text)
+    assert json.loads(text)["requeued"] == [3, 3, 17]
+    assert back.step == 12 and back.version == 11 and back.next_prompt == 250
+    assert back.requeued == [3, 3, 17]  # duplicates kept: each is one handing-out to redo
+    assert (back.prompts_done, back.pairs_trained, back.pairs_regenerated) == (230, 48, 6)
+    assert (back.tokens_generated, back.seed, back.dno_iteration) == (12345, 7, 2)
+    assert back.to_json() == text
+    # The driver restores its RNG from the JSON lists (as Pipeline does): same stream.
+    restored = random.Random()
+    restored.setstate((back.rng[0], tuple(back.rng[1]), back.rng[2]))
+    assert [restored.random() for _ in range(5)] == [rng.random() for _ in range(5)]
+
+
+def test_run_state_from_json_refuses_unknown_fields():
+    with pytest.raises(TypeError):
+        RunState.from_json(json.dumps({"step": 1, "bogus": 2}))
+
+
+# ---------------------------------------------------------------------------------------
+# Writing: temp folder, rename, pointer.
+
+
+def test_temp_dir_is_hidden_and_fresh(tmp_path):
+    run_dir = tmp_path / "run"
+    tmp = ckpt.temp_dir(run_dir, 10)
+    assert tmp == run_dir / ".tmp-ckpt-000010"
+    assert tmp.is_dir() and list(tmp.iterdir()) == []
+    (tmp / "stale").write_text("left by a crashed attempt")
+    again = ckpt.temp_dir(run_dir, 10)  # a retry of the same step starts empty
+    assert again == tmp and list(again.iterdir()) == []
+
+
+def test_finalize_renames_the_folder_into_place_and_points_latest_at_it(tmp_path):
+    run_dir = tmp_path / "run"
+    assert ckpt.latest_checkpoint(run_dir) is None  # no run folder yet
+    path = _write(run_dir, 10, version=9, next_prompt=40)
+    assert path == run_dir / "ckpt-000010"
+    assert _listing(run_dir) == ["ckpt-000010", "latest"]  # the temp folder is gone (renamed)
+    assert (path / "hf" / "weights.bin").read_bytes() == bytes([10]) * 16
+    assert _pointer(run_dir) == "ckpt-000010\n"
+    assert ckpt.latest_checkpoint(run_dir) == path
+    state = ckpt.load_state(path)
+    assert (state.step, state.version, state.next_prompt) == (10, 9, 40)
+
+    second = _write(run_dir, 20)
+    assert _pointer(run_dir) == "ckpt-000020\n"
+    assert ckpt.latest_checkpoint(run_dir) == second
+    assert _listing(run_dir) == ["ckpt-000010", "ckpt-000020", "latest"]  # keep=0: prune nothing
+    assert not list(run_dir.glob(".*"))  # no temp file or folder left
+
+
+def test_finalize_replaces_a_complete_folder_of_the_same_step(tmp_path):
+    run_dir = tmp_path / "run"
+    _write(run_dir, 10, next_prompt=1)
+    _write(run_dir, 10, next_prompt=2)
+    assert ckpt.load_state(ckpt.latest_checkpoint(run_dir)).next_prompt == 2
+    assert _listing(run_dir) == ["ckpt-000010", "latest"]
+
+
+def test_checkpoint_names_sort_by_step():
+    assert ckpt.checkpoint_name(7) == "ckpt-000007"
+    assert ckpt.checkpoint_name(123456) == "ckpt-123456"
+
+
+# ---------------------------------------------------------------------------------------
+# Pruning.
+
+
+def test_prune_keeps_the_newest(tmp_path):
+    run_dir = tmp_path / "run"
+    for step in (5, 10, 15, 20):
+        _write(run_dir, step, keep=2)
+    assert _listing(run_dir) == ["ckpt-000015", "ckpt-000020", "latest"]
+    ckpt.prune(run_dir, 1)
+    assert _listing(run_dir) == ["ckpt-000020", "latest"]
+    assert ckpt.latest_checkpoint(run_dir) == run_dir / "ckpt-000020"
+
+
+def test_prune_zero_keeps_everything_and_ignores_temp_folders(tmp_path):
+    run_dir = tmp_path / "run"
+    for step in (1, 2, 3):
+        _write(run_dir, step)
+    ckpt.temp_dir(run_dir, 4)
+    ckpt.prune(run_dir, 0)
+    assert _listing(run_dir) == [".tmp-ckpt-000004", "ckpt-000001", "ckpt-000002", "ckpt-000003", "latest"]
+    ckpt.prune(run_dir, 1)
+    assert _listing(run_dir) == [".tmp-ckpt-000004", "ckpt-000003", "latest"]
+
+
+def test_prune_orders_by_step_number_past_six_digits(tmp_path):
+    run_dir = tmp_path / "run"
+    _write(run_dir, 999_999)
+    _write(run_dir, 1_000_000, keep=1)  # "ckpt-1000000" sorts before "ckpt-999999" as text
+    assert _listing(run_dir) == ["ckpt-1000000", "latest"]
+    assert ckpt.latest_checkpoint(run_dir) == run_dir / "ckpt-1000000"
+
+
+def test_prune_never_removes_the_checkpoint_latest_names(tmp_path):
+    """A crash after renaming ckpt-000020 but before `latest` moved leaves a complete orphan
+    newer than `latest`; a resumed run that checkpoints at step 15 (checkpoint.every=5) with
+    keep=1 must still be resumable from 15."""
+    run_dir = tmp_path / "run"
+    _write(run_dir, 10, keep=1)
+    orphan = ckpt.temp_dir(run_dir, 20)
+    ckpt.atomic_write_text(orphan / "run_state.json", RunState(step=20).to_json())
+    orphan.rename(run_dir / "ckpt-000020")
+    assert ckpt.latest_checkpoint(run_dir) == run_dir / "ckpt-000010"
+
+    _write(run_dir, 15, keep=1)
+    assert ckpt.latest_checkpoint(run_dir) == run_dir / "ckpt-000015"
+    assert ckpt.load_state(ckpt.latest_checkpoint(run_dir)).step == 15
+    assert _listing(run_dir) == ["ckpt-000015", "ckpt-000020", "latest"]
+    _write(run_dir, 20, keep=1)  # the re-done step replaces the orphan and prunes 15
+    assert _listing(run_dir) == ["ckpt-000020", "latest"]
+    assert ckpt.load_state(ckpt.latest_checkpoint(run_dir)).step == 20
+
+
+# ---------------------------------------------------------------------------------------
+# latest_checkpoint.
+
+
+def test_latest_checkpoint_is_none_without_a_pointer(tmp_path):
+    assert ckpt.latest_checkpoint(tmp_path) is None
+    ckpt.temp_dir(tmp_path, 10)  # only a temp folder: nothing complete yet
+    assert ckpt.latest_checkpoint(tmp_path) is None
+
+
+@pytest.mark.parametrize("make_folder", [False, True], ids=["missing", "without-run-state"])
+def test_latest_pointing_at_an_incomplete_folder_raises_naming_it(tmp_path, make_folder):
+    _write(tmp_path, 10)
+    if make_folder:
+        (tmp_path / "ckpt-000020" / "hf").mkdir(parents=True)
+    ckpt.atomic_write_text(tmp_path / "latest", "ckpt-000020\n")
+    with pytest.raises(FileNotFoundError, match=r"names ckpt-000020, which is incomplete or missing") as err:
+        ckpt.latest_checkpoint(tmp_path)
+    assert str(tmp_path / "latest") in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------
+# Crashes mid-write: the previous checkpoint stays `latest`.
+
+
+def test_crash_leaving_a_temp_folder_keeps_the_previous_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    _write(run_dir, 10, next_prompt=40)
+    tmp = ckpt.temp_dir(run_dir, 20)  # the process dies while the ranks write into it
+    (tmp / "ds").mkdir()
+    (tmp / "ds" / "half.pt").write_bytes(b"\0" * 3)
+    (tmp / "run_state.json").write_text(RunState(step=20).to_json())  # even the state written
+
+    assert _pointer(run_dir) == "ckpt-000010\n"
+    latest = ckpt.latest_checkpoint(run_dir)
+    assert latest == run_dir / "ckpt-000010"
+    assert ckpt.load_state(latest).next_prompt == 40
+    ckpt.prune(run_dir, 1)  # pruning neither counts nor removes the partial folder
+    assert _listing(run_dir) == [".tmp-ckpt-000020", "ckpt-000010", "latest"]
+
+    # The resumed run writes step 20 again: the stale temp folder is cleared, not merged.
+    path = _write(run_dir, 20, keep=1)
+    assert sorted(p.name for p in path.iterdir()) == ["hf", "run_state.json"]
+    assert _listing(run_dir) == ["ckpt-000020", "latest"]
+
+
+def test_exception_inside_the_write_before_finalize_keeps_the_previous_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    _write(run_dir, 10)
+
+    class RankDied(RuntimeError):
+        pass
+
+    with pytest.raises(RankDied):
+        tmp = ckpt.temp_dir(run_dir, 20)
+        (tmp / "hf").mkdir()
+        raise RankDied("save_checkpoint failed on rank 1")
+    assert ckpt.latest_checkpoint(run_dir) == run_dir / "ckpt-000010"
+    assert not (run_dir / "ckpt-000020").exists()
+
+
+def test_crash_after_the_rename_before_the_pointer_keeps_the_previous_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    _write(run_dir, 10)
+    tmp = ckpt.temp_dir(run_dir, 20)
+    ckpt.atomic_write_text(tmp / "run_state.json", RunState(step=20).to_json())
+    tmp.rename(run_dir / "ckpt-000020")  # ... and the process dies before `latest` is replaced
+    assert ckpt.latest_checkpoint(run_dir) == run_dir / "ckpt-000010"
+
+
+def test_crash_while_writing_the_pointer_keeps_the_old_pointer(tmp_path):
+    run_dir = tmp_path / "run"
+    _write(run_dir, 10)
+    (run_dir / ".latest.tmp").write_text("ckpt-0000")  # half-written temp file, never replaced
+    assert ckpt.latest_checkpoint(run_dir) == run_dir / "ckpt-000010"
+    _write(run_dir, 20)  # the next write reuses the temp name and replaces it
+    assert _pointer(run_dir) == "ckpt-000020\n"
+    assert not (run_dir / ".latest.tmp").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# atomic_write_text.
+
+
+def test_atomic_write_text_replaces_the_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "config.yaml"
+    ckpt.atomic_write_text(target, "a: 1\n")
+    assert target.read_text() == "a: 1\n"
+    ckpt.atomic_write_text(target, "a: 2\n")
+    assert target.read_text() == "a: 2\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
+def test_atomic_write_text_into_a_missing_folder_fails_without_touching_anything(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        ckpt.atomic_write_text(tmp_path / "missing" / "latest", "x")
+    assert list(tmp_path.iterdir()) == []
