@@ -150,6 +150,7 @@ class RayConfig:
     address: str | None = None  # None: join RAY_ADDRESS if set (ray job submit), else start locally
     num_cpus: int | None = None  # local cluster only; None: what the config needs, at least nproc
     dashboard_host: str = "127.0.0.1"  # loopback: never expose the dashboard by default
+    dashboard_port: int = 8265  # local cluster only
 
 
 @dataclass

@@ -32,10 +32,31 @@ class RayGauges:
             self.gauges[name].set(float(value), tags=self.tags)
 
 
+def truncate_after(path: Path, step: int) -> int:
+    """Drop the lines of steps after `step` (a resumed run redoes them); atomic. Returns how
+    many lines were dropped."""
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+    return len(lines) - len(kept)
+
+
 class MetricsLogger:
-    def __init__(self, run_dir: Path, run_name: str, tensorboard: bool = True, ray_metrics: bool = True):
+    def __init__(self, run_dir: Path, run_name: str, tensorboard: bool = True, ray_metrics: bool = True,
+                 resume_step: int | None = None):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / "metrics.jsonl"
+        # Lines of steps after the run's checkpoint (or of an attempt that never reached one)
+        # are redone now: keep exactly one line per step.
+        if resume_step is not None:
+            dropped = truncate_after(self.path, resume_step)
+            if dropped:
+                log.info("metrics.jsonl: dropped %d lines after step %d (redone after the resume)", dropped, resume_step)
         self.file = open(self.path, "a", buffering=1)
         self.tb = None
         if tensorboard:

@@ -96,7 +96,8 @@ class Pipeline:
         self.current_iteration_pairs: list[pa.Table] = []
         self.probe: pa.Table | None = None  # a fixed batch: its loss is logged every probe_every steps
         self.failures = 0
-        self.metrics = MetricsLogger(run_dir, run_dir.name, cfg.metrics.tensorboard, cfg.metrics.ray_metrics)
+        self.metrics = MetricsLogger(run_dir, run_dir.name, cfg.metrics.tensorboard, cfg.metrics.ray_metrics,
+                                     resume_step=state.step)
         self.control = None
         self.last_control_poll = 0.0
 

@@ -21,7 +21,8 @@ def ray_address(configured: str | None) -> str | None:
     return os.environ.get("RAY_ADDRESS") or None
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard_host: str = "127.0.0.1"):
+def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard_host: str = "127.0.0.1",
+             dashboard_port: int = 8265):
     import ray
 
     env = apply_runtime_env()
@@ -50,6 +51,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard_
             runtime_env=worker_env,
             include_dashboard=True,
             dashboard_host=dashboard_host,  # loopback by default: the dashboard can run jobs
+            dashboard_port=dashboard_port,
             log_to_driver=True,
         )
     del env

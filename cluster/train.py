@@ -116,7 +116,8 @@ def run(cfg: Config, resume: bool = False) -> ckpt.RunState:
 
     needed = (cfg.learner.num_ranks * cfg.learner.cpus_per_rank + cfg.rollout.num_actors * cfg.rollout.cpus_per_actor
               + cfg.judge.num_actors * cfg.judge.cpus_per_actor)
-    init_ray(cfg.ray.address, cfg.ray.num_cpus or max(int(needed + 0.999), os.cpu_count() or 1), cfg.ray.dashboard_host)
+    init_ray(cfg.ray.address, cfg.ray.num_cpus or max(int(needed + 0.999), os.cpu_count() or 1), cfg.ray.dashboard_host,
+             cfg.ray.dashboard_port)
     resources = ray.cluster_resources()
     check_resources(cfg, resources.get("CPU", 0), resources.get("GPU", 0))
     progress = Progress(cfg.learner.max_steps, state.step, enabled=cfg.metrics.progress)

@@ -1,0 +1,146 @@
+"""Pairs trained per second, end to end: osp against TRL's online DPO trainer, side by side.
+
+    .venv/bin/pip install -e ".[bench]"       # trl==1.16.0 + datasets
+    .venv/bin/python bench/pairs_per_second.py [--steps 10] [--warmup 3] [--model PATH]
+
+Same model (the embedded SmolLM2-135M-Instruct unless --model), same prompts (the shipped
+training set), K=2 samples per prompt, 4 pairs per step, 24 new tokens, temperature 0.8, LoRA
+r=8 on the same modules, β=0.1, the same CPU. Both sides judge with the same frozen SFT
+self-judge (swap-averaged A/B probability): TRL's trainer gets it as a reward function that
+scores each prompt's two completions as a pair (rewards p and 1-p), so both do the same
+judging work. TRL generates with transformers (its default; its vLLM modes need a GPU).
+
+Reported: steady-state pairs/s (after --warmup steps, which absorb start-up and first-call
+costs) and the whole-run figure including start-up, and their ratios osp/TRL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cluster.env import apply_runtime_env  # noqa: E402
+
+apply_runtime_env()
+
+PAIRS_PER_STEP = 4
+MAX_TOKENS = 24
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def run_osp(model: str, steps: int, warmup: int) -> dict:
+    from cluster.config import load_config
+    from cluster.train import run
+
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-osp-"))
+    overrides = [
+        f"model.path={model}", "rollout.k=2", f"rollout.max_tokens={MAX_TOKENS}", "rollout.temperature=0.8",
+        f"learner.pairs_per_step={PAIRS_PER_STEP}", f"learner.max_steps={warmup + steps}", "learner.lora.r=8",
+        "learner.lora.alpha=16", "loss.name=spce", "loss.beta=0.1", "checkpoint.every=0",
+        f"checkpoint.dir={run_dir}", "metrics.tensorboard=false", "metrics.progress=false", "metrics.probe_every=0",
+    ]
+    start = time.time()
+    run(load_config(None, overrides))
+    total = time.time() - start
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    t0 = next(r["time"] for r in rows if r["step"] == warmup)
+    t1 = rows[-1]["time"]
+    return {"steady_pairs_per_s": steps * PAIRS_PER_STEP / (t1 - t0),
+            "total_pairs_per_s": (warmup + steps) * PAIRS_PER_STEP / total, "total_s": total}
+
+
+class SelfJudgeReward:
+    """TRL reward function: the prompts arrive as [p_1..p_B, p_1..p_B] with the two
+    completions of prompt i at i and i+B; each pair is judged once (both orders)."""
+
+    __name__ = "self_judge"
+
+    def __init__(self, model: str):
+        from judge.judge_actor import JudgeWorker
+
+        self.judge = JudgeWorker(model, threads=None)
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        b = len(prompts) // 2
+
+        def text(x):
+            return x[-1]["content"] if isinstance(x, list) else x
+
+        requests = [(text(prompts[i]), text(completions[i]), text(completions[i + b])) for i in range(b)]
+        p = self.judge.strengths(requests)
+        return p + [1 - x for x in p]
+
+
+def run_trl(model: str, steps: int, warmup: int) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
+
+    from cluster.prompts import SHIPPED_TRAIN, read_prompt_rows
+
+    rows, _ = read_prompt_rows(SHIPPED_TRAIN)
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": text}]} for _, _, text in rows[:200]])
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.time())
+
+    out = tempfile.mkdtemp(prefix="bench-trl-")
+    args = OnlineDPOConfig(
+        output_dir=out, per_device_train_batch_size=PAIRS_PER_STEP, gradient_accumulation_steps=1,
+        max_steps=warmup + steps, learning_rate=5e-5, beta=0.1, max_new_tokens=MAX_TOKENS, temperature=0.8,
+        logging_steps=1, report_to=[], save_strategy="no", use_cpu=True, bf16=False, fp16=False,
+        dataloader_num_workers=0, seed=0,
+    )
+    start = time.time()
+    trainer = OnlineDPOTrainer(
+        model=model, reward_funcs=[SelfJudgeReward(model)], args=args, train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"),
+        callbacks=[Clock()],
+    )
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    trainer.train()
+    total = time.time() - start
+    t0, t1 = times[warmup - 1], times[-1]
+    return {"steady_pairs_per_s": steps * PAIRS_PER_STEP / (t1 - t0),
+            "total_pairs_per_s": (warmup + steps) * PAIRS_PER_STEP / total, "total_s": total}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--only", choices=["osp", "trl"], default=None)
+    args = parser.parse_args()
+    from cluster.models import resolve_model_path
+
+    model = str(resolve_model_path(args.model))
+    results = {}
+    if args.only in (None, "osp"):
+        results["osp"] = run_osp(model, args.steps, args.warmup)
+        import ray
+
+        ray.shutdown()  # free the machine for the other side
+    if args.only in (None, "trl"):
+        results["trl"] = run_trl(model, args.steps, args.warmup)
+    print(json.dumps(results, indent=1))
+    if len(results) == 2:
+        for key in ("steady_pairs_per_s", "total_pairs_per_s"):
+            print(f"{key}: osp {results['osp'][key]:.3f}  trl {results['trl'][key]:.3f}  "
+                  f"ratio osp/trl {results['osp'][key] / results['trl'][key]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""kill -9 of the driver mid-run, then `--resume`: the run continues from its last complete
+checkpoint with the same step counter and data position, and ends with one metrics line per
+step. The driver runs as a real subprocess with its own local Ray cluster (in its own temp
+folder, so its orphans can be cleaned up without touching the test session's Ray)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _kill_tree_under(temp: Path) -> None:
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(temp) in part for part in proc.info["cmdline"] or []):
+                mine.append(proc)
+                mine += proc.children(recursive=True)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for proc in mine:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(mine, timeout=30)
+
+
+def _driver(args: list[str], temp: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(temp)  # this driver's Ray session lives (and is found) under here
+    return subprocess.Popen([sys.executable, "-m", "cluster.train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_kill_9_driver_then_resume(tiny_model_dir, tmp_path):
+    from cluster import checkpoint as ckpt
+
+    import socket
+    import tempfile
+
+    run_dir = tmp_path / "run"
+    # Short: Ray's unix socket paths under it must stay below ~107 characters.
+    temp = Path(tempfile.mkdtemp(prefix="osp-ray-", dir="/tmp"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dashboard_port = s.getsockname()[1]
+    args = [f"model.path={tiny_model_dir}", "data.num_prompts=40", "rollout.k=2", "rollout.max_tokens=8",
+            "learner.pairs_per_step=2", "learner.max_steps=30", "learner.lora.enabled=false",
+            "checkpoint.every=3", f"checkpoint.dir={run_dir}", "metrics.progress=false", "metrics.tensorboard=false",
+            f"ray.dashboard_port={dashboard_port}"]
+    first = _driver(args, temp)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            latest = run_dir / "latest"
+            if latest.exists() and latest.read_text().strip() >= "ckpt-000006":
+                break
+            assert first.poll() is None, first.stdout.read()[-3000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("no checkpoint at step 6 within 600 s")
+        os.kill(first.pid, signal.SIGKILL)  # the driver, mid-run, no chance to clean up
+        first.wait(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        _kill_tree_under(temp)
+
+    at_kill = ckpt.load_state(ckpt.latest_checkpoint(run_dir))
+    assert at_kill.step >= 6 and at_kill.step % 3 == 0
+
+    second = _driver(["--resume", *args], temp)
+    try:
+        out, _ = second.communicate(timeout=600)
+    finally:
+        _kill_tree_under(temp)
+        import shutil
+
+        shutil.rmtree(temp, ignore_errors=True)
+    assert second.returncode == 0, out[-3000:]
+    assert f"step {at_kill.step}, data position {at_kill.next_prompt}" in out, out[-3000:]
+    final = ckpt.load_state(ckpt.latest_checkpoint(run_dir))
+    assert final.step == 30
+    assert final.pairs_trained == 60  # 30 steps × 2 pairs: nothing trained twice in the count
+    assert final.next_prompt >= at_kill.next_prompt
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 31))  # the steps redone after the resume are logged once
