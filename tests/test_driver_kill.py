@@ -18,6 +18,7 @@ import pytest
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parent.parent
+CANARY = "hf_osp_canary_credential_81723"
 
 
 def _kill_tree_under(temp: Path) -> None:
@@ -42,6 +43,7 @@ def _kill_tree_under(temp: Path) -> None:
 def _driver(args: list[str], temp: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_TMPDIR"] = str(temp)  # this driver's Ray session lives (and is found) under here
+    env["HF_TOKEN"] = CANARY  # a credential in the environment must never reach logs or checkpoints
     return subprocess.Popen([sys.executable, "-m", "cluster.train", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
@@ -97,5 +99,9 @@ def test_kill_9_driver_then_resume(tiny_model_dir, tmp_path):
     assert final.step == 30
     assert final.pairs_trained == 60  # 30 steps × 2 pairs: nothing trained twice in the count
     assert final.next_prompt >= at_kill.next_prompt
+    assert CANARY not in out
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes(), path
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 31))  # the steps redone after the resume are logged once
