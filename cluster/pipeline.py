@@ -89,8 +89,7 @@ class Pipeline:
         self.ranks: list[Any] = []
         self.pushed_versions = [state.version]  # policy versions sent to the engines, oldest first
         self.step_running = False
-        self.window = {"start": time.perf_counter(), "tokens": 0, "pairs": 0, "judge_s": 0.0, "rollout_s": 0.0,
-                       "prompts": 0}
+        self.window = _new_window()
         self.last_push: dict[str, float] = {}
         self.previous_iteration_pairs: pa.Table | None = None  # DNO replay
         self.current_iteration_pairs: list[pa.Table] = []
@@ -227,12 +226,13 @@ class Pipeline:
         if flight.engine.retiring:
             self._retire(flight.engine)
         try:
-            meta = ray.get(ref)  # the table (zero-copy view of the object store on this node)
+            table = ray.get(ref)  # a zero-copy view of the object store on this node
         except ray.exceptions.RayError as err:
             self._failed("rollout", flight, err)
             return
-        self.window["tokens"] += sum(len(t) for row in meta["response_tokens"].to_pylist() for t in row)
+        self.window["tokens"] += sum(len(t) for row in table["response_tokens"].to_pylist() for t in row)
         self.window["rollout_s"] += time.perf_counter() - flight.started
+        self.window["rollouts"] += 1
         judge = min(range(len(self.judges)), key=self.judge_load.__getitem__)
         self.judge_load[judge] += 1
         out = self.judges[judge].score.remote(ref)  # the judge reads the batch from the store
@@ -246,6 +246,7 @@ class Pipeline:
             self._failed("judge", flight, err)
             return
         self.window["judge_s"] += stats["judge_s"]
+        self.window["judged"] += 1
         made = Counter(table["prompt_index"].to_pylist()) if table is not None else Counter()
         for index in flight.prompt_indices:
             if made[index] == 0:
@@ -445,8 +446,13 @@ class Pipeline:
             "run/rollout_actors": float(len(self._live_engines())),
             "run/epoch": self.schedule.epoch,
         }
+        # Where the time goes: mean latency of a rollout call and of a judge call.
+        if w["rollouts"]:
+            out["rollout/batch_s"] = w["rollout_s"] / w["rollouts"]
+        if w["judged"]:
+            out["judge/batch_s"] = w["judge_s"] / w["judged"]
         self.state.tokens_generated += w["tokens"]
-        self.window = {"start": now, "tokens": 0, "pairs": 0, "judge_s": 0.0, "rollout_s": 0.0, "prompts": 0}
+        self.window = _new_window()
         return out
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -501,3 +507,9 @@ def _mean_metrics(results: list[dict[str, float]]) -> dict[str, float]:
         values = [r[key] for r in results if key in r]
         out[key] = max(values) if key == "step_s" else sum(values) / len(values)
     return out
+
+
+def _new_window() -> dict[str, float]:
+    """Counters of the interval since the last learner step (for per-step rates)."""
+    return {"start": time.perf_counter(), "tokens": 0, "pairs": 0, "rollout_s": 0.0, "rollouts": 0,
+            "judge_s": 0.0, "judged": 0}
