@@ -31,7 +31,9 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    prompts: str | None = None  # None: the shipped cluster/data/prompts_train.jsonl
+    # A JSONL path or a shipped set: "questions" (everyday questions, what null means) or
+    # "instructions" (the same kind of questions with IFEval instructions; cluster/data/README.md).
+    prompts: str | None = None
     num_prompts: int | None = 200  # the OSP paper's low-data setting
     on_bad_rows: str = "error"  # "error": refuse the file; "skip": report and skip bad rows
     shuffle: bool = True
@@ -60,7 +62,16 @@ class RolloutConfig:
 @dataclass
 class JudgeConfig:
     num_actors: int = 1
-    model_path: str | None = None  # None: the same SFT model the policy starts from
+    # Who judges (judge/preferences.py): self (the frozen SFT model, the OSP paper's judge) |
+    # lm:<path> | reward:<path> | verifier (the prompts' IFEval instructions) | python:<module>:<fn>.
+    # The SFT model stays the reference whatever judges.
+    kind: str = "self"
+    tau: float = 0.25  # reward and verifier kinds: p = σ(score difference / tau)
+    flip_prob: float = 0.0  # a noisy judge: report 1 − p for this share of comparisons (ablation)
+    # Drop pairs the judge scores as an exact tie (p = 0.5: e.g. a verifier that finds both
+    # responses follow the same share of instructions). They carry no preference, so they
+    # only pull h toward 0 while costing a learner pass. The self-judge never ties exactly.
+    drop_ties: bool = False
     anchor: str = "round_robin"  # round_robin | sample0 | sft_greedy | dno
     template: str | None = None  # None: judge.strength.DEFAULT_TEMPLATE
     answer_tokens: list[str] = field(default_factory=lambda: ["A", "B"])
@@ -117,6 +128,17 @@ class DnoConfig:
 
 
 @dataclass
+class EvalConfig:
+    # Held-out prompts with verifiable instructions (a path or a shipped set's name, e.g.
+    # "instructions-eval"): the run answers them greedily with the SFT weights before the
+    # first step and with the final weights after the last, and reports IFEval accuracy of
+    # both with the gain's 95% interval. null: no in-run evaluation.
+    prompts: str | None = None
+    num_prompts: int | None = None  # null: all of them
+    max_tokens: int | None = None  # null: rollout.max_tokens
+
+
+@dataclass
 class PipelineConfig:
     max_staleness: int = 1  # pairs made by policy v may train the learner at version ≤ v + this
     buffer_max_pairs: int = 64  # back-pressure: rollouts pause while the buffer is full
@@ -163,6 +185,7 @@ class Config:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     dno: DnoConfig = field(default_factory=DnoConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     weight_sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -326,6 +349,16 @@ def validate(cfg: Config) -> None:
     from judge.pairing import ANCHORS
 
     _require(j.anchor in ANCHORS, "judge.anchor", f"unknown {j.anchor!r}; choose one of {ANCHORS}")
+    from judge.preferences import KINDS, check_kind
+
+    try:
+        check_kind(j.kind)
+    except ValueError:
+        raise ConfigError(f"judge.kind: unknown {j.kind!r}; choose one of {', '.join(KINDS)}") from None
+    _require(j.tau > 0, "judge.tau", f"must be > 0, got {j.tau}")
+    _require(0.0 <= j.flip_prob < 1.0, "judge.flip_prob", f"must be in [0, 1), got {j.flip_prob}")
+    _require(cfg.eval.num_prompts is None or cfg.eval.num_prompts >= 1, "eval.num_prompts", "must be ≥ 1 or null")
+    _require(cfg.eval.max_tokens is None or cfg.eval.max_tokens >= 1, "eval.max_tokens", "must be ≥ 1 or null")
     _require(len(j.answer_tokens) == 2 and len(set(j.answer_tokens)) == 2, "judge.answer_tokens",
              f"need two distinct strings, got {j.answer_tokens}")
     _require(l.num_ranks >= 1, "learner.num_ranks", f"need at least 1, got {l.num_ranks}")

@@ -3,6 +3,7 @@
     python -m cluster.evaluate --checkpoint runs/osp/ckpt-000050/hf
     python -m cluster.evaluate --run runs/osp            # every checkpoint: win rate over training
     python -m cluster.evaluate --run runs/osp --scorers self heuristic lm:/models/judge
+    python -m cluster.evaluate --run runs/verifier --prompts instructions-eval   # IFEval accuracy
 
 One vLLM engine (a Ray actor) answers every prompt with the SFT weights, then with each
 checkpoint's (weights swapped in place, as in training). Each scorer compares policy vs SFT
@@ -10,6 +11,10 @@ answers per prompt: win (p > 0.5), loss (p < 0.5), tie (p = 0.5 exactly: e.g. id
 answers). Win rate = (wins + ties/2) / n with a 95% bootstrap interval over prompts. Mean
 answer lengths are reported too: preference training drifts toward longer answers (the OSP
 paper's length-bias warning), and a win bought by length alone should be visible.
+When the held-out prompts carry verifiable instructions (IFEval format), every answer set,
+the baseline's included, also gets IFEval accuracy (prompt- and instruction-level, strict
+and loose, with 95% bootstrap intervals), a per-instruction-kind table, and each
+checkpoint's paired gain over the baseline with its interval (cluster/instruction_eval.py).
 Results: <out>/eval.json, <out>/eval.md and <out>/eval.png (win rate and loss over training).
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import sys
 from dataclasses import asdict, dataclass
@@ -79,16 +85,19 @@ def _answers(engine, prompts, max_tokens: int, temperature: float, seed: int) ->
 
 
 def evaluate(checkpoints: list[Path], sft_path: str, prompts, scorer_specs: list[str], max_tokens: int,
-             temperature: float = 0.0, seed: int = 0, baseline: Path | None = None) -> list[dict]:
+             temperature: float = 0.0, seed: int = 0, baseline: Path | None = None, cpus: int = 1) -> list[dict]:
     """Evaluate each checkpoint's hf/ folder against the baseline (the SFT model unless
     `baseline` names another checkpoint); one result dict each. The SFT model stays the
     self-judge either way."""
     import ray
 
     from actors.rollout import RolloutWorker
+    from cluster import instruction_eval
     from judge.scorers import make_scorer
 
-    engine = ray.remote(RolloutWorker).options(num_cpus=1).remote(
+    # Nothing else runs during an evaluation: the engine may use every core it is given.
+    engine = ray.remote(RolloutWorker).options(
+        num_cpus=cpus, runtime_env={"env_vars": {"OMP_NUM_THREADS": str(int(cpus))}}).remote(
         sft_path, k=1, temperature=1.0, top_p=1.0, max_tokens=max_tokens, seed=seed, name="eval",
         max_model_len=max(len(p.tokens) for p in prompts) + max_tokens + 8)
     try:
@@ -118,8 +127,19 @@ def evaluate(checkpoints: list[Path], sft_path: str, prompts, scorer_specs: list
         }
         for ckpt, answers in zip(checkpoints, policies)
     ]
+    instructions = [p.instructions for p in prompts]
+    if all(i is not None for i in instructions):
+        base_verdicts = instruction_eval.verdicts(instructions, base_texts)
+        base_report = instruction_eval.report(instructions, base_texts, seed=seed)
+        for result, answers in zip(results, policies):
+            policy_texts = [a["text"] for a in answers]
+            result["ifeval"] = instruction_eval.report(instructions, policy_texts, base_verdicts, seed)
+            result["ifeval_baseline"] = base_report
+            result["truncated_policy"] = sum(a["finish_reason"] == "length" for a in answers) / len(answers)
+            result["truncated_baseline"] = sum(a["finish_reason"] == "length" for a in base) / len(base)
+    by_text = {p.text: p.instructions for p in prompts if p.instructions is not None}
     for spec in scorer_specs:
-        scorer = make_scorer(spec, sft_path)
+        scorer = make_scorer(spec, sft_path, by_text)
         for result, answers in zip(results, policies):
             policy_texts = [a["text"] for a in answers]
             # Identical answers tie by definition (and cost no judge call).
@@ -155,8 +175,40 @@ def write_report(results: list[dict], out: Path, metrics: Path | None) -> None:
                 f"{o['win_rate']:.3f} ({o['ci_low']:.3f}–{o['ci_high']:.3f}) | "
                 f"{r['mean_tokens_policy']:.1f} / {r['mean_tokens_baseline']:.1f} |"
             )
+    if results and "ifeval" in results[0]:
+        lines += ["", *ifeval_table(results)]
     (out / "eval.md").write_text("\n".join(lines) + "\n")
     plot(results, metrics, out / "eval.png")
+
+
+def _ci(m: dict, signed: bool = False) -> str:
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"{f.format(m['value'])} ({f.format(m['ci_low'])} to {f.format(m['ci_high'])})"
+
+
+def ifeval_table(results: list[dict]) -> list[str]:
+    """Markdown: IFEval accuracy of the baseline and each checkpoint, gains, per-kind rates."""
+    base = results[0]["ifeval_baseline"]
+    lines = ["Held-out IFEval accuracy (95% bootstrap CI over prompts):", "",
+             "| answers | prompt strict | prompt loose | instruction strict | instruction loose | truncated |",
+             "|---|---|---|---|---|---|"]
+    rows = [(results[0]["baseline"], base["accuracy"], results[0]["truncated_baseline"])]
+    rows += [(r["checkpoint"], r["ifeval"]["accuracy"], r["truncated_policy"]) for r in results]
+    for name, acc, trunc in rows:
+        lines.append(f"| {name} | " + " | ".join(_ci(acc[m]) for m in ("prompt_strict", "prompt_loose",
+                     "instruction_strict", "instruction_loose")) + f" | {trunc:.2f} |")
+    lines += ["", f"Gain over {results[0]['baseline']} (paired bootstrap):", "",
+              "| checkpoint | prompt strict | instruction strict |", "|---|---|---|"]
+    for r in results:
+        g = r["ifeval"]["gain"]
+        lines.append(f"| {r['checkpoint']} | {_ci(g['prompt_strict'], True)} | {_ci(g['instruction_strict'], True)} |")
+    last = results[-1]
+    lines += ["", f"Per instruction kind (strict pass rate), {results[0]['baseline']} vs {last['checkpoint']}:", "",
+              "| kind | n | baseline | checkpoint | difference |", "|---|---|---|---|---|"]
+    for kind, b in base["per_kind"].items():
+        c = last["ifeval"]["per_kind"][kind]
+        lines.append(f"| {kind} | {b['n']} | {b['strict']:.3f} | {c['strict']:.3f} | {c['strict'] - b['strict']:+.3f} |")
+    return lines
 
 
 def plot(results: list[dict], metrics: Path | None, target: Path) -> None:
@@ -166,7 +218,19 @@ def plot(results: list[dict], metrics: Path | None, target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    with_ifeval = bool(results) and "ifeval" in results[0]
+    fig, axes = plt.subplots(1, 3 if with_ifeval else 2, figsize=(16 if with_ifeval else 11, 4))
+    left, right = axes[0], axes[-1]
+    if with_ifeval:  # held-out accuracy against step, the baseline at step 0
+        points = [(0, results[0]["ifeval_baseline"]["accuracy"])]
+        points += sorted(((step_of(Path(r["checkpoint"])) or 0, r["ifeval"]["accuracy"]) for r in results),
+                         key=lambda x: x[0])
+        for metric in ("prompt_strict", "instruction_strict"):
+            ms = [a[metric] for _, a in points]
+            axes[1].errorbar([x for x, _ in points], [m["value"] for m in ms], capsize=3, marker="o", label=metric,
+                             yerr=[[m["value"] - m["ci_low"] for m in ms], [m["ci_high"] - m["value"] for m in ms]])
+        axes[1].set(title="held-out IFEval accuracy (95% CI)", xlabel="learner step", ylabel="accuracy", ylim=(0, 1))
+        axes[1].legend()
     scorers = sorted({o["scorer"] for r in results for o in r["outcomes"]})
     for name in scorers:
         points = [(step_of(Path(r["checkpoint"])) or 0, o) for r in results for o in r["outcomes"] if o["scorer"] == name]
@@ -202,13 +266,18 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--run", help="a run folder (checkpoint.dir): evaluates every ckpt-*/hf in it")
     parser.add_argument("--sft", default=None, help="the SFT model (default: the run's model.path, else the embedded default)")
     parser.add_argument("--baseline", default=None, help="opponent checkpoint hf/ folder (default: the SFT model)")
-    parser.add_argument("--prompts", default=None, help="held-out prompts JSONL (default: cluster/data/prompts_eval.jsonl)")
-    parser.add_argument("--num-prompts", type=int, default=100)
-    parser.add_argument("--scorers", nargs="+", default=["self", "heuristic"],
-                        help="self | self:<path> | lm:<path> | reward:<path> | heuristic")
+    parser.add_argument("--prompts", default=None,
+                        help="held-out prompts: a JSONL path or a shipped set (questions-eval, instructions-eval); "
+                             "default: the held-out counterpart of the run's data.prompts")
+    parser.add_argument("--num-prompts", type=int, default=None, help="default: all")
+    parser.add_argument("--scorers", nargs="*", default=None,
+                        help="head-to-head scorers: self | self:<path> | lm:<path> | reward:<path> | verifier | "
+                             "python:<module>:<fn> | heuristic (default: verifier on instruction prompts, "
+                             "else self heuristic)")
     parser.add_argument("--max-tokens", type=int, default=None, help="default: the run's rollout.max_tokens, else 64")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cpus", type=int, default=None, help="threads for the answering engine (default: all cores)")
     parser.add_argument("--out", default=None, help="output folder (default: <run>/eval or ./eval)")
     args = parser.parse_args(argv)
 
@@ -236,18 +305,24 @@ def main(argv: list[str] | None = None) -> int:
                     raise FileNotFoundError(f"{c} is not an HF checkpoint folder (no config.json)")
         tokenizer = AutoTokenizer.from_pretrained(sft_path)
         max_prompt = run_cfg.get("model", {}).get("max_prompt_tokens", 256)
-        prompts = load_prompts(args.prompts or SHIPPED_EVAL, tokenizer, max_prompt, "error", args.num_prompts)
+        trained_on = run_cfg.get("data", {}).get("prompts")
+        default_prompts = "instructions-eval" if trained_on == "instructions" else SHIPPED_EVAL
+        prompts = load_prompts(args.prompts or default_prompts, tokenizer, max_prompt, "error", args.num_prompts)
     except (FileNotFoundError, PromptFileError, ValueError) as err:
         log.error("%s", err)
         return 2
     max_tokens = args.max_tokens or run_cfg.get("rollout", {}).get("max_tokens", 64)
-    init_ray(None, num_cpus=None)
+    if args.scorers is None:
+        args.scorers = ["verifier"] if all(p.instructions for p in prompts) else ["self", "heuristic"]
+    init_ray(None, num_cpus=max(4, args.cpus or 0))
     log.info("evaluating %d checkpoint(s) on %d prompts against %s; scorers: %s", len(checkpoints), len(prompts),
              sft_path, ", ".join(args.scorers))
     baseline = None
     if args.baseline:
         baseline = Path(args.baseline) / "hf" if (Path(args.baseline) / "hf").is_dir() else Path(args.baseline)
-    results = evaluate(checkpoints, sft_path, prompts, args.scorers, max_tokens, args.temperature, args.seed, baseline)
+    cpus = args.cpus or os.cpu_count() or 1
+    results = evaluate(checkpoints, sft_path, prompts, args.scorers, max_tokens, args.temperature, args.seed, baseline,
+                       cpus)
     out = Path(args.out) if args.out else (run_dir / "eval" if run_dir else Path("eval"))
     write_report(results, out, run_dir / "metrics.jsonl" if run_dir else None)
     print((out / "eval.md").read_text())

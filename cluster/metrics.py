@@ -99,4 +99,6 @@ def format_line(step: int, max_steps: int, m: dict[str, Any]) -> str:
         f"acc {f('rewards/accuracy', '{:.2f}')} margin {f('rewards/margin')} "
         f"pairs/s {f('pairs_per_s', '{:.2f}')} tok/s {f('rollout_tokens_per_s', '{:.0f}')} "
         f"push {f('push_s', '{:.3f}')}s stale {f('staleness/mean', '{:.2f}')}"
+        + (f" pass {f('samples/verifier_pass', '{:.2f}')}" if "samples/verifier_pass" in m else "")
+        + (f" trunc {f('samples/truncated', '{:.2f}')}" if "samples/truncated" in m else "")
     )

@@ -17,6 +17,7 @@ stale to train are counted and their prompts sampled again, never dropped silent
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -30,6 +31,7 @@ import ray
 
 from cluster import checkpoint as ckpt
 from cluster.buffer import PairBuffer
+from cluster import instruction_eval
 from cluster.config import Config
 from cluster.metrics import MetricsLogger, format_line
 from cluster.pools import Control, make_judge_actor, make_learner_group, make_rollout_actor
@@ -70,8 +72,11 @@ class Inflight:
 
 class Pipeline:
     def __init__(self, cfg: Config, model_path: str, prompts: list[Prompt], run_dir: Path,
-                 state: ckpt.RunState, resume_from: Path | None = None, progress=None):
+                 state: ckpt.RunState, resume_from: Path | None = None, progress=None,
+                 eval_prompts: list[Prompt] | None = None):
         self.cfg, self.model_path, self.prompts = cfg, model_path, prompts
+        self.eval_prompts = eval_prompts  # held-out, with instructions: answered before and after training
+        self.heldout_sft = None
         self.run_dir, self.state, self.resume_from = run_dir, state, resume_from
         self.progress = progress  # a callable(step, max_steps, metrics) or None
         self.schedule = PromptSchedule(len(prompts), cfg.seed, cfg.data.shuffle, state.next_prompt, state.requeued)
@@ -108,8 +113,9 @@ class Pipeline:
                                        lifetime=None).remote(cfg.rollout.num_actors)
         for _ in range(cfg.rollout.num_actors):
             self._add_engine()
+        instructions = {p.text: p.instructions.to_json() for p in self.prompts if p.instructions is not None}
         for i in range(cfg.judge.num_actors):
-            self.judges.append(make_judge_actor(cfg, self.model_path, i))
+            self.judges.append(make_judge_actor(cfg, self.model_path, i, instructions or None))
             self.judge_load.append(0)
         self.ranks, self.learner_pg = make_learner_group(cfg, self.model_path)
         # Judges and ranks: wait here (a bad model or config fails before any sampling).
@@ -119,6 +125,8 @@ class Pipeline:
             ray.get([r.load_checkpoint.remote(str(self.resume_from)) for r in self.ranks])
             log.info("resumed learner state from %s (step %d)", self.resume_from, self.state.step)
         self._wait_engines_ready()
+        if self.eval_prompts:  # the engines still hold the SFT weights: the baseline
+            self.heldout_sft = self._heldout_verdicts("SFT")
         self.sync = make_weight_sync(method, self.ranks, [e.handle for e in self._live_engines()])
         if self.state.step > 0:  # engines start from the SFT weights: bring them to the run's version
             self._push(self.state.version)
@@ -160,6 +168,8 @@ class Pipeline:
             loads = [ref for ref, f in self.inflight.items() if f.kind == "load"]
             for ref in loads:
                 self._on_load(ref, self.inflight.pop(ref))
+            if self.eval_prompts:
+                self._final_heldout()
             self._checkpoint(final=True)
         finally:
             self.metrics.close()
@@ -247,6 +257,9 @@ class Pipeline:
             return
         self.window["judge_s"] += stats["judge_s"]
         self.window["judged"] += 1
+        for key in ("responses", "truncated", "verifier_checked", "verifier_passed", "ties"):
+            self.window[key] += stats.get(key, 0.0)
+        self.window["pairs_judged"] += stats["pairs"]
         made = Counter(table["prompt_index"].to_pylist()) if table is not None else Counter()
         for index in flight.prompt_indices:
             if made[index] == 0:
@@ -451,9 +464,52 @@ class Pipeline:
             out["rollout/batch_s"] = w["rollout_s"] / w["rollouts"]
         if w["judged"]:
             out["judge/batch_s"] = w["judge_s"] / w["judged"]
+        # What the fresh samples judged since the last step are like.
+        if w["responses"]:
+            out["samples/truncated"] = w["truncated"] / w["responses"]
+        if w["verifier_checked"]:
+            out["samples/verifier_pass"] = w["verifier_passed"] / w["verifier_checked"]
+        # Judged pairs that were exact ties (with judge.drop_ties they never reach the buffer).
+        judged = w["pairs_judged"] + (w["ties"] if self.cfg.judge.drop_ties else 0.0)
+        if judged:
+            out["judge/tie_share"] = w["ties"] / judged
         self.state.tokens_generated += w["tokens"]
         self.window = _new_window()
         return out
+
+    # -- held-out evaluation ---------------------------------------------------------------
+    def _heldout_verdicts(self, who: str) -> list:
+        """Greedy answers of the first live engine to the held-out prompts, verified."""
+        start = time.perf_counter()
+        max_tokens = self.cfg.eval.max_tokens or self.cfg.rollout.max_tokens
+        engine = self._live_engines()[0].handle
+        answers = ray.get(engine.complete.remote([list(p.tokens) for p in self.eval_prompts], max_tokens))
+        verdicts = instruction_eval.verdicts([p.instructions for p in self.eval_prompts], [a["text"] for a in answers])
+        acc = instruction_eval.accuracy(verdicts, self.cfg.seed)
+        log.info("held-out %s (%d prompts, %.0fs)", instruction_eval.format_accuracy(who, acc), len(verdicts),
+                 time.perf_counter() - start)
+        return verdicts
+
+    def _final_heldout(self) -> None:
+        """The final weights on the held-out prompts, against the SFT answers from start-up."""
+        verdicts = self._heldout_verdicts(f"step {self.state.step}")
+        gain = instruction_eval.gain(verdicts, self.heldout_sft, self.cfg.seed)
+        instructions = [p.instructions for p in self.eval_prompts]
+        record = {
+            "step": self.state.step,
+            "prompts": len(verdicts),
+            "sft": instruction_eval.accuracy(self.heldout_sft, self.cfg.seed),
+            "final": instruction_eval.accuracy(verdicts, self.cfg.seed),
+            "gain": gain,
+            "per_kind": {"sft": instruction_eval.per_kind(instructions, self.heldout_sft),
+                         "final": instruction_eval.per_kind(instructions, verdicts)},
+        }
+        (self.run_dir / "heldout.json").write_text(json.dumps(record, indent=1))
+        g = gain["prompt_strict"]
+        log.info("held-out prompt-level accuracy, SFT %.3f → step %d %.3f: gain %+.3f (95%% CI %+.3f to %+.3f)%s",
+                 record["sft"]["prompt_strict"]["value"], self.state.step, record["final"]["prompt_strict"]["value"],
+                 g["value"], g["ci_low"], g["ci_high"],
+                 "" if g["ci_low"] > 0 or g["ci_high"] < 0 else " — not significant")
 
     # -- checkpoints -----------------------------------------------------------------------
     def _in_flight_prompts(self) -> list[int]:
@@ -512,4 +568,5 @@ def _mean_metrics(results: list[dict[str, float]]) -> dict[str, float]:
 def _new_window() -> dict[str, float]:
     """Counters of the interval since the last learner step (for per-step rates)."""
     return {"start": time.perf_counter(), "tokens": 0, "pairs": 0, "rollout_s": 0.0, "rollouts": 0,
-            "judge_s": 0.0, "judged": 0}
+            "judge_s": 0.0, "judged": 0, "responses": 0.0, "truncated": 0.0, "verifier_checked": 0.0,
+            "verifier_passed": 0.0, "pairs_judged": 0.0, "ties": 0.0}

@@ -52,7 +52,9 @@ def make_rollout_actor(cfg: Config, model_path: str, index: int):
     )
 
 
-def make_judge_actor(cfg: Config, model_path: str, index: int):
+def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: dict[str, dict] | None = None):
+    """`instructions`: prompt text → its IFEval instructions (JSON form), for the verifier
+    judge and the pass rate of fresh samples."""
     j = cfg.judge
     actor_cls = ray.remote(JudgeWorker).options(
         num_cpus=j.cpus_per_actor,
@@ -62,7 +64,8 @@ def make_judge_actor(cfg: Config, model_path: str, index: int):
         max_task_retries=j.max_restarts,
     )
     return actor_cls.remote(
-        j.model_path or model_path,
+        model_path,
+        kind=j.kind,
         anchor=j.anchor,
         template=j.template,
         answer_tokens=list(j.answer_tokens),
@@ -72,7 +75,11 @@ def make_judge_actor(cfg: Config, model_path: str, index: int):
         reference="policy" if cfg.dno.enabled else "sft",
         anchor_max_tokens=cfg.rollout.max_tokens,
         threads=_threads(j.cpus_per_actor),
-        reference_path=model_path,
+        instructions=instructions,
+        tau=j.tau,
+        flip_prob=j.flip_prob,
+        seed=cfg.seed,
+        drop_ties=j.drop_ties,
     )
 
 

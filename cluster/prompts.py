@@ -1,8 +1,10 @@
 """The prompt stream: read a JSONL prompt file, validate every row, encode with the chat template.
 
-Bad rows (invalid UTF-8, invalid JSON, a missing/empty prompt, too many tokens) are reported
-with their line numbers. `on_bad_rows="error"` refuses the file; `"skip"` drops them and
-says so — never silently.
+A row may carry verifiable instructions in IFEval's format (`instruction_id_list` and
+`kwargs`): the verifier judge and the held-out accuracy read them. Bad rows (invalid UTF-8,
+invalid JSON, a missing/empty prompt, an unknown instruction id or bad kwargs, too many
+tokens) are reported with their line numbers. `on_bad_rows="error"` refuses the file;
+`"skip"` drops them and says so — never silently.
 """
 
 from __future__ import annotations
@@ -12,11 +14,21 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from judge.verifier import Instructions, parse_instructions
+
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SHIPPED_TRAIN = DATA_DIR / "prompts_train.jsonl"
 SHIPPED_EVAL = DATA_DIR / "prompts_eval.jsonl"
+# Shipped sets by name (`data.prompts`, `eval.prompts`, `--prompts`): everyday questions, and the
+# same kind of questions with verifiable instructions (scripts/make_instruction_prompts.py).
+SHIPPED = {
+    "questions": SHIPPED_TRAIN,
+    "questions-eval": SHIPPED_EVAL,
+    "instructions": DATA_DIR / "instructions_train.jsonl",
+    "instructions-eval": DATA_DIR / "instructions_eval.jsonl",
+}
 
 
 class PromptFileError(ValueError):
@@ -28,6 +40,14 @@ class Prompt:
     prompt_id: str
     text: str
     tokens: tuple[int, ...]
+    instructions: Instructions | None = None
+
+
+def resolve_prompt_file(name: str | Path | None) -> Path:
+    """A shipped set's name (see SHIPPED), a path, or None (the shipped training questions)."""
+    if name is None:
+        return SHIPPED_TRAIN
+    return SHIPPED.get(str(name), Path(name))
 
 
 @dataclass(frozen=True)
@@ -48,8 +68,8 @@ def encode_chat(tokenizer, user_text: str) -> list[int]:
     return list(tokenizer(user_text, add_special_tokens=True)["input_ids"])
 
 
-def read_prompt_rows(path: Path) -> tuple[list[tuple[int, str, str]], list[BadRow]]:
-    """(line, id, text) for every usable row, and the bad rows with reasons."""
+def read_prompt_rows(path: Path) -> tuple[list[tuple[int, str, str, Instructions | None]], list[BadRow]]:
+    """(line, id, text, instructions or None) for every usable row, and the bad rows with reasons."""
     rows, bad = [], []
     seen: dict[str, int] = {}
     with open(path, "rb") as f:
@@ -80,8 +100,15 @@ def read_prompt_rows(path: Path) -> tuple[list[tuple[int, str, str]], list[BadRo
             if prompt_id in seen:
                 bad.append(BadRow(line_no, f"duplicate id {prompt_id!r} (first on line {seen[prompt_id]})"))
                 continue
+            instructions = None
+            if "instruction_id_list" in obj or "kwargs" in obj:
+                try:
+                    instructions = parse_instructions(obj.get("instruction_id_list"), obj.get("kwargs"))
+                except ValueError as err:
+                    bad.append(BadRow(line_no, str(err)))
+                    continue
             seen[prompt_id] = line_no
-            rows.append((line_no, prompt_id, text))
+            rows.append((line_no, prompt_id, text, instructions))
     return rows, bad
 
 
@@ -92,18 +119,19 @@ def load_prompts(
     on_bad_rows: str = "error",
     limit: int | None = None,
 ) -> list[Prompt]:
-    """Read, validate and encode a prompt file (None: the shipped training prompts)."""
-    path = Path(path) if path else SHIPPED_TRAIN
+    """Read, validate and encode a prompt file (a path or a shipped set's name; None: the
+    shipped training questions)."""
+    path = resolve_prompt_file(path)
     if not path.is_file():
         raise PromptFileError(f"prompt file {str(path)!r} does not exist")
     rows, bad = read_prompt_rows(path)
     prompts = []
-    for line_no, prompt_id, text in rows:
+    for line_no, prompt_id, text, instructions in rows:
         tokens = encode_chat(tokenizer, text)
         if len(tokens) > max_prompt_tokens:
             bad.append(BadRow(line_no, f"prompt is {len(tokens)} tokens, over model.max_prompt_tokens={max_prompt_tokens}"))
             continue
-        prompts.append(Prompt(prompt_id, text, tuple(tokens)))
+        prompts.append(Prompt(prompt_id, text, tuple(tokens), instructions))
     bad.sort(key=lambda b: b.line)
     if bad:
         listing = "; ".join(f"line {b.line}: {b.reason}" for b in bad[:20])

@@ -57,26 +57,61 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 
 def prepare_inputs(cfg: Config):
-    """Model path, tokenizer checks and prompts: all refused here, before any actor starts."""
+    """Model path, judge, tokenizer checks and prompts: all refused here, before any actor
+    starts. Returns (model path, judge kind with its model path resolved, prompts)."""
     from transformers import AutoTokenizer
 
     from cluster.models import resolve_model_path
-    from cluster.prompts import SHIPPED_TRAIN, load_prompts
+    from cluster.prompts import load_prompts
     from judge.strength import JudgeTemplate, answer_token_ids
 
     model_path = str(resolve_model_path(cfg.model.path))
-    judge_path = str(resolve_model_path(cfg.judge.model_path)) if cfg.judge.model_path else model_path
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    judge_tokenizer = tokenizer if judge_path == model_path else AutoTokenizer.from_pretrained(judge_path)
-    template = JudgeTemplate(**({"text": cfg.judge.template} if cfg.judge.template else {}),
-                             answer_tokens=tuple(cfg.judge.answer_tokens))
-    try:
-        answer_token_ids(judge_tokenizer, template.answer_tokens)
-    except ValueError as err:
-        raise ConfigError(f"judge.answer_tokens: {err}") from None
-    prompt_file = Path(cfg.data.prompts) if cfg.data.prompts else SHIPPED_TRAIN
-    prompts = load_prompts(prompt_file, tokenizer, cfg.model.max_prompt_tokens, cfg.data.on_bad_rows, cfg.data.num_prompts)
-    return model_path, judge_path, prompts
+    kind, _, rest = cfg.judge.kind.partition(":")
+    judge = cfg.judge.kind
+    if kind in ("lm", "reward"):
+        judge = f"{kind}:{resolve_model_path(rest)}"
+    if kind in ("self", "lm"):  # an LM judge reads one answer token each for "A" and "B"
+        judge_tokenizer = tokenizer if kind == "self" else AutoTokenizer.from_pretrained(judge.partition(":")[2])
+        template = JudgeTemplate(**({"text": cfg.judge.template} if cfg.judge.template else {}),
+                                 answer_tokens=tuple(cfg.judge.answer_tokens))
+        try:
+            answer_token_ids(judge_tokenizer, template.answer_tokens)
+        except ValueError as err:
+            raise ConfigError(f"judge.answer_tokens: {err}") from None
+    if kind == "python":
+        from judge.preferences import PythonJudge
+
+        try:
+            PythonJudge(rest)
+        except ValueError as err:
+            raise ConfigError(f"judge.kind: {err}") from None
+    prompts = load_prompts(cfg.data.prompts, tokenizer, cfg.model.max_prompt_tokens, cfg.data.on_bad_rows,
+                           cfg.data.num_prompts)
+    if kind == "verifier":
+        missing = [p.prompt_id for p in prompts if p.instructions is None]
+        if missing:
+            raise ConfigError(f"judge.kind: verifier needs instructions on every prompt; {len(missing)} prompt(s) of "
+                              f"data.prompts have none (first: {missing[0]}). Use data.prompts=instructions or a "
+                              "file whose rows carry instruction_id_list and kwargs")
+    return model_path, judge, prompts
+
+
+def prepare_eval_prompts(cfg: Config, model_path: str):
+    """The held-out prompts of the in-run evaluation (eval.prompts), or None."""
+    if cfg.eval.prompts is None:
+        return None
+    from transformers import AutoTokenizer
+
+    from cluster.prompts import load_prompts
+
+    prompts = load_prompts(cfg.eval.prompts, AutoTokenizer.from_pretrained(model_path), cfg.model.max_prompt_tokens,
+                           "error", cfg.eval.num_prompts)
+    missing = [p.prompt_id for p in prompts if p.instructions is None]
+    if missing:
+        raise ConfigError(f"eval.prompts: every held-out prompt needs verifiable instructions; "
+                          f"{len(missing)} have none (first: {missing[0]})")
+    return prompts
 
 
 def run(cfg: Config, resume: bool = False) -> ckpt.RunState:
@@ -86,13 +121,13 @@ def run(cfg: Config, resume: bool = False) -> ckpt.RunState:
     from cluster.progress import Progress
     from cluster.ray_setup import init_ray, ray_address
 
-    model_path, judge_path, prompts = prepare_inputs(cfg)
+    model_path, judge, prompts = prepare_inputs(cfg)
+    eval_prompts = prepare_eval_prompts(cfg, model_path)
     if ray_address(cfg.ray.address) is None:  # a local cluster: refuse what this machine can't run
         import torch
 
         check_local_machine(cfg, os.cpu_count() or 1, torch.cuda.device_count() if torch.cuda.is_available() else 0)
-    if judge_path != model_path:
-        cfg.judge.model_path = judge_path
+    cfg.judge.kind = judge
     run_dir = Path(cfg.checkpoint.dir)
     latest = ckpt.latest_checkpoint(run_dir) if run_dir.exists() else None
     if latest and not resume:
@@ -121,7 +156,8 @@ def run(cfg: Config, resume: bool = False) -> ckpt.RunState:
     resources = ray.cluster_resources()
     check_resources(cfg, resources.get("CPU", 0), resources.get("GPU", 0))
     progress = Progress(cfg.learner.max_steps, state.step, enabled=cfg.metrics.progress)
-    pipeline = Pipeline(cfg, model_path, prompts, run_dir, state, latest if resume else None, progress.update)
+    pipeline = Pipeline(cfg, model_path, prompts, run_dir, state, latest if resume else None, progress.update,
+                        eval_prompts)
     start = time.perf_counter()
     try:
         pipeline.start()

@@ -1,9 +1,11 @@
-"""Judge worker: the frozen SFT model turns a rollout batch into a pair batch.
+"""Judge worker: turns a rollout batch into a pair batch.
 
-For every prompt it (1) judges its K responses by the swap-averaged probability of the
-answer tokens, (2) applies ranked pairing, and (3) computes the SFT log-probs of each kept
-response (the SPCE reference). All judge prompts of a batch are evaluated together in
-padded mini-batches, whatever the pairing needs.
+For every prompt it (1) judges its K responses with the configured judge kind (the frozen
+SFT self-judge by default; judge/preferences.py), (2) applies ranked pairing, and (3)
+computes the SFT log-probs of each kept response (the SPCE reference). All judge calls of a
+batch are made together, whatever the pairing needs. It also reports what the fresh samples
+are like: the share cut at max_tokens and, on prompts with verifiable instructions, the
+share that follows all of them (the signal a user watches rise).
 """
 
 from __future__ import annotations
@@ -18,14 +20,21 @@ import torch
 from cluster.env import apply_runtime_env
 from cluster.records import pair_batch, validate_rollout_batch
 from judge.pairing import judge_pairs
-from judge.strength import JudgeTemplate, answer_token_ids, first_is_better, swap_averaged_strength
+from judge.preferences import make_preference
+from judge.strength import JudgeTemplate
+from judge.verifier import parse_instructions, verify
 from learner.logprobs import sequence_logprobs
 
 
 class JudgeWorker:
+    """Judges rollout batches with `kind` (judge/preferences.py); the SFT model at
+    `model_path` is always loaded: it is the reference (SPCE, DPO) and makes the
+    `sft_greedy` anchor, whatever the judge kind."""
+
     def __init__(
         self,
         model_path: str,
+        kind: str = "self",
         anchor: str = "round_robin",
         template: str | None = None,
         answer_tokens: tuple[str, str] | list[str] = ("A", "B"),
@@ -35,7 +44,11 @@ class JudgeWorker:
         reference: str = "sft",
         anchor_max_tokens: int = 32,
         threads: int | None = None,
-        reference_path: str | None = None,
+        instructions: dict[str, dict] | None = None,
+        tau: float = 0.25,
+        flip_prob: float = 0.0,
+        seed: int = 0,
+        drop_ties: bool = False,
     ):
         apply_runtime_env()
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -43,30 +56,23 @@ class JudgeWorker:
         if threads:
             torch.set_num_threads(int(threads))
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.template = JudgeTemplate(
-            **({"text": template} if template else {}), answer_tokens=tuple(answer_tokens)
-        )
-        # Fails here, before any pair is made, if the tokenizer splits an answer token.
-        self.answer_ids = answer_token_ids(self.tokenizer, self.template.answer_tokens)
         # On a GPU actor (judge.gpus_per_actor > 0) Ray exposes one CUDA device: use it.
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
         self.model.eval().requires_grad_(False)
-        # The SPCE reference is the policy's SFT model. Normally it is the judge itself; with a
-        # separate judge model (judge.model_path) the reference is loaded beside it.
-        self.reference_model = self.model
-        self.reference_pad_id = None  # set below: a padding id valid in the reference's vocabulary
-        if reference_path and os.path.realpath(reference_path) != os.path.realpath(model_path):
-            self.reference_model = AutoModelForCausalLM.from_pretrained(reference_path, dtype=getattr(torch, dtype)).to(self.device)
-            self.reference_model.eval().requires_grad_(False)
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
-        if self.reference_pad_id is None:
-            # Padding is masked out; it only has to be a valid id (the judge's own pad id may
-            # not exist in a separate reference model's vocabulary).
-            self.reference_pad_id = self.pad_id if self.reference_model is self.model else 0
+        # Prompt text → its verifiable instructions (prompt files in IFEval format): the
+        # verifier judge's input, and the per-batch pass rate of fresh samples for any kind.
+        self.instructions = {text: parse_instructions(v["instruction_id_list"], v["kwargs"])
+                             for text, v in (instructions or {}).items()}
+        self.preference = make_preference(
+            kind, self.model, self.tokenizer, instructions=self.instructions, tau=tau,
+            template=JudgeTemplate(**({"text": template} if template else {}), answer_tokens=tuple(answer_tokens)),
+            batch_size=batch_size, flip_prob=flip_prob, seed=seed, dtype=dtype)
         self.anchor, self.batch_size, self.dno_margin = anchor, batch_size, dno_margin
+        self.drop_ties = drop_ties
         if reference not in ("sft", "policy"):
             raise ValueError(f"judge reference must be 'sft' or 'policy' (DNO), got {reference!r}")
         self.reference = reference
@@ -74,38 +80,16 @@ class JudgeWorker:
         self.comparisons = 0
 
     def info(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "comparisons": self.comparisons}
+        return {"pid": os.getpid(), "comparisons": self.comparisons, "judge": self.preference.name}
 
     # -- judging -----------------------------------------------------------------------
-    @torch.no_grad()
-    def first_better_probs(self, rendered: list[list[int]]) -> torch.Tensor:
-        """P(first shown is better) for each rendered judge prompt (left-padded batches)."""
-        out = []
-        for start in range(0, len(rendered), self.batch_size):
-            chunk = rendered[start : start + self.batch_size]
-            width = max(len(x) for x in chunk)
-            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for i, seq in enumerate(chunk):  # left padding: the answer is read at the last column
-                ids[i, width - len(seq) :] = torch.tensor(seq)
-                mask[i, width - len(seq) :] = 1
-            # Position ids must count from the first real token, not from the padding.
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                position_ids=positions.to(self.device), logits_to_keep=1).logits[:, -1]
-            logits = logits.double().cpu()
-            out.append(first_is_better(logits[:, self.answer_ids[0]], logits[:, self.answer_ids[1]]))
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
-
     def strengths(self, requests: list[tuple[str, str, str]]) -> list[float]:
-        """Swap-averaged p(a ≻ b) for (prompt, a, b) triples."""
-        rendered = []
-        for prompt, a, b in requests:
-            rendered.append(self.template.render(self.tokenizer, prompt, a, b))
-            rendered.append(self.template.render(self.tokenizer, prompt, b, a))
-        probs = self.first_better_probs(rendered)
+        """p(a ≻ b) for (prompt, a, b) triples, from the configured judge kind."""
+        if not requests:
+            return []
+        prompts, a, b = (list(x) for x in zip(*requests))
         self.comparisons += len(requests)
-        return swap_averaged_strength(probs[0::2], probs[1::2]).tolist()
+        return [float(p) for p in self.preference.compare(prompts, a, b)]
 
     @torch.no_grad()
     def greedy_answers(self, prompt_tokens: list[list[int]]) -> list[str]:
@@ -155,8 +139,8 @@ class JudgeWorker:
         for start in range(0, len(prompts), self.batch_size):
             out.append(
                 sequence_logprobs(
-                    self.reference_model, prompts[start : start + self.batch_size], responses[start : start + self.batch_size],
-                    self.reference_pad_id,
+                    self.model, prompts[start : start + self.batch_size], responses[start : start + self.batch_size],
+                    self.pad_id,
                 ).double().cpu()
             )
         return torch.cat(out).tolist() if out else []
@@ -168,8 +152,13 @@ class JudgeWorker:
         rows = rollout.to_pylist()
         judged = self._pair_all(rows)
         out_rows, ref_prompts, ref_responses = [], [], []
+        ties = 0
         for row, pairs in zip(rows, judged):
             for pair in pairs:
+                if pair.strength == 0.5:
+                    ties += 1
+                    if self.drop_ties:  # no preference, no gradient direction: not worth a learner pass
+                        continue
                 out_rows.append((row, pair))
                 ref_prompts += [row["prompt_tokens"]] * 2
                 ref_responses += [row["response_tokens"][pair.chosen], row["response_tokens"][pair.rejected]]
@@ -202,5 +191,22 @@ class JudgeWorker:
             "judge_s": time.perf_counter() - start,
             "prompts": float(len(rows)),
             "pairs": float(len(pairs)),
+            "ties": float(ties),
+            **self.sample_stats(rows),
         }
         return table, stats
+
+    def sample_stats(self, rows: list[dict[str, Any]]) -> dict[str, float]:
+        """Counts over every sampled response: cut at max_tokens, and (where the prompt has
+        instructions) checked and following all of them (IFEval prompt-level, strict)."""
+        responses = truncated = checked = passed = 0
+        for row in rows:
+            instructions = self.instructions.get(row["prompt_text"])
+            for text, reason in zip(row["response_texts"], row["finish_reasons"]):
+                responses += 1
+                truncated += reason == "length"
+                if instructions is not None:
+                    checked += 1
+                    passed += all(verify(text, instructions).strict)
+        return {"responses": float(responses), "truncated": float(truncated),
+                "verifier_checked": float(checked), "verifier_passed": float(passed)}

@@ -3,10 +3,9 @@
 Evaluation needs a judge that did *not* shape training, or a policy that learned to please
 its own judge looks better than it is. `make_scorer(spec)` builds one of:
 
-- `self` (or `self:<path>`): the training judge — the frozen SFT model, swap-averaged;
-- `lm:<path>`: another local causal LM used as a judge with the same template and swap
-  averaging (independent when it is a different model, e.g. a larger instruct model);
-- `reward:<path>`: a local sequence-classification reward model, p = σ(r_a − r_b);
+- `self` (or `self:<path>`): the OSP self-judge — the frozen SFT model, swap-averaged;
+- any judge kind of judge/preferences.py: `lm:<path>` (independent when it is a different
+  model), `reward:<path>`, `verifier` (the prompts' IFEval instructions), `python:<module>:<fn>`;
 - `heuristic`: an offline, model-free proxy (below). Weak, but transparent, deterministic
   and independent of every model here — the one that always runs offline.
 
@@ -18,7 +17,6 @@ tie (p = 0.5).
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Protocol
 
@@ -57,55 +55,22 @@ class HeuristicScorer:
         return out
 
 
-class LMJudgeScorer:
-    """A causal LM judging with the training judge's template and swap averaging."""
+def make_scorer(spec: str, sft_path: str, instructions: dict | None = None) -> Scorer:
+    """`heuristic`, `self` (or `self:<path>`), or any judge kind (judge/preferences.py):
+    `lm:<path>`, `reward:<path>`, `verifier` (needs the prompts' `instructions`), `python:<module>:<fn>`."""
+    from judge.preferences import check_kind, make_preference
 
-    def __init__(self, model_path: str, name: str, batch_size: int = 8, threads: int | None = None):
-        from judge.judge_actor import JudgeWorker
-
-        self.name = name
-        self.judge = JudgeWorker(model_path, batch_size=batch_size, threads=threads)
-
-    def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
-        return self.judge.strengths(list(zip(prompts, a, b)))
-
-
-class RewardModelScorer:
-    def __init__(self, model_path: str, name: str, batch_size: int = 8):
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        self.name, self.batch_size, self.torch = name, batch_size, torch
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_path).eval()
-
-    def _rewards(self, prompts: list[str], responses: list[str]) -> list[float]:
-        out = []
-        for i in range(0, len(prompts), self.batch_size):
-            chats = [
-                [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
-                for p, r in zip(prompts[i : i + self.batch_size], responses[i : i + self.batch_size])
-            ]
-            texts = [self.tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True)
-            with self.torch.no_grad():
-                out += self.model(**enc).logits[:, 0].double().tolist()
-        return out
-
-    def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
-        ra, rb = self._rewards(prompts, a), self._rewards(prompts, b)
-        return [1 / (1 + math.exp(-(x - y))) for x, y in zip(ra, rb)]
-
-
-def make_scorer(spec: str, sft_path: str) -> Scorer:
-    """`self`, `self:<path>`, `lm:<path>`, `reward:<path>` or `heuristic`."""
     kind, _, path = spec.partition(":")
-    if kind == "heuristic" and not path:
+    if spec == "heuristic":
         return HeuristicScorer()
     if kind == "self":
-        return LMJudgeScorer(path or sft_path, name="self-judge")
-    if kind == "lm" and path:
-        return LMJudgeScorer(path, name=f"lm:{path}")
-    if kind == "reward" and path:
-        return RewardModelScorer(path, name=f"reward:{path}")
-    raise ValueError(f"unknown scorer {spec!r}: use self, self:<path>, lm:<path>, reward:<path> or heuristic")
+        spec = f"lm:{path or sft_path}"
+    try:
+        check_kind(spec)
+    except ValueError:
+        raise ValueError(f"unknown scorer {spec!r}: use heuristic, self, self:<path>, lm:<path>, reward:<path>, "
+                         "verifier or python:<module>:<function>") from None
+    scorer = make_preference(spec, instructions=instructions, tau=1e-3)  # a verifier scorer: any gap decides
+    if kind == "self":
+        scorer.name = "self-judge"
+    return scorer

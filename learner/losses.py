@@ -49,6 +49,13 @@ def spce_loss(h: Tensor, p: Tensor | float, beta: float) -> Tensor:
     return -(p * F.logsigmoid(z) + (1 - p) * F.logsigmoid(-z))
 
 
+def hard_labels(p: Tensor) -> Tensor:
+    """Online DPO's labels from oriented strengths (p ≥ 0.5): the judge's verdict, not its
+    confidence. An exact tie (p = 0.5, e.g. two answers a verifier scores equally) has no
+    verdict and keeps 0.5, rather than becoming a coin-flip label of 1."""
+    return torch.where(p > 0.5, torch.ones_like(p), torch.full_like(p, 0.5))
+
+
 def dpo_loss(h: Tensor, beta: float) -> Tensor:
     """DPO: -logσ(βh), i.e. SPCE with a hard label p = 1."""
     _check_beta(beta)

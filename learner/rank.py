@@ -19,7 +19,7 @@ import torch
 from cluster.env import apply_runtime_env, disable_deepspeed_shm_comm
 from cluster.records import validate_pair_batch
 from learner.logprobs import sequence_logprobs
-from learner.losses import pair_loss, preference_margin, reward_metrics
+from learner.losses import hard_labels, pair_loss, preference_margin, reward_metrics
 from learner.policy import build_policy, merged_state_dict
 from learner.spo import degrade, spo_degree_loss
 
@@ -104,7 +104,7 @@ class LearnerRank:
         h = preference_margin(pc, pr, rc, rr)
         p = torch.tensor(cols["strength"], dtype=logps.dtype, device=logps.device)
         if cfg.get("hard_labels"):
-            p = (p >= 0.5).to(logps.dtype)  # online DPO: the judge's verdict, not its confidence
+            p = hard_labels(p)
         name = "dpo" if cfg["name"] == "spo" else cfg["name"]
         per_pair = pair_loss(name, h, p, cfg["beta"], cfg.get("label_smoothing", 0.0))
         loss = per_pair.mean()

@@ -46,6 +46,9 @@ def ray_cluster():
 
     from cluster.ray_setup import init_ray
 
+    # Workers import test-only modules (judge_fixtures, for the python: judge kind) from here.
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH", "")) if p)
     init_ray(address=None, num_cpus=8)
     yield ray
     ray.shutdown()

@@ -21,10 +21,21 @@ METHODS = ["osp", "dpo-online", "cdpo", "ipo", "spo", "dno"]
 STEPS = 4
 
 
-@pytest.mark.parametrize("method", METHODS + ["default"])
-def test_shipped_config_is_valid(method):
+@pytest.mark.parametrize("method", METHODS + ["default", "ifeval-osp", "ifeval-dpo"])
+def test_shipped_config_ranks_k_samples(method):
     cfg = load_config(CONFIGS / f"{method}.yaml")
-    assert cfg.learner.max_steps >= 25 and cfg.rollout.k % 2 == 0
+    assert cfg.rollout.k >= 4  # ranked pairing: K=2 would be a single unranked pair
+
+
+def test_default_run_is_osp_with_the_verifier_and_a_held_out_check():
+    cfg = load_config(CONFIGS / "default.yaml")
+    assert (cfg.loss.name, cfg.loss.hard_labels, cfg.judge.kind) == ("spce", False, "verifier")
+    assert cfg.data.prompts == "instructions" and cfg.eval.prompts == "instructions-eval"
+    osp, dpo = load_config(CONFIGS / "ifeval-osp.yaml"), load_config(CONFIGS / "ifeval-dpo.yaml")
+    # The experiment's two arms differ only in the labels.
+    osp.loss.hard_labels = True
+    osp.checkpoint.dir = dpo.checkpoint.dir
+    assert osp == dpo
 
 
 def _tiny_overrides(model: str, run_dir: Path) -> list[str]:

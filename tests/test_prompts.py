@@ -61,11 +61,11 @@ def test_shipped_file_loads_every_row(tiny_tokenizer, path, count, prefix):
 def test_shipped_train_and_eval_do_not_overlap():
     train_rows, _ = read_prompt_rows(SHIPPED_TRAIN)
     eval_rows, _ = read_prompt_rows(SHIPPED_EVAL)
-    train_text = {t.strip().lower() for _, _, t in train_rows}
-    eval_text = {t.strip().lower() for _, _, t in eval_rows}
+    train_text = {t.strip().lower() for _, _, t, _ in train_rows}
+    eval_text = {t.strip().lower() for _, _, t, _ in eval_rows}
     assert len(train_text) == 240 and len(eval_text) == 100
     assert train_text.isdisjoint(eval_text)
-    assert {i for _, i, _ in train_rows}.isdisjoint({i for _, i, _ in eval_rows})
+    assert {i for _, i, _, _ in train_rows}.isdisjoint({i for _, i, _, _ in eval_rows})
 
 
 def test_none_path_means_shipped_train(tiny_tokenizer):
@@ -123,9 +123,9 @@ def messy_file(tmp_path) -> Path:
 def test_read_prompt_rows_reports_each_bad_row_with_its_line(messy_file):
     rows, bad = read_prompt_rows(messy_file)
     assert rows == [
-        (1, "a", "How do I boil an egg?"),
-        (10, "h", "Write a haiku about rain."),
-        (11, "line-11", "A row without an id."),
+        (1, "a", "How do I boil an egg?", None),
+        (10, "h", "Write a haiku about rain.", None),
+        (11, "line-11", "A row without an id.", None),
     ]
     assert [b.line for b in bad] == [2, 3, 5, 6, 7, 8, 9]
     reasons = {b.line: b.reason for b in bad}

@@ -111,7 +111,7 @@ def test_main_refuses_a_folder_that_is_not_a_model(tmp_path, capsys):
 
 def test_main_refuses_a_missing_judge_model(tiny_model_dir, tmp_path, capsys):
     missing = tmp_path / "judge-model"
-    code, err = _run_main([f"model.path={tiny_model_dir}", f"judge.model_path={missing}",
+    code, err = _run_main([f"model.path={tiny_model_dir}", f"judge.kind=lm:{missing}",
                            f"checkpoint.dir={tmp_path / 'run'}"], capsys)
     assert code == 2
     assert f"model path {str(missing)!r} does not exist" in err
@@ -121,7 +121,7 @@ def test_main_refuses_judge_answers_the_tokenizer_splits(tiny_model_dir, tiny_to
     absolutely = tiny_tokenizer("Absolutely", add_special_tokens=False)["input_ids"]
     assert len(absolutely) > 1  # the premise: a multi-token word for the tiny BPE
     assert len(tiny_tokenizer("Never", add_special_tokens=False)["input_ids"]) > 1
-    code, err = _run_main([f"model.path={tiny_model_dir}", 'judge.answer_tokens=["Absolutely","Never"]',
+    code, err = _run_main([f"model.path={tiny_model_dir}", "judge.kind=self", 'judge.answer_tokens=["Absolutely","Never"]',
                            f"checkpoint.dir={tmp_path / 'run'}"], capsys)
     assert code == 2
     assert (f"judge.answer_tokens: judge answer 'Absolutely' is not a single token for this tokenizer "
@@ -138,8 +138,8 @@ def test_prepare_inputs_raises_config_error_for_split_answers(tiny_model_dir, tm
 
 def test_prepare_inputs_accepts_single_token_answers_and_the_shipped_prompts(tiny_model_dir, tiny_tokenizer, tmp_path):
     cfg = load_config(None, [f"model.path={tiny_model_dir}", "data.num_prompts=7", f"checkpoint.dir={tmp_path}"])
-    model_path, judge_path, prompts = prepare_inputs(cfg)
-    assert model_path == judge_path == tiny_model_dir
+    model_path, judge, prompts = prepare_inputs(cfg)
+    assert model_path == tiny_model_dir and judge == "self"
     assert [p.prompt_id for p in prompts] == [f"train-{i:04d}" for i in range(1, 8)]
     assert list(prompts[0].tokens) == encode_chat(tiny_tokenizer, prompts[0].text)
     assert list(tmp_path.iterdir()) == []
@@ -246,10 +246,10 @@ def test_resume_of_a_finished_run_has_nothing_to_do(tiny_model_dir, tmp_path, ca
 
 
 def test_resolve_config_without_resume_ignores_a_saved_config(tmp_path):
-    saved = load_config(None, ["rollout.k=4", f"checkpoint.dir={tmp_path}"])
+    saved = load_config(None, ["rollout.k=6", f"checkpoint.dir={tmp_path}"])
     dump_config(saved, tmp_path / "config.yaml")
     cfg = resolve_config(parse_args([f"checkpoint.dir={tmp_path}"]))
-    assert cfg.rollout.k == 2
+    assert cfg.rollout.k == 4  # default.yaml's, not the saved 6
 
 
 def test_resolve_config_on_resume_uses_the_runs_own_config_plus_overrides(tmp_path):
@@ -338,3 +338,21 @@ def test_cli_refuses_bad_input_with_exit_code_2(cli_runs, case):
     assert "Traceback" not in err
     assert RAY_START not in out + err  # refused before any cluster or actor start
     assert not run_dir.exists()  # nothing written
+
+
+def test_verifier_judge_refuses_prompts_without_instructions(tiny_model_dir, tmp_path):
+    cfg = load_config(None, [f"model.path={tiny_model_dir}", "judge.kind=verifier", f"checkpoint.dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"^judge.kind: verifier needs instructions on every prompt; 200 prompt"):
+        prepare_inputs(cfg)
+
+
+def test_python_judge_that_cannot_be_imported_is_refused_before_any_actor(tiny_model_dir, tmp_path):
+    cfg = load_config(None, [f"model.path={tiny_model_dir}", "judge.kind=python:no_such_module:fn",
+                             f"checkpoint.dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"^judge.kind: judge python:no_such_module:fn: cannot load 'fn'"):
+        prepare_inputs(cfg)
+
+
+def test_unknown_judge_kind_is_refused_by_the_config():
+    with pytest.raises(ConfigError, match=r"^judge.kind: unknown 'oracle'; choose one of self, lm:<path>"):
+        load_config(None, ["judge.kind=oracle"])

@@ -1,0 +1,108 @@
+"""Verifiable instructions (IFEval): which of a prompt's instructions a response follows.
+
+The checkers are IFEval's own (Google Research, Apache-2.0) as maintained on PyPI by
+`if-verifiable`; nothing here re-implements a check. A prompt carries its instructions in
+IFEval's format: `instruction_id_list` (e.g. "punctuation:no_comma") and one `kwargs` dict
+per id. Strict: the response as written follows the instruction. Loose (IFEval's definition):
+some variant of it does — with its first and/or last line removed, or with `*` stripped.
+
+Kinds whose checkers need nltk data (punkt, which cannot be downloaded here) are refused,
+as are kinds that need text the prompt row does not carry.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import langdetect
+from if_verifiable.common import get_loose_transformations
+from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
+
+langdetect.DetectorFactory.seed = 0  # langdetect is random unless seeded: the case checkers use it
+
+UNSUPPORTED = {
+    "length_constraints:number_sentences": "needs nltk's punkt data, which cannot be downloaded here",
+    "change_case:capital_word_frequency": "needs nltk's punkt data, which cannot be downloaded here",
+    "combination:repeat_prompt": "needs the text to repeat, which a prompt row does not carry",
+}
+INSTRUCTIONS = sorted(set(INSTRUCTION_DICT) - set(UNSUPPORTED))
+
+
+@dataclass(frozen=True)
+class Instructions:
+    """A prompt's verifiable instructions, IFEval format."""
+
+    ids: tuple[str, ...]
+    kwargs: tuple[dict[str, Any], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"instruction_id_list": list(self.ids), "kwargs": [dict(k) for k in self.kwargs]}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    strict: tuple[bool, ...]  # one per instruction
+    loose: tuple[bool, ...]
+
+    @property
+    def fraction(self) -> float:
+        """s: the share of the prompt's instructions followed (strict) — the verifier judge's score."""
+        return sum(self.strict) / len(self.strict)
+
+
+def _checker(instruction_id: str, kwargs: dict[str, Any]):
+    checker = INSTRUCTION_DICT[instruction_id](instruction_id)
+    checker.build_description(**{k: v for k, v in kwargs.items() if v is not None})
+    return checker
+
+
+def parse_instructions(ids: Any, kwargs: Any) -> Instructions:
+    """Validate one row's instructions; ValueError with the reason (the caller adds file and line)."""
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise ValueError(f"instruction_id_list must be a non-empty list of strings, got {ids!r}")
+    if kwargs is None:
+        kwargs = [{} for _ in ids]
+    if not isinstance(kwargs, list) or len(kwargs) != len(ids) or not all(isinstance(k, dict) for k in kwargs):
+        raise ValueError(f"kwargs must be a list of {len(ids)} objects (one per instruction id), got {kwargs!r}")
+    for instruction_id, kw in zip(ids, kwargs):
+        if instruction_id in UNSUPPORTED:
+            raise ValueError(f"instruction {instruction_id!r} is not supported: {UNSUPPORTED[instruction_id]}")
+        if instruction_id not in INSTRUCTION_DICT:
+            raise ValueError(f"unknown instruction id {instruction_id!r}; known: {', '.join(INSTRUCTIONS)}")
+        accepted = set(inspect.signature(INSTRUCTION_DICT[instruction_id].build_description).parameters) - {"self"}
+        unknown = set(kw) - accepted
+        if unknown:
+            raise ValueError(f"instruction {instruction_id!r} takes kwargs {sorted(accepted) or 'none'}, "
+                             f"got unknown {sorted(unknown)}")
+        # IFEval's checkers draw a missing argument at random (a different check every call).
+        missing = {k for k in accepted if kw.get(k) is None}
+        if missing:
+            raise ValueError(f"instruction {instruction_id!r} needs kwargs {sorted(accepted)}, missing {sorted(missing)}")
+        try:
+            _checker(instruction_id, kw)
+        except Exception as err:  # the checker's own validation (e.g. an unknown relation)
+            raise ValueError(f"instruction {instruction_id!r}: bad kwargs {kw!r}: {err}") from None
+    return Instructions(tuple(ids), tuple(dict(k) for k in kwargs))
+
+
+def describe(instruction_id: str, kwargs: dict[str, Any]) -> str:
+    """The instruction as IFEval phrases it (used to write the shipped prompts)."""
+    return _checker(instruction_id, kwargs).build_description(**kwargs)
+
+
+def verify(response: str, instructions: Instructions) -> Verdict:
+    """Strict and loose verdicts of one response on each instruction (IFEval's rules: an
+    empty response follows nothing)."""
+    if not response.strip():
+        no = tuple(False for _ in instructions.ids)
+        return Verdict(no, no)
+    variants = [v for v in get_loose_transformations(response) if v.strip()]
+    strict, loose = [], []
+    for instruction_id, kw in zip(instructions.ids, instructions.kwargs):
+        checker = _checker(instruction_id, kw)
+        ok = bool(checker.check_following(response))
+        strict.append(ok)
+        loose.append(ok or any(checker.check_following(v) for v in variants))
+    return Verdict(tuple(strict), tuple(loose))

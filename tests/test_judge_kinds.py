@@ -1,0 +1,222 @@
+"""Judge kinds (judge/preferences.py) and the IFEval verifier: p on hand-written responses
+against hand-computed values, and the accuracy statistics of cluster/instruction_eval.py."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from cluster import instruction_eval
+from cluster.prompts import PromptFileError, SHIPPED, load_prompts, read_prompt_rows
+from judge.preferences import (
+    FlippedJudge, LMJudge, PythonJudge, RewardJudge, VerifierJudge, check_kind, make_preference, sigmoid,
+)
+from judge.verifier import Instructions, Verdict, parse_instructions, verify
+from learner.losses import hard_labels
+
+NO_COMMA = "punctuation:no_comma"
+FEW_WORDS = "length_constraints:number_words"
+QUOTED = "startend:quotation"
+BOTH = Instructions((NO_COMMA, FEW_WORDS), ({}, {"relation": "less than", "num_words": 5}))
+
+
+def sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+# ---------------------------------------------------------------------------------------
+# The verifier: IFEval's checkers, strict and loose.
+
+
+def test_verify_strict_per_instruction():
+    assert verify("short and sweet", BOTH) == Verdict((True, True), (True, True))
+    assert verify("short, sweet", BOTH).strict == (False, True)
+    assert verify("far too many words in this one here", BOTH).strict == (True, False)
+    assert verify("a, b, c, d, e, f", BOTH).strict == (False, False)
+    assert verify("   ", BOTH).strict == (False, False)  # IFEval: an empty answer follows nothing
+    assert verify("short, sweet", BOTH).fraction == 0.5
+
+
+def test_loose_drops_a_first_line_as_ifeval_does():
+    quoted = Instructions((QUOTED,), ({},))
+    answer = 'Sure! Here it is:\n"Tea is a drink."'
+    assert verify(answer, quoted) == Verdict((False,), (True,))  # strict fails, loose passes
+    assert verify('"Tea is a drink."', quoted) == Verdict((True,), (True,))
+
+
+def test_parse_instructions_refuses_what_cannot_be_checked():
+    assert parse_instructions([NO_COMMA], None) == Instructions((NO_COMMA,), ({},))
+    with pytest.raises(ValueError, match="unknown instruction id 'punctuation:no_colon'"):
+        parse_instructions(["punctuation:no_colon"], [{}])
+    with pytest.raises(ValueError, match="needs nltk's punkt data"):
+        parse_instructions(["length_constraints:number_sentences"], [{"relation": "less than", "num_sentences": 3}])
+    with pytest.raises(ValueError, match=r"takes kwargs \['num_words', 'relation'\], got unknown \['words'\]"):
+        parse_instructions([FEW_WORDS], [{"words": 3}])
+    with pytest.raises(ValueError, match="bad kwargs"):
+        parse_instructions([FEW_WORDS], [{"relation": "about", "num_words": 3}])
+    with pytest.raises(ValueError, match="kwargs must be a list of 2 objects"):
+        parse_instructions([NO_COMMA, FEW_WORDS], [{}])
+    with pytest.raises(ValueError, match="non-empty list of strings"):
+        parse_instructions([], [])
+
+
+def test_prompt_file_with_bad_instructions_names_file_and_line(tiny_tokenizer, tmp_path):
+    path = tmp_path / "p.jsonl"
+    rows = [
+        {"id": "a", "prompt": "Say hi.", "instruction_id_list": [NO_COMMA], "kwargs": [{}]},
+        {"id": "b", "prompt": "Say bye.", "instruction_id_list": ["nope:nothing"], "kwargs": [{}]},
+        {"id": "c", "prompt": "Say yes.", "instruction_id_list": [FEW_WORDS], "kwargs": [{"relation": "less than"}]},
+        {"id": "d", "prompt": "Plain question."},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(PromptFileError) as err:
+        load_prompts(path, tiny_tokenizer, 96)
+    message = str(err.value)
+    assert message.startswith(f"{path}: 2 bad row(s): line 2: unknown instruction id 'nope:nothing'")
+    assert ("line 3: instruction 'length_constraints:number_words' needs kwargs ['num_words', 'relation'], "
+            "missing ['num_words']") in message
+    good, _ = read_prompt_rows(path)
+    assert good[0][3] == Instructions((NO_COMMA,), ({},)) and good[-1][3] is None
+
+
+@pytest.mark.parametrize("name, at_least", [("instructions", 300), ("instructions-eval", 150)])
+def test_shipped_instruction_sets(name, at_least, tiny_tokenizer):
+    prompts = load_prompts(name, tiny_tokenizer, 256)
+    assert len(prompts) >= at_least
+    assert all(p.instructions is not None and 1 <= len(p.instructions.ids) <= 2 for p in prompts)
+    assert len({p.text for p in prompts}) == len(prompts)
+
+
+def test_shipped_train_and_held_out_instruction_questions_differ(tiny_tokenizer):
+    train = {p.text.split("?")[0] for p in load_prompts(SHIPPED["instructions"], tiny_tokenizer, 256)}
+    held = {p.text.split("?")[0] for p in load_prompts(SHIPPED["instructions-eval"], tiny_tokenizer, 256)}
+    assert train.isdisjoint(held)
+
+
+# ---------------------------------------------------------------------------------------
+# Judge kinds: p by hand.
+
+
+def test_verifier_judge_p_is_sigmoid_of_share_difference():
+    judge = VerifierJudge({"q": BOTH}, tau=0.25)
+    full, half, none = "short and sweet", "short, sweet", "a, b, c, d, e, f"
+    p = judge.compare(["q"] * 4, [full, full, half, half], [none, half, full, "tiny, one"])
+    assert p == pytest.approx([sig(4.0), sig(2.0), sig(-2.0), 0.5], abs=1e-12)
+    assert p[0] == pytest.approx(0.98201379, abs=1e-8)
+    with pytest.raises(KeyError, match="no instructions for prompt"):
+        judge.compare(["unknown"], ["a"], ["b"])
+
+
+def test_python_judge_calls_the_users_function_and_checks_its_range():
+    judge = PythonJudge("judge_fixtures:prefer_marker")
+    # "see" has two e's more than "pop": p = σ(2 / 0.5); equal counts tie
+    assert judge.compare(["q", "q"], ["see", "pop"], ["pop", "top"]) == pytest.approx([sig(4.0), 0.5])
+    with pytest.raises(ValueError, match=r"returned 1.5 .* must be in \[0, 1\]"):
+        PythonJudge("judge_fixtures:out_of_range").compare(["q"], ["a"], ["b"])
+    with pytest.raises(ValueError, match="cannot load 'missing' from module 'judge_fixtures'"):
+        PythonJudge("judge_fixtures:missing")
+
+
+def test_flipped_judge_flips_a_share_deterministically_and_symmetrically():
+    base = VerifierJudge({"q": BOTH}, tau=0.25)
+    noisy = FlippedJudge(base, prob=0.35, seed=3)
+    a = [f"short {i}" for i in range(400)]
+    b = [f"a, b, c, d, e {i}" for i in range(400)]
+    p = noisy.compare(["q"] * 400, a, b)
+    flipped = sum(x < 0.5 for x in p) / 400
+    assert 0.28 < flipped < 0.42  # ε = 0.35 of comparisons report 1 − p
+    assert p == noisy.compare(["q"] * 400, a, b)  # the same comparisons flip the same way
+    reverse = noisy.compare(["q"] * 400, b, a)
+    assert [x + y for x, y in zip(p, reverse)] == pytest.approx([1.0] * 400)
+    assert FlippedJudge(base, 0.35, seed=4).compare(["q"] * 400, a, b) != p
+
+
+def test_reward_judge_is_sigmoid_of_reward_difference_over_tau(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from transformers import AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    model.save_pretrained(tmp_path / "rm")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "rm")
+    judge = make_preference(f"reward:{tmp_path / 'rm'}", tau=2.0)
+    assert isinstance(judge, RewardJudge)
+    prompts, a, b = ["Say hi."] * 2, ["hello there", "hi"], ["hi", "hello there"]
+    ra, rb = judge.rewards(prompts, a), judge.rewards(prompts, b)
+    assert ra[0] != rb[0]
+    assert judge.compare(prompts, a, b) == pytest.approx([sig((x - y) / 2.0) for x, y in zip(ra, rb)], abs=1e-12)
+
+
+def test_lm_judge_swap_average_is_complementary_and_batch_invariant(tiny_model_dir, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    judge = LMJudge(model, tiny_tokenizer, "self-judge", batch_size=3)
+    prompts = ["Say hi.", "Name a fruit.", "Why is the sky blue?"]
+    a, b = ["hello", "apple", "Light scatters."], ["hi there friend", "a pear, maybe", "It just is."]
+    forward = judge.compare(prompts, a, b)
+    backward = judge.compare(prompts, b, a)
+    # exact in exact arithmetic; float32 logits of differently padded batches differ by ~1e-8
+    assert [x + y for x, y in zip(forward, backward)] == pytest.approx([1.0] * 3, abs=1e-6)
+    alone = [judge.compare([p], [x], [y])[0] for p, x, y in zip(prompts, a, b)]  # other padding, batch of 1
+    assert alone == pytest.approx(forward, abs=1e-5)
+    assert any(abs(x - 0.5) > 1e-4 for x in forward)
+
+
+def test_judge_kind_is_checked():
+    for ok in ("self", "verifier", "lm:/m", "reward:/m", "python:pkg.mod:fn"):
+        check_kind(ok)
+    for bad in ("oracle", "lm", "lm:", "python:mod", "python::fn", "reward"):
+        with pytest.raises(ValueError, match="unknown judge kind"):
+            check_kind(bad)
+    with pytest.raises(ValueError, match="needs prompts with verifiable instructions"):
+        make_preference("verifier", instructions={})
+
+
+def test_sigmoid_is_stable_for_large_arguments():
+    assert sigmoid(800.0) == 1.0 and sigmoid(-800.0) == 0.0 and sigmoid(0.0) == 0.5
+
+
+def test_hard_labels_keep_ties_at_one_half():
+    p = torch.tensor([0.5, 0.5000001, 0.98, 1.0], dtype=torch.float64)
+    assert hard_labels(p).tolist() == [0.5, 1.0, 1.0, 1.0]
+
+
+# ---------------------------------------------------------------------------------------
+# IFEval accuracy with bootstrap intervals.
+
+
+def _v(*strict: bool, loose: tuple[bool, ...] | None = None) -> Verdict:
+    return Verdict(tuple(strict), tuple(loose if loose is not None else strict))
+
+
+def test_prompt_and_instruction_level_accuracy_by_hand():
+    vs = [_v(True, True), _v(True, False, loose=(True, True)), _v(False)]
+    acc = instruction_eval.accuracy(vs)
+    assert acc["prompt_strict"]["value"] == pytest.approx(1 / 3)
+    assert acc["prompt_loose"]["value"] == pytest.approx(2 / 3)
+    assert acc["instruction_strict"]["value"] == pytest.approx(3 / 5)  # pooled: 3 of 5 instructions
+    assert acc["instruction_loose"]["value"] == pytest.approx(4 / 5)
+    for m in acc.values():
+        assert 0.0 <= m["ci_low"] <= m["value"] <= m["ci_high"] <= 1.0
+    same = instruction_eval.accuracy([_v(True)] * 20)
+    assert same["prompt_strict"] == {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0}
+
+
+def test_paired_gain_and_its_interval():
+    base = [_v(False)] * 50 + [_v(True)] * 50
+    policy = [_v(True)] * 80 + [_v(False)] * 20  # 30 more prompts followed
+    g = instruction_eval.gain(policy, base)["prompt_strict"]
+    assert g["value"] == pytest.approx(0.30)
+    assert 0.0 < g["ci_low"] < 0.30 < g["ci_high"]
+    assert instruction_eval.gain(base, base)["prompt_strict"] == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+
+
+def test_per_kind_table():
+    ins = [BOTH, Instructions((NO_COMMA,), ({},))]
+    table = instruction_eval.per_kind(ins, [_v(True, False), _v(False)])
+    assert table == {FEW_WORDS: {"n": 1, "strict": 0.0, "loose": 0.0},
+                     NO_COMMA: {"n": 2, "strict": 0.5, "loose": 0.5}}
