@@ -124,6 +124,10 @@ def evaluate(checkpoints: list[Path], sft_path: str, prompts, scorer_specs: list
             "examples": [
                 {"prompt": t, "policy": a["text"], "baseline": b} for t, a, b in list(zip(texts, answers, base_texts))[:5]
             ],
+            # Every answer, in prompt order: what the figures below were computed from.
+            "prompt_ids": [p.prompt_id for p in prompts],
+            "answers": [a["text"] for a in answers],
+            "baseline_answers": base_texts,
         }
         for ckpt, answers in zip(checkpoints, policies)
     ]
