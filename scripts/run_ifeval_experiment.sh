@@ -20,31 +20,25 @@ run() {  # name config seed steps [overrides...]
       checkpoint.dir="$OUT/$name" learner.max_steps="$steps" metrics.progress=false "$@" > "$OUT/$name.log" 2>&1
 }
 
-set_name=${1:-main}
-case $set_name in
-  main) runs="osp-s0 dpo-s0 osp-s1 dpo-s1"
-        ckpts="osp-s0/ckpt-000015 dpo-s0/ckpt-000015 osp-s0/ckpt-000030 dpo-s0/ckpt-000030 osp-s1/ckpt-000030 dpo-s1/ckpt-000030" ;;
-  ablation) runs="osp-flip35 dpo-flip35"; ckpts="osp-flip35/ckpt-000015 dpo-flip35/ckpt-000015" ;;
-  ablation20) runs="osp-flip20 dpo-flip20"; ckpts="osp-flip20/ckpt-000015 dpo-flip20/ckpt-000015" ;;
-  *) echo "usage: $0 main|ablation|ablation20"; exit 2 ;;
-esac
+runs="osp-s0 dpo-s0 osp-s1 dpo-s1 osp-flip35 dpo-flip35"
+ckpts="osp-s0/ckpt-000015 dpo-s0/ckpt-000015 osp-s1/ckpt-000015 dpo-s1/ckpt-000015 osp-flip35/ckpt-000015
+       dpo-flip35/ckpt-000015 osp-s0/ckpt-000030 dpo-s0/ckpt-000030"
 for name in $runs; do
   case $name in
     osp-s0) run osp-s0 ifeval-osp 0 30 ;;
     dpo-s0) run dpo-s0 ifeval-dpo 0 30 ;;
-    osp-s1) run osp-s1 ifeval-osp 1 30 ;;
-    dpo-s1) run dpo-s1 ifeval-dpo 1 30 ;;
+    osp-s1) run osp-s1 ifeval-osp 1 15 ;;
+    dpo-s1) run dpo-s1 ifeval-dpo 1 15 ;;
     osp-flip35) run osp-flip35 ifeval-osp 0 15 judge.flip_prob=0.35 ;;
     dpo-flip35) run dpo-flip35 ifeval-dpo 0 15 judge.flip_prob=0.35 ;;
-    osp-flip20) run osp-flip20 ifeval-osp 0 15 judge.flip_prob=0.2 ;;
-    dpo-flip20) run dpo-flip20 ifeval-dpo 0 15 judge.flip_prob=0.2 ;;
     *) echo "unknown run $name"; exit 2 ;;
   esac
 done
 
-echo "$(date +%T) evaluate $set_name"
+echo "$(date +%T) evaluate"
 paths=()
 for c in $ckpts; do paths+=("$OUT/$c/hf"); done
 .venv/bin/python -m cluster.evaluate --checkpoint "${paths[@]}" --prompts instructions-eval --max-tokens 48 \
-    --scorers verifier --out "$OUT/eval-$set_name" > "$OUT/eval-$set_name.log" 2>&1
-echo "$(date +%T) done: $OUT/eval-$set_name/eval.json"
+    --scorers verifier --out "$OUT/eval-all" > "$OUT/eval-all.log" 2>&1
+.venv/bin/python scripts/summarise_ifeval_experiment.py --exp "$OUT" --out docs/results.json
+echo "$(date +%T) done: $OUT/eval-all/eval.json, docs/results.json"

@@ -220,3 +220,18 @@ def test_per_kind_table():
     table = instruction_eval.per_kind(ins, [_v(True, False), _v(False)])
     assert table == {FEW_WORDS: {"n": 1, "strict": 0.0, "loose": 0.0},
                      NO_COMMA: {"n": 2, "strict": 0.5, "loose": 0.5}}
+
+
+def test_lm_kind_loads_another_model_and_judges_like_the_self_judge_on_it(tiny_model_dir, tiny_tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from cluster.models import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "judge", seed=5)
+    judge = make_preference(f"lm:{other}")
+    assert isinstance(judge, LMJudge) and judge.name == f"lm:{other}"
+    direct = LMJudge(AutoModelForCausalLM.from_pretrained(other).eval(), tiny_tokenizer, "x")
+    self_judge = LMJudge(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), tiny_tokenizer, "self-judge")
+    args = (["Say hi."], ["hello"], ["hi there friend"])
+    assert judge.compare(*args) == pytest.approx(direct.compare(*args), abs=1e-12)
+    assert judge.compare(*args) != pytest.approx(self_judge.compare(*args), abs=1e-6)  # another model, other p
