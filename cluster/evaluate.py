@@ -215,6 +215,16 @@ def ifeval_table(results: list[dict]) -> list[str]:
     return lines
 
 
+def _by_run(results: list[dict]) -> dict[str, list[dict]]:
+    """Results grouped by run folder (the parent of ckpt-N), each group in step order."""
+    groups: dict[str, list[dict]] = {}
+    for r in sorted(results, key=lambda r: step_of(Path(r["checkpoint"])) or 0):
+        path = Path(r["checkpoint"])
+        ckpt = path.parent if path.name == "hf" else path
+        groups.setdefault(ckpt.parent.name if ckpt.name.startswith("ckpt-") else ckpt.name, []).append(r)
+    return groups
+
+
 def plot(results: list[dict], metrics: Path | None, target: Path) -> None:
     """Win rate (with CI) per scorer against the checkpoint's step; loss over training."""
     import matplotlib
@@ -225,28 +235,31 @@ def plot(results: list[dict], metrics: Path | None, target: Path) -> None:
     with_ifeval = bool(results) and "ifeval" in results[0]
     fig, axes = plt.subplots(1, 3 if with_ifeval else 2, figsize=(16 if with_ifeval else 11, 4))
     left, right = axes[0], axes[-1]
-    if with_ifeval:  # held-out accuracy against step, the baseline at step 0
-        points = [(0, results[0]["ifeval_baseline"]["accuracy"])]
-        points += sorted(((step_of(Path(r["checkpoint"])) or 0, r["ifeval"]["accuracy"]) for r in results),
-                         key=lambda x: x[0])
-        for metric in ("prompt_strict", "instruction_strict"):
-            ms = [a[metric] for _, a in points]
-            axes[1].errorbar([x for x, _ in points], [m["value"] for m in ms], capsize=3, marker="o", label=metric,
-                             yerr=[[m["value"] - m["ci_low"] for m in ms], [m["ci_high"] - m["value"] for m in ms]])
+    runs = _by_run(results)  # one line per run: checkpoints of several runs may be evaluated together
+    for run, members in runs.items():
+        suffix = f" {run}" if len(runs) > 1 else ""
+        if with_ifeval:  # held-out accuracy against step, the baseline at step 0
+            points = [(0, members[0]["ifeval_baseline"]["accuracy"])]
+            points += [(step_of(Path(r["checkpoint"])) or 0, r["ifeval"]["accuracy"]) for r in members]
+            for metric in ("prompt_strict",) if len(runs) > 1 else ("prompt_strict", "instruction_strict"):
+                ms = [a[metric] for _, a in points]
+                axes[1].errorbar([x for x, _ in points], [m["value"] for m in ms], capsize=3, marker="o",
+                                 label=metric + suffix,
+                                 yerr=[[m["value"] - m["ci_low"] for m in ms], [m["ci_high"] - m["value"] for m in ms]])
+        scorers = sorted({o["scorer"] for r in members for o in r["outcomes"]})
+        for name in scorers:
+            points = [(step_of(Path(r["checkpoint"])) or 0, o) for r in members for o in r["outcomes"] if o["scorer"] == name]
+            xs = [x for x, _ in points]
+            ys = [o["win_rate"] for _, o in points]
+            err = [[o["win_rate"] - o["ci_low"] for _, o in points], [o["ci_high"] - o["win_rate"] for _, o in points]]
+            left.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name + suffix)
+    if with_ifeval:
         axes[1].set(title="held-out IFEval accuracy (95% CI)", xlabel="learner step", ylabel="accuracy", ylim=(0, 1))
-        axes[1].legend()
-    scorers = sorted({o["scorer"] for r in results for o in r["outcomes"]})
-    for name in scorers:
-        points = [(step_of(Path(r["checkpoint"])) or 0, o) for r in results for o in r["outcomes"] if o["scorer"] == name]
-        points.sort(key=lambda x: x[0])
-        xs = [x for x, _ in points]
-        ys = [o["win_rate"] for _, o in points]
-        err = [[o["win_rate"] - o["ci_low"] for _, o in points], [o["ci_high"] - o["win_rate"] for _, o in points]]
-        left.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+        axes[1].legend(fontsize="small")
     left.axhline(0.5, color="grey", lw=0.8, ls="--")
     vs = results[0]["baseline"] if results else "sft"
     left.set(title=f"win rate vs {vs} (95% bootstrap CI)", xlabel="learner step", ylabel="win rate", ylim=(0, 1))
-    left.legend()
+    left.legend(fontsize="small")
     if metrics is not None and metrics.exists():
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
         right.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="loss (batch)")
