@@ -115,3 +115,39 @@ def reward_metrics(
         "rewards/margin": margin.mean().item(),
         "rewards/accuracy": (margin > 0).float().mean().item(),
     }
+
+
+@torch.no_grad()
+def preference_diagnostics(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    ref_chosen: Tensor,
+    ref_rejected: Tensor,
+    p: Tensor,
+    beta: float,
+    chosen_lengths: Tensor,
+    rejected_lengths: Tensor,
+) -> dict[str, float]:
+    """What a reviewer from OpenRLHF/TRL reads per step, from numbers already computed.
+
+    - logps/chosen, logps/rejected: the policy's summed log-probs;
+    - kl/policy_sft: mean of log π − log π_ref over the batch's responses. They were sampled
+      by (a recent) π, so this is the usual on-policy estimate of KL(π ‖ π_ref) per response;
+    - fit/abs_error: mean |σ(βh) − p|, how far the Bradley-Terry probability is from its
+      target (SPCE's optimum is 0; DPO's target is p = 1);
+    - strength/near_half: share of pairs with |p − 0.5| < 0.05 (little preference signal);
+    - length/chosen, length/rejected: mean response tokens.
+    """
+    _check_beta(beta)
+    h = preference_margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    log_ratio = torch.cat([policy_chosen - ref_chosen, policy_rejected - ref_rejected]).float()
+    p = p.to(h.dtype)
+    return {
+        "logps/chosen": policy_chosen.float().mean().item(),
+        "logps/rejected": policy_rejected.float().mean().item(),
+        "kl/policy_sft": log_ratio.mean().item(),
+        "fit/abs_error": (torch.sigmoid(beta * h) - p).abs().float().mean().item(),
+        "strength/near_half": ((p - 0.5).abs() < 0.05).float().mean().item(),
+        "length/chosen": chosen_lengths.float().mean().item(),
+        "length/rejected": rejected_lengths.float().mean().item(),
+    }

@@ -19,7 +19,7 @@ import torch
 from cluster.env import apply_runtime_env, disable_deepspeed_shm_comm
 from cluster.records import validate_pair_batch
 from learner.logprobs import sequence_logprobs
-from learner.losses import hard_labels, pair_loss, preference_margin, reward_metrics
+from learner.losses import hard_labels, pair_loss, preference_diagnostics, preference_margin, reward_metrics
 from learner.policy import build_policy, merged_state_dict
 from learner.spo import degrade, spo_degree_loss
 
@@ -122,6 +122,8 @@ class LearnerRank:
             loss = loss + cfg["spo_weight"] * aux
             metrics["loss/spo_degree"] = float(aux.detach())
         metrics.update(reward_metrics(pc, pr, rc, rr, cfg["beta"]))
+        lengths = torch.tensor([len(t) for t in responses], dtype=torch.float32)
+        metrics.update(preference_diagnostics(pc, pr, rc, rr, p, cfg["beta"], lengths[:n], lengths[n:]))
         metrics["strength/mean"] = float(p.mean())
         return loss, metrics
 

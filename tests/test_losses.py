@@ -140,3 +140,21 @@ def test_reward_metrics():
          "rewards/margin": 0.125, "rewards/accuracy": 0.5}
     )
     assert all(isinstance(v, float) for v in m.values())
+
+
+def test_preference_diagnostics_by_hand():
+    from learner.losses import preference_diagnostics
+
+    pc = torch.tensor([-10.0, -20.0], dtype=torch.float64)
+    pr = torch.tensor([-12.0, -18.0], dtype=torch.float64)
+    rc = torch.tensor([-11.0, -20.0], dtype=torch.float64)
+    rr = torch.tensor([-11.0, -19.0], dtype=torch.float64)
+    p = torch.tensor([0.9, 0.52], dtype=torch.float64)
+    d = preference_diagnostics(pc, pr, rc, rr, p, 0.5, torch.tensor([5, 7]), torch.tensor([3, 4]))
+    # h = (−10+11) − (−12+11) = 2 and (−20+20) − (−18+19) = −1
+    assert d["logps/chosen"] == pytest.approx(-15.0) and d["logps/rejected"] == pytest.approx(-15.0)
+    assert d["kl/policy_sft"] == pytest.approx((1 + 0 - 1 + 1) / 4)  # log-ratios 1, 0, −1, 1
+    expected = (abs(1 / (1 + math.exp(-1.0)) - 0.9) + abs(1 / (1 + math.exp(0.5)) - 0.52)) / 2
+    assert d["fit/abs_error"] == pytest.approx(expected, abs=1e-7)
+    assert d["strength/near_half"] == 0.5
+    assert (d["length/chosen"], d["length/rejected"]) == (6.0, 3.5)
