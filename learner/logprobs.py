@@ -15,7 +15,7 @@ def pack_right_padded(
     prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """input_ids, attention_mask, response_mask — all [B, T]; response_mask marks the
-    positions whose *next* token is a response token (where its log-prob is read)."""
+    response tokens' positions (a token's log-prob is read one position earlier)."""
     lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
     width = max(lengths)
     ids = torch.full((len(lengths), width), pad_id, dtype=torch.long)
@@ -46,8 +46,10 @@ def sequence_logprobs(
 ):
     """Σ_t log π(response_t | prompt, response_<t) for each row → [B] (float32).
 
-    With return_hidden, also the last hidden states [B, T, H] and the response mask aligned
-    to them (for heads that read the response, e.g. SPO's degree classifier).
+    With return_hidden, also the last hidden states [B, T, H] and a mask [B, T] of the
+    response tokens' own positions (for heads that read the response, e.g. SPO's degree
+    classifier, which pools the states of the response tokens: not the last prompt token,
+    and including the final response token).
     """
     device = next(model.parameters()).device
     ids, attention, response = pack_right_padded(prompts, responses, pad_id)
@@ -58,7 +60,4 @@ def sequence_logprobs(
     totals = (per_token * mask).sum(-1)
     if not return_hidden:
         return totals
-    # Hidden state at position t predicts t+1: the states reading the response are the ones
-    # *at* response positions shifted left by one, i.e. response[:, 1:] aligned to [:, :-1].
-    hidden = out.hidden_states[-1][:, :-1]
-    return totals, hidden, mask
+    return totals, out.hidden_states[-1], response

@@ -119,3 +119,22 @@ def test_degree_loss_hand_computed():
 
     expected = (ce([1.0, 2.0, 0.5, -1.0], 1) + ce([0.0, 0.0, 3.0, 1.0], 3)) / 2
     assert spo_degree_loss(logits, target).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_degree_head_reads_the_response_tokens_own_states(tiny_model_dir):
+    """The pooled states are those at the response tokens: the last prompt token is out,
+    the final response token is in (pinned against a manual forward pass)."""
+    from transformers import AutoModelForCausalLM
+
+    from learner.logprobs import sequence_logprobs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    prompts, responses = [[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14]]
+    with torch.no_grad():
+        _, hidden, mask = sequence_logprobs(model, prompts, responses, pad_id=0, return_hidden=True)
+        assert mask.tolist() == [[False, False, False, True, True], [False, False, True, True, True]]
+        for row, (p, r) in enumerate(zip(prompts, responses)):
+            states = model(input_ids=torch.tensor([p + r]), output_hidden_states=True).hidden_states[-1][0]
+            pooled = hidden[row][mask[row]].mean(0)
+            assert torch.allclose(pooled, states[len(p):].mean(0), atol=1e-5)
+            assert not torch.allclose(pooled, states[len(p) - 1 : -1].mean(0), atol=1e-3)  # the old, shifted read
