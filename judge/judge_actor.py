@@ -106,7 +106,9 @@ class JudgeWorker:
 
         judge_pairs asks for comparisons through a callback; we answer from a cache and note
         the misses, evaluate all misses in one batched pass, and rerun until none are left
-        (1 round for round_robin, 2 for anchored pairing).
+        (1 round for round_robin, 2 for anchored pairing). Once a row has missed in a round,
+        its later calls depend on answers it has not had yet (placeholders), so they are
+        not judged: every comparison made is one the pairing really needs.
         """
         anchors = [None] * len(rows)
         if self.anchor == "sft_greedy":
@@ -117,12 +119,16 @@ class JudgeWorker:
             results = []
             for row, anchor in zip(rows, anchors):
                 prompt = row["prompt_text"]
+                waiting = [False]  # this row has missed this round: what it asks next is moot
 
-                def judge_fn(pairs, prompt=prompt):
+                def judge_fn(pairs, prompt=prompt, waiting=waiting):
                     keys = [(prompt, a, b) for a, b in pairs]
-                    for key in keys:
-                        if key not in cache and key not in misses:
-                            misses.append(key)
+                    if not waiting[0]:
+                        for key in keys:
+                            if key not in cache:
+                                waiting[0] = True
+                                if key not in misses:
+                                    misses.append(key)
                     return [cache.get(key, 0.5) for key in keys]
 
                 results.append(

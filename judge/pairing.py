@@ -7,8 +7,11 @@ of three anchors (config `judge.anchor`):
 
 - "round_robin": s_i = mean_j p(i ≻ j) over all other responses. K(K-1)/2 comparisons, and
   every pair's strength is already in the matrix: no further judging.
-- "sample0" / "sft_greedy": s_i = p(i ≻ anchor) against one anchor response (response 0, or
-  the SFT model's greedy answer), then each ranked pair is judged directly. K + K/2 comparisons.
+- "sft_greedy": s_i = p(i ≻ anchor) against the SFT model's greedy answer, then each ranked
+  pair is judged directly: K + K/2 comparisons.
+- "sample0": the same with response 0 as the anchor. Response 0 is not judged against
+  itself (its score is 0.5), and the ranked pair that holds it already has its strength from
+  the anchor round: (K − 1) + (K/2 − 1) comparisons.
 
 "dno" uses the round-robin matrix to select DNO's single large-margin pair instead.
 """
@@ -85,15 +88,21 @@ def judge_pairs(
             return [orient(picked[0], picked[1], float(pref[picked[0], picked[1]]))]
         scores = (pref.sum(1) - 0.5) / (len(responses) - 1)  # mean over j ≠ i
         return [orient(a, b, float(pref[a, b])) for a, b in rank_pairs(scores.tolist())]
-    if anchor in ("sample0", "sft_greedy"):
-        if anchor == "sample0":
-            anchor_response = responses[0]
-        elif anchor_response is None:
+    if anchor == "sft_greedy":
+        if anchor_response is None:
             raise ValueError("anchor 'sft_greedy' needs the SFT model's greedy answer")
         scores = judge_fn([(r, anchor_response) for r in responses])
         ranked = rank_pairs(scores)
         probs = judge_fn([(responses[a], responses[b]) for a, b in ranked])
         return [orient(a, b, p) for (a, b), p in zip(ranked, probs)]
+    if anchor == "sample0":
+        scores = [0.5] + list(judge_fn([(r, responses[0]) for r in responses[1:]]))  # p(0 ≻ 0) = 0.5
+        ranked = rank_pairs(scores)
+        direct = [(a, b) for a, b in ranked if 0 not in (a, b)]
+        judged = dict(zip(direct, judge_fn([(responses[a], responses[b]) for a, b in direct]))) if direct else {}
+        # The pair holding response 0: p(a ≻ 0) is a's anchor score; p(0 ≻ b) = 1 − b's.
+        known = {(a, b): scores[a] if b == 0 else 1.0 - scores[b] for a, b in ranked if 0 in (a, b)}
+        return [orient(a, b, judged[(a, b)] if (a, b) in judged else known[(a, b)]) for a, b in ranked]
     raise ValueError(f"unknown judge.anchor {anchor!r}; choose one of {ANCHORS}")
 
 
@@ -102,6 +111,8 @@ def comparisons_per_prompt(k: int, anchor: str) -> int:
     check_k(k)
     if anchor in ("round_robin", "dno"):
         return k * (k - 1) // 2
-    if anchor in ("sample0", "sft_greedy"):
+    if anchor == "sft_greedy":
         return k + k // 2
+    if anchor == "sample0":
+        return (k - 1) + (k // 2 - 1)
     raise ValueError(f"unknown judge.anchor {anchor!r}; choose one of {ANCHORS}")

@@ -233,5 +233,66 @@ def test_lm_kind_loads_another_model_and_judges_like_the_self_judge_on_it(tiny_m
     direct = LMJudge(AutoModelForCausalLM.from_pretrained(other).eval(), tiny_tokenizer, "x")
     self_judge = LMJudge(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), tiny_tokenizer, "self-judge")
     args = (["Say hi."], ["hello"], ["hi there friend"])
-    assert judge.compare(*args) == pytest.approx(direct.compare(*args), abs=1e-12)
+    assert judge.compare(*args) == pytest.approx(direct.compare(*args), abs=1e-6)
     assert judge.compare(*args) != pytest.approx(self_judge.compare(*args), abs=1e-6)  # another model, other p
+
+
+# ---------------------------------------------------------------------------------------
+# The real JudgeWorker path: comparisons per anchor mode, the SFT model's greedy anchor.
+
+
+def _rollout(tokenizer, k: int = 4):
+    from cluster.prompts import encode_chat
+    from cluster.records import rollout_batch
+
+    rows = []
+    for i, (prompt, answers) in enumerate([("Say hi.", ["hi", "hello there", "hey", "good day to you"]),
+                                           ("Name a fruit.", ["apple", "a pear", "plum, ripe", "fig"])]):
+        answers = answers[:k]
+        rows.append({
+            "prompt_id": f"p{i}", "prompt_index": i, "prompt_text": prompt,
+            "prompt_tokens": encode_chat(tokenizer, prompt),
+            "response_tokens": [tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers],
+            "response_texts": answers, "response_logprobs": [-1.0] * k, "finish_reasons": ["stop"] * k,
+            "policy_version": 0, "actor": "test",
+        })
+    return rollout_batch(rows)
+
+
+@pytest.mark.parametrize("anchor", ["round_robin", "sample0", "sft_greedy"])
+def test_judge_worker_makes_the_documented_comparisons_and_never_judges_a_response_with_itself(
+        anchor, tiny_model_dir, tiny_tokenizer, monkeypatch):
+    from judge.judge_actor import JudgeWorker
+    from judge.pairing import comparisons_per_prompt
+
+    worker = JudgeWorker(tiny_model_dir, anchor=anchor, anchor_max_tokens=4)
+    seen = []
+    compare = worker.preference.compare
+    monkeypatch.setattr(worker.preference, "compare", lambda p, a, b: seen.extend(zip(a, b)) or compare(p, a, b))
+    table, stats = worker.score(_rollout(tiny_tokenizer))
+    assert worker.comparisons == 2 * comparisons_per_prompt(4, anchor) == len(seen)
+    assert all(a != b for a, b in seen)
+    assert table.num_rows == 4 and stats["pairs"] == 4.0
+    assert all(p >= 0.5 for p in table["strength"].to_pylist())
+
+
+def test_sft_greedy_anchor_comes_from_the_sft_model_when_another_lm_judges(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cluster.models import build_tiny_model
+    from cluster.prompts import encode_chat
+    from judge.judge_actor import JudgeWorker
+
+    other = build_tiny_model(tmp_path / "judge", seed=3)
+    worker = JudgeWorker(tiny_model_dir, kind=f"lm:{other}", anchor="sft_greedy", anchor_max_tokens=5)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokens = encode_chat(tokenizer, "Say hi.")
+
+    def greedy(path):
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        out = model.generate(torch.tensor([tokens]), max_new_tokens=5, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+        return tokenizer.decode(out[0, len(tokens):], skip_special_tokens=True)
+
+    assert worker.greedy_answers([tokens]) == [greedy(tiny_model_dir)]
+    assert greedy(tiny_model_dir) != greedy(other)  # the premise: the two models answer differently

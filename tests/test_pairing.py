@@ -163,11 +163,11 @@ def test_round_robin_orients_a_pair_the_judge_reverses():
 def test_sample0_anchor():
     judge = LengthJudge()
     pairs = judge_pairs(K4, judge, anchor="sample0")
-    # Scores vs response 0 ("aa"): 2/4, 4/6, 1/3, 3/5 → ranks 1, 3, 0, 2.
-    assert judge.calls[0] == [(r, "aa") for r in K4]
-    assert judge.calls[1] == [("aaaa", "a"), ("aaa", "aa")]  # each ranked pair judged directly
+    # Scores vs response 0 ("aa"): 0.5 (itself, not judged), 4/6, 1/3, 3/5 → ranks 1, 3, 0, 2.
+    assert judge.calls[0] == [(r, "aa") for r in K4[1:]]  # never response 0 against itself
+    assert judge.calls[1] == [("aaaa", "a")]  # (3, 0) already has p(3 ≻ 0) from the anchor round
     assert as_tuples(pairs) == [(1, 2, pytest.approx(0.8, abs=1e-15)), (3, 0, pytest.approx(0.6, abs=1e-15))]
-    assert judge.comparisons == comparisons_per_prompt(4, "sample0") == 6
+    assert judge.comparisons == comparisons_per_prompt(4, "sample0") == 4
 
 
 def test_sft_greedy_anchor_uses_the_given_answer():
@@ -187,7 +187,7 @@ def test_anchor_ranking_then_direct_judgement_is_oriented():
     judge = TableJudge(responses, table)
     pairs = judge_pairs(responses, judge, anchor="sample0")
     # Scores p(i ≻ r0): 0.5, 0.8, 0.6, 0.3 → ranks 1, 2, 0, 3 → pairs (1, 3), (2, 0).
-    assert judge.calls[1] == [("r1", "r3"), ("r2", "r0")]
+    assert judge.calls[1] == [("r1", "r3")]  # (2, 0): p(2 ≻ 0) = 0.6 from the anchor round
     assert [(p.chosen, p.rejected) for p in pairs] == [(3, 1), (2, 0)]
     assert [p.strength for p in pairs] == pytest.approx([0.7, 0.6], abs=1e-15)
 
@@ -244,8 +244,8 @@ def test_comparisons_per_prompt():
     assert comparisons_per_prompt(2, "round_robin") == 1
     assert comparisons_per_prompt(4, "round_robin") == 6
     assert comparisons_per_prompt(8, "dno") == 28
-    assert comparisons_per_prompt(2, "sample0") == 3
-    assert comparisons_per_prompt(6, "sample0") == 9
+    assert comparisons_per_prompt(2, "sample0") == 1  # the one pair is the anchor comparison
+    assert comparisons_per_prompt(6, "sample0") == 7
     assert comparisons_per_prompt(8, "sft_greedy") == 12
     with pytest.raises(ValueError, match="unknown judge.anchor"):
         comparisons_per_prompt(4, "nope")
