@@ -72,6 +72,9 @@ class JudgeConfig:
     # responses follow the same share of instructions). They carry no preference, so they
     # only pull h toward 0 while costing a learner pass. The self-judge never ties exactly.
     drop_ties: bool = False
+    # A pair with a response cut at rollout.max_tokens: keep (judge it as written, TRL's
+    # default), drop (do not train on it) or lose (the cut response loses, p = 1, to a complete one).
+    truncated: str = "keep"
     anchor: str = "round_robin"  # round_robin | sample0 | sft_greedy | dno
     template: str | None = None  # None: judge.strength.DEFAULT_TEMPLATE
     answer_tokens: list[str] = field(default_factory=lambda: ["A", "B"])
@@ -357,6 +360,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"judge.kind: unknown {j.kind!r}; choose one of {', '.join(KINDS)}") from None
     _require(j.tau > 0, "judge.tau", f"must be > 0, got {j.tau}")
     _require(0.0 <= j.flip_prob < 1.0, "judge.flip_prob", f"must be in [0, 1), got {j.flip_prob}")
+    _require(j.truncated in ("keep", "drop", "lose"), "judge.truncated",
+             f"must be keep, drop or lose, got {j.truncated!r}")
     _require(cfg.eval.num_prompts is None or cfg.eval.num_prompts >= 1, "eval.num_prompts", "must be ≥ 1 or null")
     _require(cfg.eval.max_tokens is None or cfg.eval.max_tokens >= 1, "eval.max_tokens", "must be ≥ 1 or null")
     _require(len(j.answer_tokens) == 2 and len(set(j.answer_tokens)) == 2, "judge.answer_tokens",

@@ -257,9 +257,9 @@ class Pipeline:
             return
         self.window["judge_s"] += stats["judge_s"]
         self.window["judged"] += 1
-        for key in ("responses", "truncated", "verifier_checked", "verifier_passed", "ties"):
+        for key in ("responses", "truncated", "verifier_checked", "verifier_passed", "pairs_judged", "ties",
+                    "pairs_with_truncated"):
             self.window[key] += stats.get(key, 0.0)
-        self.window["pairs_judged"] += stats["pairs"]
         made = Counter(table["prompt_index"].to_pylist()) if table is not None else Counter()
         for index in flight.prompt_indices:
             if made[index] == 0:
@@ -469,10 +469,10 @@ class Pipeline:
             out["samples/truncated"] = w["truncated"] / w["responses"]
         if w["verifier_checked"]:
             out["samples/verifier_pass"] = w["verifier_passed"] / w["verifier_checked"]
-        # Judged pairs that were exact ties (with judge.drop_ties they never reach the buffer).
-        judged = w["pairs_judged"] + (w["ties"] if self.cfg.judge.drop_ties else 0.0)
-        if judged:
-            out["judge/tie_share"] = w["ties"] / judged
+        # Shares of the judged pairs (before judge.drop_ties / judge.truncated=drop filter them).
+        if w["pairs_judged"]:
+            out["judge/tie_share"] = w["ties"] / w["pairs_judged"]
+            out["judge/truncated_pair_share"] = w["pairs_with_truncated"] / w["pairs_judged"]
         self.state.tokens_generated += w["tokens"]
         self.window = _new_window()
         return out
@@ -569,4 +569,4 @@ def _new_window() -> dict[str, float]:
     """Counters of the interval since the last learner step (for per-step rates)."""
     return {"start": time.perf_counter(), "tokens": 0, "pairs": 0, "rollout_s": 0.0, "rollouts": 0,
             "judge_s": 0.0, "judged": 0, "responses": 0.0, "truncated": 0.0, "verifier_checked": 0.0,
-            "verifier_passed": 0.0, "pairs_judged": 0.0, "ties": 0.0}
+            "verifier_passed": 0.0, "pairs_judged": 0.0, "ties": 0.0, "pairs_with_truncated": 0.0}

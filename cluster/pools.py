@@ -80,6 +80,7 @@ def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: dic
         flip_prob=j.flip_prob,
         seed=cfg.seed,
         drop_ties=j.drop_ties,
+        truncated=j.truncated,
     )
 
 

@@ -19,11 +19,16 @@ import torch
 
 from cluster.env import apply_runtime_env
 from cluster.records import pair_batch, validate_rollout_batch
-from judge.pairing import judge_pairs
+from judge.pairing import JudgedPair, judge_pairs
 from judge.preferences import make_preference
 from judge.strength import JudgeTemplate
 from judge.verifier import parse_instructions, verify
 from learner.logprobs import sequence_logprobs
+
+# What happens to a pair with a response cut at rollout.max_tokens (finish reason "length"):
+# keep: judged as written (TRL's default: no missing-EOS penalty); drop: the pair is not
+# trained; lose: a cut response loses outright (p = 1) to a complete one.
+TRUNCATED = ("keep", "drop", "lose")
 
 
 class JudgeWorker:
@@ -49,6 +54,7 @@ class JudgeWorker:
         flip_prob: float = 0.0,
         seed: int = 0,
         drop_ties: bool = False,
+        truncated: str = "keep",
     ):
         apply_runtime_env()
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -73,6 +79,9 @@ class JudgeWorker:
             batch_size=batch_size, flip_prob=flip_prob, seed=seed, dtype=dtype)
         self.anchor, self.batch_size, self.dno_margin = anchor, batch_size, dno_margin
         self.drop_ties = drop_ties
+        if truncated not in TRUNCATED:
+            raise ValueError(f"judge truncated must be one of {TRUNCATED}, got {truncated!r}")
+        self.truncated = truncated
         if reference not in ("sft", "policy"):
             raise ValueError(f"judge reference must be 'sft' or 'policy' (DNO), got {reference!r}")
         self.reference = reference
@@ -158,9 +167,17 @@ class JudgeWorker:
         rows = rollout.to_pylist()
         judged = self._pair_all(rows)
         out_rows, ref_prompts, ref_responses = [], [], []
-        ties = 0
+        ties = cut_pairs = 0
         for row, pairs in zip(rows, judged):
             for pair in pairs:
+                cut = [row["finish_reasons"][i] == "length" for i in (pair.chosen, pair.rejected)]
+                if any(cut):
+                    cut_pairs += 1
+                    if self.truncated == "drop":
+                        continue
+                    if self.truncated == "lose" and cut[0] != cut[1]:  # the complete answer wins outright
+                        complete, cut_one = (pair.rejected, pair.chosen) if cut[0] else (pair.chosen, pair.rejected)
+                        pair = JudgedPair(complete, cut_one, 1.0)
                 if pair.strength == 0.5:
                     ties += 1
                     if self.drop_ties:  # no preference, no gradient direction: not worth a learner pass
@@ -197,7 +214,9 @@ class JudgeWorker:
             "judge_s": time.perf_counter() - start,
             "prompts": float(len(rows)),
             "pairs": float(len(pairs)),
+            "pairs_judged": float(sum(len(pairs) for pairs in judged)),  # before drop_ties / truncated=drop
             "ties": float(ties),
+            "pairs_with_truncated": float(cut_pairs),
             **self.sample_stats(rows),
         }
         return table, stats

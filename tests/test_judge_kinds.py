@@ -241,7 +241,8 @@ def test_lm_kind_loads_another_model_and_judges_like_the_self_judge_on_it(tiny_m
 # The real JudgeWorker path: comparisons per anchor mode, the SFT model's greedy anchor.
 
 
-def _rollout(tokenizer, k: int = 4):
+def _rollout(tokenizer, k: int = 4, cut: tuple[int, ...] = ()):
+    """Two prompts with K fixed answers; the answers at indices `cut` hit max_tokens."""
     from cluster.prompts import encode_chat
     from cluster.records import rollout_batch
 
@@ -253,7 +254,8 @@ def _rollout(tokenizer, k: int = 4):
             "prompt_id": f"p{i}", "prompt_index": i, "prompt_text": prompt,
             "prompt_tokens": encode_chat(tokenizer, prompt),
             "response_tokens": [tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers],
-            "response_texts": answers, "response_logprobs": [-1.0] * k, "finish_reasons": ["stop"] * k,
+            "response_texts": answers, "response_logprobs": [-1.0] * k,
+            "finish_reasons": ["length" if j in cut else "stop" for j in range(k)],
             "policy_version": 0, "actor": "test",
         })
     return rollout_batch(rows)
@@ -296,3 +298,22 @@ def test_sft_greedy_anchor_comes_from_the_sft_model_when_another_lm_judges(tiny_
 
     assert worker.greedy_answers([tokens]) == [greedy(tiny_model_dir)]
     assert greedy(tiny_model_dir) != greedy(other)  # the premise: the two models answer differently
+
+
+def test_truncated_pairs_are_kept_dropped_or_lose_as_configured(tiny_model_dir, tiny_tokenizer):
+    from judge.judge_actor import JudgeWorker
+
+    batch = _rollout(tiny_tokenizer, cut=(1,))  # "hello there" and "a pear" were cut at max_tokens
+    kept, stats = JudgeWorker(tiny_model_dir).score(batch)
+    assert stats["pairs_with_truncated"] == 2.0 and stats["truncated"] == 2.0 and kept.num_rows == 4
+    cut_texts = {"hello there", "a pear"}
+    with_cut = [r for r in kept.to_pylist() if {r["chosen_text"], r["rejected_text"]} & cut_texts]
+    dropped, _ = JudgeWorker(tiny_model_dir, truncated="drop").score(batch)
+    assert dropped.num_rows == 2
+    assert not any({r["chosen_text"], r["rejected_text"]} & cut_texts for r in dropped.to_pylist())
+    lost, _ = JudgeWorker(tiny_model_dir, truncated="lose").score(batch)
+    lost_rows = [r for r in lost.to_pylist() if {r["chosen_text"], r["rejected_text"]} & cut_texts]
+    assert len(lost_rows) == len(with_cut) == 2
+    assert all(r["rejected_text"] in cut_texts and r["strength"] == 1.0 for r in lost_rows)
+    with pytest.raises(ValueError, match="judge truncated must be one of"):
+        JudgeWorker(tiny_model_dir, truncated="trim")
