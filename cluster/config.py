@@ -120,6 +120,11 @@ class LossConfig:
     hard_labels: bool = False  # dpo-online: binarise the judge's strength before the loss
     spo_weight: float = 0.1  # λ of the SPO preference-degree loss
     spo_ratios: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])
+    # Compare mean per-token log-probs instead of sums (SimPO-style; removes the length term
+    # from h). null: the loss's own default — on for ipo (the IPO authors' form, as TRL runs
+    # it), off for the others.
+    length_normalize: bool | None = None
+    nll_weight: float = 0.0  # RPO: add this × the per-token NLL of the chosen response
 
 
 @dataclass
@@ -378,6 +383,7 @@ def validate(cfg: Config) -> None:
     _require(loss.beta > 0, "loss.beta", f"must be > 0, got {loss.beta}")
     _require(0.0 <= loss.label_smoothing < 0.5, "loss.label_smoothing", f"must be in [0, 0.5), got {loss.label_smoothing}")
     _require(loss.spo_weight >= 0, "loss.spo_weight", f"must be ≥ 0, got {loss.spo_weight}")
+    _require(loss.nll_weight >= 0, "loss.nll_weight", f"must be ≥ 0, got {loss.nll_weight}")
     _require(len(loss.spo_ratios) >= 2 and all(0 <= x <= 1 for x in loss.spo_ratios), "loss.spo_ratios",
              f"need ≥ 2 ratios in [0, 1], got {loss.spo_ratios}")
     _require(0.0 <= cfg.dno.replay_fraction < 1.0, "dno.replay_fraction", f"must be in [0, 1), got {cfg.dno.replay_fraction}")

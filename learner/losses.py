@@ -36,6 +36,27 @@ def preference_margin(
     return (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
 
 
+def length_normalized(
+    policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor,
+    chosen_lengths: Tensor, rejected_lengths: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Summed log-probs → mean per-token log-probs (policy and reference alike), so h no longer
+    grows with response length (SimPO's normalisation; IPO's as its authors and TRL run it)."""
+    lc = chosen_lengths.to(policy_chosen.dtype).clamp(min=1)
+    lr = rejected_lengths.to(policy_rejected.dtype).clamp(min=1)
+    return policy_chosen / lc, policy_rejected / lr, ref_chosen / lc, ref_rejected / lr
+
+
+def rpo_nll(policy_chosen: Tensor, chosen_lengths: Tensor) -> Tensor:
+    """RPO's extra term: the per-token negative log-likelihood of the chosen responses (batch mean)."""
+    return (-policy_chosen / chosen_lengths.to(policy_chosen.dtype).clamp(min=1)).mean()
+
+
+def uses_length_normalization(name: str, configured: bool | None) -> bool:
+    """loss.length_normalize, with null meaning the loss's own default (on for IPO only)."""
+    return configured if configured is not None else name == "ipo"
+
+
 def spce_loss(h: Tensor, p: Tensor | float, beta: float) -> Tensor:
     """OSP soft-preference cross-entropy: -[p·logσ(βh) + (1-p)·logσ(-βh)].
 
@@ -127,6 +148,7 @@ def preference_diagnostics(
     beta: float,
     chosen_lengths: Tensor,
     rejected_lengths: Tensor,
+    h: Tensor | None = None,
 ) -> dict[str, float]:
     """What a reviewer from OpenRLHF/TRL reads per step, from numbers already computed.
 
@@ -134,12 +156,14 @@ def preference_diagnostics(
     - kl/policy_sft: mean of log π − log π_ref over the batch's responses. They were sampled
       by (a recent) π, so this is the usual on-policy estimate of KL(π ‖ π_ref) per response;
     - fit/abs_error: mean |σ(βh) − p|, how far the Bradley-Terry probability is from its
-      target (SPCE's optimum is 0; DPO's target is p = 1);
+      target (SPCE's optimum is 0; DPO's target is p = 1); `h`: the margin the loss used
+      (length-normalised, say), else computed from the sums;
     - strength/near_half: share of pairs with |p − 0.5| < 0.05 (little preference signal);
     - length/chosen, length/rejected: mean response tokens.
     """
     _check_beta(beta)
-    h = preference_margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    if h is None:
+        h = preference_margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
     log_ratio = torch.cat([policy_chosen - ref_chosen, policy_rejected - ref_rejected]).float()
     p = p.to(h.dtype)
     return {

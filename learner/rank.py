@@ -19,7 +19,10 @@ import torch
 from cluster.env import apply_runtime_env, disable_deepspeed_shm_comm
 from cluster.records import validate_pair_batch
 from learner.logprobs import sequence_logprobs
-from learner.losses import hard_labels, pair_loss, preference_diagnostics, preference_margin, reward_metrics
+from learner.losses import (
+    hard_labels, length_normalized, pair_loss, preference_diagnostics, preference_margin, reward_metrics, rpo_nll,
+    uses_length_normalization,
+)
 from learner.policy import build_policy, merged_state_dict
 from learner.spo import degrade, spo_degree_loss
 
@@ -101,6 +104,10 @@ class LearnerRank:
         pc, pr = logps[:n], logps[n:]
         rc = torch.tensor(cols["ref_logp_chosen"], dtype=logps.dtype, device=logps.device)
         rr = torch.tensor(cols["ref_logp_rejected"], dtype=logps.dtype, device=logps.device)
+        lengths = torch.tensor([len(t) for t in responses], dtype=torch.float32, device=logps.device)
+        sums = (pc, pr, rc, rr)
+        if uses_length_normalization(cfg["name"], cfg.get("length_normalize")):
+            pc, pr, rc, rr = length_normalized(pc, pr, rc, rr, lengths[:n], lengths[n:])
         h = preference_margin(pc, pr, rc, rr)
         p = torch.tensor(cols["strength"], dtype=logps.dtype, device=logps.device)
         if cfg.get("hard_labels"):
@@ -109,6 +116,10 @@ class LearnerRank:
         per_pair = pair_loss(name, h, p, cfg["beta"], cfg.get("label_smoothing", 0.0))
         loss = per_pair.mean()
         metrics = {"loss/pref": float(loss.detach())}
+        if cfg.get("nll_weight"):
+            nll = rpo_nll(logps[:n], lengths[:n])
+            loss = loss + cfg["nll_weight"] * nll
+            metrics["loss/nll_chosen"] = float(nll.detach())
         if cfg["name"] == "spo":
             degraded, degree = [], []
             for text in cols["chosen_text"]:
@@ -122,8 +133,7 @@ class LearnerRank:
             loss = loss + cfg["spo_weight"] * aux
             metrics["loss/spo_degree"] = float(aux.detach())
         metrics.update(reward_metrics(pc, pr, rc, rr, cfg["beta"]))
-        lengths = torch.tensor([len(t) for t in responses], dtype=torch.float32)
-        metrics.update(preference_diagnostics(pc, pr, rc, rr, p, cfg["beta"], lengths[:n], lengths[n:]))
+        metrics.update(preference_diagnostics(*sums, p, cfg["beta"], lengths[:n], lengths[n:], h=h))
         metrics["strength/mean"] = float(p.mean())
         return loss, metrics
 

@@ -158,3 +158,21 @@ def test_preference_diagnostics_by_hand():
     assert d["fit/abs_error"] == pytest.approx(expected, abs=1e-7)
     assert d["strength/near_half"] == 0.5
     assert (d["length/chosen"], d["length/rejected"]) == (6.0, 3.5)
+
+
+def test_length_normalized_margin_and_rpo_nll_by_hand():
+    from learner.losses import length_normalized, rpo_nll, uses_length_normalization
+
+    pc, pr = torch.tensor([-12.0], dtype=torch.float64), torch.tensor([-30.0], dtype=torch.float64)
+    rc, rr = torch.tensor([-15.0], dtype=torch.float64), torch.tensor([-27.0], dtype=torch.float64)
+    lc, lr = torch.tensor([4]), torch.tensor([10])
+    npc, npr, nrc, nrr = length_normalized(pc, pr, rc, rr, lc, lr)
+    assert (npc.item(), npr.item(), nrc.item(), nrr.item()) == (-3.0, -3.0, -3.75, -2.7)
+    h = preference_margin(npc, npr, nrc, nrr)
+    assert h.item() == pytest.approx((-3.0 + 3.75) - (-3.0 + 2.7), abs=1e-12)  # 0.75 + 0.3 = 1.05
+    assert preference_margin(pc, pr, rc, rr).item() == 6.0  # summed: (3) − (−3)
+    # IPO regresses the normalised margin onto 1/(2β) = 5 at β = 0.1: (1.05 − 5)²
+    assert ipo_loss(h, 0.1).item() == pytest.approx((1.05 - 5.0) ** 2, abs=1e-12)
+    assert rpo_nll(torch.tensor([-12.0, -3.0], dtype=torch.float64), torch.tensor([4, 1])).item() == 3.0
+    assert uses_length_normalization("ipo", None) and not uses_length_normalization("spce", None)
+    assert uses_length_normalization("spce", True) and not uses_length_normalization("ipo", False)
