@@ -258,7 +258,7 @@ class Pipeline:
         self.window["judge_s"] += stats["judge_s"]
         self.window["judged"] += 1
         for key in ("responses", "truncated", "verifier_checked", "verifier_passed", "pairs_judged", "ties",
-                    "pairs_with_truncated"):
+                    "pairs_with_truncated", "position_gap_sum", "position_gap_count"):
             self.window[key] += stats.get(key, 0.0)
         made = Counter(table["prompt_index"].to_pylist()) if table is not None else Counter()
         for index in flight.prompt_indices:
@@ -473,6 +473,8 @@ class Pipeline:
         if w["pairs_judged"]:
             out["judge/tie_share"] = w["ties"] / w["pairs_judged"]
             out["judge/truncated_pair_share"] = w["pairs_with_truncated"] / w["pairs_judged"]
+        if w["position_gap_count"]:  # an LM judge: |p_ab − (1 − p_ba)|, its position inconsistency
+            out["judge/position_gap"] = w["position_gap_sum"] / w["position_gap_count"]
         self.state.tokens_generated += w["tokens"]
         self.window = _new_window()
         return out
@@ -569,4 +571,5 @@ def _new_window() -> dict[str, float]:
     """Counters of the interval since the last learner step (for per-step rates)."""
     return {"start": time.perf_counter(), "tokens": 0, "pairs": 0, "rollout_s": 0.0, "rollouts": 0,
             "judge_s": 0.0, "judged": 0, "responses": 0.0, "truncated": 0.0, "verifier_checked": 0.0,
-            "verifier_passed": 0.0, "pairs_judged": 0.0, "ties": 0.0, "pairs_with_truncated": 0.0}
+            "verifier_passed": 0.0, "pairs_judged": 0.0, "ties": 0.0, "pairs_with_truncated": 0.0,
+            "position_gap_sum": 0.0, "position_gap_count": 0.0}

@@ -218,8 +218,18 @@ class JudgeWorker:
             "ties": float(ties),
             "pairs_with_truncated": float(cut_pairs),
             **self.sample_stats(rows),
+            **self.position_stats(),
         }
         return table, stats
+
+    def position_stats(self) -> dict[str, float]:
+        """Σ|p_ab − (1 − p_ba)| and the count since the last batch, for an LM judge (else nothing)."""
+        judge = getattr(self.preference, "inner", self.preference)
+        if not hasattr(judge, "position_gap_sum"):
+            return {}
+        out = {"position_gap_sum": judge.position_gap_sum, "position_gap_count": float(judge.position_gap_count)}
+        judge.position_gap_sum, judge.position_gap_count = 0.0, 0
+        return out
 
     def sample_stats(self, rows: list[dict[str, Any]]) -> dict[str, float]:
         """Counts over every sampled response: cut at max_tokens, and (where the prompt has

@@ -59,6 +59,9 @@ class LMJudge:
         # Fails here, before any pair is made, if the tokenizer splits an answer token.
         self.answer_ids = answer_token_ids(tokenizer, self.template.answer_tokens)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        # Position consistency of the comparisons made so far: Σ|p_ab − (1 − p_ba)| and their count
+        # (0 for a judge without position bias; swap averaging cancels a constant bias).
+        self.position_gap_sum, self.position_gap_count = 0.0, 0
 
     @torch.no_grad()
     def first_better_probs(self, rendered: list[list[int]]) -> torch.Tensor:
@@ -87,6 +90,8 @@ class LMJudge:
             rendered.append(self.template.render(self.tokenizer, prompt, x, y))
             rendered.append(self.template.render(self.tokenizer, prompt, y, x))
         probs = self.first_better_probs(rendered)
+        self.position_gap_sum += float((probs[0::2] - (1.0 - probs[1::2])).abs().sum())
+        self.position_gap_count += len(prompts)
         return swap_averaged_strength(probs[0::2], probs[1::2]).tolist()
 
 

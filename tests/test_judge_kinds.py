@@ -163,6 +163,14 @@ def test_lm_judge_swap_average_is_complementary_and_batch_invariant(tiny_model_d
     assert [x + y for x, y in zip(forward, backward)] == pytest.approx([1.0] * 3, abs=1e-6)
     alone = [judge.compare([p], [x], [y])[0] for p, x, y in zip(prompts, a, b)]  # other padding, batch of 1
     assert alone == pytest.approx(forward, abs=1e-5)
+    # Position consistency, by hand from the raw first-is-better probabilities of both orders.
+    rendered = [judge.template.render(tiny_tokenizer, prompts[0], a[0], b[0]),
+                judge.template.render(tiny_tokenizer, prompts[0], b[0], a[0])]
+    p_ab, p_ba = judge.first_better_probs(rendered).tolist()
+    judge.position_gap_sum, judge.position_gap_count = 0.0, 0
+    judge.compare(prompts[:1], a[:1], b[:1])
+    assert judge.position_gap_count == 1
+    assert judge.position_gap_sum == pytest.approx(abs(p_ab - (1 - p_ba)), abs=1e-6)
     assert any(abs(x - 0.5) > 1e-4 for x in forward)
 
 
@@ -276,6 +284,7 @@ def test_judge_worker_makes_the_documented_comparisons_and_never_judges_a_respon
     assert all(a != b for a, b in seen)
     assert table.num_rows == 4 and stats["pairs"] == 4.0
     assert all(p >= 0.5 for p in table["strength"].to_pylist())
+    assert stats["position_gap_count"] == worker.comparisons and stats["position_gap_sum"] > 0
 
 
 def test_sft_greedy_anchor_comes_from_the_sft_model_when_another_lm_judges(tiny_model_dir, tmp_path):
