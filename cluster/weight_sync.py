@@ -9,9 +9,10 @@ Two ways, one interface (`push(version) -> stats`):
   behind loads it before sampling.
 - `BroadcastSync`: a process group of its own between rank 0 and the engines (NCCL on GPU,
   gloo on CPU); one broadcast per dtype, no serialisation. The group is re-formed when the
-  set of engines changes or a push fails (a restarted engine has left the group; until it
-  rejoins it samples from old weights, and the pipeline's staleness rule discards those
-  pairs and samples their prompts again).
+  set of engines changes or a push fails. A broadcast leaves no object behind, so after such a
+  change `latest` exports the current weights once (per version, on demand): a restarted or
+  added engine loads them with its next `generate` instead of sampling from the SFT weights
+  until the next push.
 
 Every rank takes part in a push (under ZeRO-3 the weights are gathered from all ranks).
 `push` does not wait for the engines: it returns refs the pipeline collects, so a push
@@ -74,6 +75,27 @@ class BroadcastSync(ObjectStoreSync):
         self.backend = backend or ("nccl" if has_cuda() else "gloo")
         self.members: list = []
         self.spec = None
+        self.version = 0  # the weights the group's engines hold
+        self.catch_up = False  # an engine may be behind: a restart or a new member since the last push
+
+    @property
+    def latest(self) -> tuple[int, list] | None:
+        """(version, [ref]) for an engine that is behind, exported once per version; None while
+        every engine has the pushed weights (nothing to export)."""
+        if not self.catch_up or self.version == 0:
+            return None
+        if self._latest is None or self._latest[0] != self.version:
+            self._latest = (self.version, self.export()["ref"])
+        return self._latest
+
+    @latest.setter
+    def latest(self, value: tuple[int, list] | None) -> None:
+        self._latest = value
+
+    def set_engines(self, engines: list) -> None:
+        if any(e not in self.members for e in engines):
+            self.catch_up = True
+        super().set_engines(engines)
 
     def _form_group(self) -> None:
         """Rank 0 is the group's root (rank 0); engine i joins as rank i + 1. Joining blocks
@@ -98,7 +120,9 @@ class BroadcastSync(ObjectStoreSync):
             stats = [s for s in ray.get(sent) if s is not None][0]
         except ray.exceptions.RayError:
             self.members = []  # re-form on the next push
+            self.catch_up = True
             raise
+        self.version, self.catch_up = version, False
         return {
             "push_s": time.perf_counter() - start,
             "push_bytes": stats["bytes"],
@@ -106,8 +130,10 @@ class BroadcastSync(ObjectStoreSync):
         }, loads
 
     def invalidate(self) -> None:
-        """A member failed: re-form the group on the next push."""
+        """A member failed: re-form the group on the next push; until then `latest` carries the
+        current weights to the restarted engine."""
         self.members = []
+        self.catch_up = True
 
 
 def make_weight_sync(method: str, ranks: list, engines: list):

@@ -178,3 +178,12 @@ def test_broadcast_weight_sync_over_gloo(finished_run):
     stats, loads = sync.push(version=101)  # the group is reused, not re-formed
     ray.get(loads)
     assert ray.get(engines[0].info.remote())["version"] == 101
+    # Every engine holds the pushed weights: nothing to hand out. After a failure (a restarted
+    # engine), `latest` exports the current weights once, and they are the learner's.
+    assert sync.latest is None
+    sync.invalidate()
+    version, ref = sync.latest
+    assert version == 101 and sync.latest[1] is ref  # exported once per version
+    ray.get(engines[0].update_weights.remote(ref, 102))
+    vllm = ray.get(engines[0].sequence_logprobs.remote(prompt, response))
+    assert max(abs(a - b) for a, b in zip(vllm, learner)) < 1e-4
