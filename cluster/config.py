@@ -342,7 +342,8 @@ def _require(ok: bool, key: str, message: str) -> None:
 
 def validate(cfg: Config) -> None:
     r, j, l, loss = cfg.rollout, cfg.judge, cfg.learner, cfg.loss
-    _require(r.k >= 2 and r.k % 2 == 0, "rollout.k", f"ranked pairing needs an even K ≥ 2, got {r.k}")
+    _require(r.k >= 2 and (r.k % 2 == 0 or cfg.judge.anchor == "dno"), "rollout.k",
+             f"ranked pairing needs an even K ≥ 2 (DNO, judge.anchor=dno, takes any K ≥ 2), got {r.k}")
     _require(r.num_actors >= 1, "rollout.num_actors", f"need at least 1, got {r.num_actors}")
     _require(r.max_tokens >= 1, "rollout.max_tokens", f"must be ≥ 1, got {r.max_tokens}")
     _require(0.0 < r.top_p <= 1.0, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")

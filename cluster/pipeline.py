@@ -30,14 +30,15 @@ import pyarrow as pa
 import ray
 
 from cluster import checkpoint as ckpt
-from cluster.buffer import PairBuffer
 from cluster import instruction_eval
+from cluster.buffer import PairBuffer
 from cluster.config import Config
 from cluster.metrics import MetricsLogger, format_line
 from cluster.pools import Control, make_judge_actor, make_learner_group, make_rollout_actor
 from cluster.prompts import Prompt
 from cluster.schedule import PromptSchedule
 from cluster.weight_sync import make_weight_sync, resolve_method
+from learner.dno import replay_mix
 
 log = logging.getLogger("osp")
 
@@ -84,7 +85,7 @@ class Pipeline:
         if state.rng is not None:
             self.rng.setstate((state.rng[0], tuple(state.rng[1]), state.rng[2]))
         self.buffer = PairBuffer(cfg.pipeline.buffer_max_pairs, cfg.pipeline.spill_dir)
-        self.pairs_per_prompt = cfg.rollout.k // 2
+        self.pairs_per_prompt = 1 if cfg.dno.enabled else cfg.rollout.k // 2  # DNO keeps one pair a prompt
         self.outstanding: Counter[int] = Counter()  # prompt index → its pairs in the buffer
         self.inflight: dict[ray.ObjectRef, Inflight] = {}
         self.engines: list[Engine] = []
@@ -216,8 +217,10 @@ class Pipeline:
         none is running yet. With max_staleness=0 nothing is sampled while the learner
         learns: fully on-policy, no overlap."""
         cfg = self.cfg
-        steps_per_version = cfg.dno.iteration_steps if cfg.dno.enabled else cfg.learner.sync_every
-        steps = cfg.pipeline.max_staleness * steps_per_version + (0 if self.step_running else 1)
+        if cfg.dno.enabled:  # DNO trains on the current iterate's samples only: this iteration's steps
+            steps = cfg.dno.iteration_steps - self.state.step % cfg.dno.iteration_steps - (1 if self.step_running else 0)
+            return max(steps, 0) * cfg.learner.pairs_per_step
+        steps = cfg.pipeline.max_staleness * cfg.learner.sync_every + (0 if self.step_running else 1)
         return steps * cfg.learner.pairs_per_step
 
     def _on_ready(self, ref, flight: Inflight) -> None:
@@ -304,6 +307,8 @@ class Pipeline:
 
     # -- learning --------------------------------------------------------------------------
     def _oldest_trainable_version(self) -> int:
+        if self.cfg.dno.enabled:  # DNO-Prct: iteration t trains only on pairs π_t sampled
+            return self.pushed_versions[-1]
         ms = self.cfg.pipeline.max_staleness
         return self.pushed_versions[-1 - ms] if len(self.pushed_versions) > ms else self.pushed_versions[0]
 
@@ -325,14 +330,24 @@ class Pipeline:
             self.state.pairs_regenerated += len(stale)
             self.schedule.requeue(prompts)
             log.info("%d pairs older than policy version %d dropped; %d prompts requeued", len(stale), oldest, len(prompts))
-        replayed = self._replay_count()
-        batch = self.buffer.take(cfg.learner.pairs_per_step - replayed)
+        batch = self.buffer.take(cfg.learner.pairs_per_step - self._replay_slots())
         if batch is None:
             return
         self.current_iteration_pairs.append(batch)
-        if replayed:
-            rows = self.rng.sample(range(self.previous_iteration_pairs.num_rows), replayed)
-            batch = pa.concat_tables([batch, self.previous_iteration_pairs.take(rows)]).combine_chunks()
+        replayed = 0
+        if self._replay_slots():
+            # DNO's replay (learner/dno.replay_mix): previous-iteration pairs up to
+            # dno.replay_fraction of the step, tagged "replay". They keep the reference they
+            # were made with: the log-probs of π_{t−1}, the iterate that sampled them.
+            previous = self.previous_iteration_pairs
+            picks = replay_mix(list(range(batch.num_rows)), list(range(previous.num_rows)), cfg.dno.replay_fraction,
+                               self.rng)[batch.num_rows:]
+            if picks:
+                old = previous.take(picks)
+                old = old.set_column(old.schema.get_field_index("source"), "source",
+                                     pa.array(["replay"] * old.num_rows, pa.string()))
+                batch = pa.concat_tables([batch, old]).combine_chunks()
+                replayed = len(picks)
         if self.probe is None and cfg.metrics.probe_every:
             self.probe = batch  # the first batch, kept: a fixed yardstick for the loss
         shards = _split(batch, len(self.ranks))
@@ -354,12 +369,11 @@ class Pipeline:
         except ray.exceptions.RayError as err:
             raise LearnerFailed(self._learner_failure_message(err)) from err
 
-    def _replay_count(self) -> int:
-        """DNO: pairs of each step drawn from the previous iteration (`dno.replay_fraction`)."""
+    def _replay_slots(self) -> int:
+        """DNO: places of a step kept for replayed pairs (a share `dno.replay_fraction` of it)."""
         if not self.cfg.dno.enabled or self.previous_iteration_pairs is None:
             return 0
-        want = int(self.cfg.dno.replay_fraction * self.cfg.learner.pairs_per_step)
-        return min(want, self.previous_iteration_pairs.num_rows)
+        return int(self.cfg.dno.replay_fraction * self.cfg.learner.pairs_per_step)
 
     def _on_step(self, ref, flight: Inflight) -> None:
         refs, batch = flight.payload["refs"], flight.payload["batch"]
@@ -383,6 +397,8 @@ class Pipeline:
         state.pairs_trained += fresh.num_rows
         self.window["pairs"] += batch.num_rows
         metrics = _mean_metrics(results)
+        if cfg.dno.enabled:
+            metrics["pairs/replayed"] = float(flight.payload["replayed"])
         metrics["staleness/mean"] = sum(state.step - 1 - v for v in versions) / len(versions)
         metrics["staleness/max"] = float(max(state.step - 1 - v for v in versions))
         if self._push_due():

@@ -38,7 +38,13 @@ class JudgedPair:
     strength: float  # P(chosen ≻ rejected) ≥ 0.5
 
 
-def check_k(k: int) -> None:
+def check_k(k: int, anchor: str = "round_robin") -> None:
+    """Ranked pairing uses every response once: an even K. DNO keeps one pair of any K ≥ 2
+    (the paper samples K = 5)."""
+    if anchor == "dno":
+        if k < 2:
+            raise ValueError(f"DNO needs K ≥ 2 responses per prompt, got K={k}")
+        return
     if k < 2 or k % 2:
         raise ValueError(f"ranked pairing needs an even K ≥ 2 responses per prompt, got K={k}")
 
@@ -78,7 +84,7 @@ def judge_pairs(
     dno_margin: float = 0.0,
 ) -> list[JudgedPair]:
     """Turn K responses into judged pairs (K//2 of them; DNO: at most one)."""
-    check_k(len(responses))
+    check_k(len(responses), anchor)
     if anchor in ("round_robin", "dno"):
         pref = preference_matrix(responses, judge_fn)
         if anchor == "dno":
@@ -108,7 +114,7 @@ def judge_pairs(
 
 def comparisons_per_prompt(k: int, anchor: str) -> int:
     """Judge comparisons (each = 2 forwards for the swap) needed for one prompt."""
-    check_k(k)
+    check_k(k, anchor)
     if anchor in ("round_robin", "dno"):
         return k * (k - 1) // 2
     if anchor == "sft_greedy":

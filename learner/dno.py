@@ -12,7 +12,12 @@ from torch import Tensor
 
 
 def win_rates(pref: Tensor) -> Tensor:
-    """r_i = mean over j≠i of 1[pref[i,j] > 0.5], an exact tie (0.5) counting half."""
+    """r_i = mean over j≠i of 1[pref[i,j] > 0.5], an exact tie (0.5) counting half.
+
+    Hard wins, as DNO-Prct defines the win rate (the share of the others a response beats
+    under the oracle). The soft alternative, the mean of pref[i, j], would let a judge that
+    is near-indifferent everywhere (p ≈ 0.5, our 135M self-judge) produce no gap at all, while
+    the hard rate still ranks by the judge's verdicts; dno.margin then filters on verdicts."""
     if pref.dim() != 2 or pref.shape[0] != pref.shape[1]:
         raise ValueError(f"pref must be a square K×K matrix, got shape {tuple(pref.shape)}")
     k = pref.shape[0]

@@ -50,6 +50,10 @@ def test_default_list_fields_are_not_shared_between_configs():
     assert len(b.learner.lora.target_modules) == 7
 
 
+def test_dno_may_sample_an_odd_k():
+    assert load_config(None, ["rollout.k=5", "judge.anchor=dno", "dno.enabled=true"]).rollout.k == 5
+
+
 def test_default_yaml_loads_and_validates():
     path = default_config_path()
     assert path.name == "default.yaml" and path.parent.name == "configs"
@@ -244,10 +248,10 @@ def test_yaml_file_that_is_not_a_mapping(tmp_path, text, shown):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["rollout.k=3"], "rollout.k: ranked pairing needs an even K ≥ 2, got 3"),
-        (["rollout.k=1"], "rollout.k: ranked pairing needs an even K ≥ 2, got 1"),
-        (["rollout.k=0"], "rollout.k: ranked pairing needs an even K ≥ 2, got 0"),
-        (["rollout.k=-2"], "rollout.k: ranked pairing needs an even K ≥ 2, got -2"),
+        (["rollout.k=3"], "rollout.k: ranked pairing needs an even K ≥ 2 (DNO, judge.anchor=dno, takes any K ≥ 2), got 3"),
+        (["rollout.k=1"], "rollout.k: ranked pairing needs an even K ≥ 2 (DNO, judge.anchor=dno, takes any K ≥ 2), got 1"),
+        (["rollout.k=0"], "rollout.k: ranked pairing needs an even K ≥ 2 (DNO, judge.anchor=dno, takes any K ≥ 2), got 0"),
+        (["rollout.k=-2"], "rollout.k: ranked pairing needs an even K ≥ 2 (DNO, judge.anchor=dno, takes any K ≥ 2), got -2"),
         (["rollout.num_actors=0"], "rollout.num_actors: need at least 1, got 0"),
         (["rollout.max_tokens=0"], "rollout.max_tokens: must be ≥ 1, got 0"),
         (["rollout.top_p=0"], "rollout.top_p: must be in (0, 1], got 0.0"),
@@ -314,7 +318,7 @@ def test_validate_checks_a_config_edited_in_code():
     cfg = Config()
     validate(cfg)
     cfg.rollout.k = 5
-    with pytest.raises(ConfigError, match=r"^rollout\.k: ranked pairing needs an even K ≥ 2, got 5$"):
+    with pytest.raises(ConfigError, match=r"^rollout\.k: ranked pairing needs an even K ≥ 2 \(DNO, .*\), got 5$"):
         validate(cfg)
     assert issubclass(ConfigError, ValueError)
 

@@ -57,7 +57,9 @@ def test_method_runs_end_to_end(method, ray_cluster, tiny_model_dir, tmp_path):
     from cluster.train import run
 
     run_dir = tmp_path / method
-    cfg = load_config(CONFIGS / f"{method}.yaml", _tiny_overrides(tiny_model_dir, run_dir))
+    # DNO: 4 pairs a step, so that dno.replay_fraction=0.25 keeps one place for a replayed pair.
+    extra = ["learner.pairs_per_step=4"] if method == "dno" else []
+    cfg = load_config(CONFIGS / f"{method}.yaml", _tiny_overrides(tiny_model_dir, run_dir) + extra)
     state = run(cfg)
     assert state.step == STEPS and state.pairs_trained > 0
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -69,10 +71,14 @@ def test_method_runs_end_to_end(method, ray_cluster, tiny_model_dir, tmp_path):
         assert all("loss/spo_degree" in r for r in rows)
         assert 0.5 < rows[0]["loss/spo_degree"] < 3.0
     if method == "dno":
+        assert cfg.rollout.k == 5  # the paper's K, odd: DNO keeps one pair a prompt
         assert state.dno_iteration == STEPS // 2
         # The sampling policy (= the reference) moves only at iteration boundaries.
         assert [r["step"] for r in rows if "push_s" in r] == [2, 4]
-        assert state.pairs_trained <= STEPS * 2  # replayed pairs are not counted again
+        # Iteration 1 has nothing to replay; iteration 2 replays one pair a step (replay_mix:
+        # floor(0.25 · 3 / 0.75) = 1), and replayed pairs are not counted as trained again.
+        assert [r["pairs/replayed"] for r in rows] == [0.0, 0.0, 1.0, 1.0]
+        assert state.pairs_trained == 4 + 4 + 3 + 3
     else:
         assert state.pairs_trained == STEPS * 2
         assert all("push_s" in r for r in rows)  # sync_every=1

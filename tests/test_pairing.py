@@ -251,3 +251,15 @@ def test_comparisons_per_prompt():
         comparisons_per_prompt(4, "nope")
     with pytest.raises(ValueError, match="K=5"):
         comparisons_per_prompt(5, "round_robin")
+
+
+def test_dno_takes_an_odd_k_as_the_paper_does():
+    judge = LengthJudge()
+    k5 = ["aa", "aaaaa", "a", "aaaa", "aaa"]
+    pairs = judge_pairs(k5, judge, anchor="dno", dno_margin=0.5)
+    assert as_tuples(pairs) == [(1, 2, pytest.approx(5 / 6, abs=1e-15))]
+    assert judge.comparisons == comparisons_per_prompt(5, "dno") == 10
+    with pytest.raises(ValueError, match="K=5"):
+        judge_pairs(k5, LengthJudge(), anchor="round_robin")
+    with pytest.raises(ValueError, match="DNO needs K ≥ 2"):
+        judge_pairs(["a"], LengthJudge(), anchor="dno")
