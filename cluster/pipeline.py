@@ -344,8 +344,8 @@ class Pipeline:
                                self.rng)[batch.num_rows:]
             if picks:
                 old = previous.take(picks)
-                old = old.set_column(old.schema.get_field_index("source"), "source",
-                                     pa.array(["replay"] * old.num_rows, pa.string()))
+                i = old.schema.get_field_index("source")
+                old = old.set_column(i, old.schema.field(i), pa.array(["replay"] * old.num_rows, pa.string()))
                 batch = pa.concat_tables([batch, old]).combine_chunks()
                 replayed = len(picks)
         if self.probe is None and cfg.metrics.probe_every:
