@@ -1,48 +1,60 @@
 """The loop learns what its judge prefers: real engines, the tiny model, a python: judge.
 
-The judge (tests/judge_fixtures.py) prefers responses with more letters "e". Every sampled
-response is spilled to Parquet with the policy version that sampled it, so the test reads
-the marker's frequency in fresh samples before training and after it."""
+The judge (tests/judge_fixtures.py) prefers responses with more letters "e"; after a short
+run, fresh samples of the trained policy carry clearly more of them than the SFT model's."""
 
 from __future__ import annotations
 
 import json
 
-import pyarrow.parquet as pq
 import pytest
 import torch
 
 from cluster.config import load_config
 
 
+def _marker_counts(model_dir: str, prompts, samples: int = 4, max_new_tokens: int = 12) -> list[int]:
+    """Letters "e" in each of `samples` fresh samples (T = 1) per prompt, by transformers."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    torch.manual_seed(0)
+    counts = []
+    with torch.no_grad():
+        for p in prompts:
+            ids = torch.tensor([p.tokens])
+            out = model.generate(ids, do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens,
+                                 num_return_sequences=samples, pad_token_id=tokenizer.pad_token_id)
+            counts += [tokenizer.decode(o[len(p.tokens):], skip_special_tokens=True).count("e") for o in out]
+    return counts
+
+
 @pytest.mark.engine
 @pytest.mark.timeout(600)
-def test_fresh_samples_move_toward_what_the_judge_prefers(ray_cluster, tiny_model_dir, tmp_path):
+def test_fresh_samples_move_toward_what_the_judge_prefers(ray_cluster, tiny_model_dir, tiny_tokenizer, tmp_path):
+    from cluster.prompts import load_prompts
     from cluster.train import run
 
     steps = 16
     cfg = load_config(None, [
         f"model.path={tiny_model_dir}", "judge.kind=python:judge_fixtures:prefer_marker", "rollout.k=4",
         "rollout.max_tokens=12", "rollout.prompts_per_batch=2", "rollout.temperature=1.0", "data.num_prompts=64",
-        f"learner.max_steps={steps}", "learner.pairs_per_step=4", "learner.lr=2e-3", "learner.lora.r=8",
-        "loss.beta=0.5", "pipeline.max_staleness=0", f"pipeline.spill_dir={tmp_path / 'pairs'}",
-        "checkpoint.every=0", f"checkpoint.dir={tmp_path / 'run'}", "metrics.tensorboard=false",
-        "metrics.progress=false", "metrics.probe_every=0",
+        f"learner.max_steps={steps}", "learner.pairs_per_step=4", "learner.lr=3e-3", "learner.lora.r=8",
+        "loss.beta=0.5", "pipeline.max_staleness=0", "checkpoint.every=0", f"checkpoint.dir={tmp_path / 'run'}",
+        "metrics.tensorboard=false", "metrics.progress=false", "metrics.probe_every=0",
     ])
-    state = run(cfg)
-    assert state.step == steps
-    pairs = pq.read_table(tmp_path / "pairs").to_pylist()
-    by_version: dict[int, list[str]] = {}
-    for row in pairs:
-        by_version.setdefault(row["policy_version"], []).extend([row["chosen_text"], row["rejected_text"]])
-
-    def rate(versions) -> float:
-        texts = [t for v in versions for t in by_version[v]]
-        return sum(t.count("e") for t in texts) / len(texts)
-
-    versions = sorted(by_version)
-    start, end = rate(versions[:3]), rate(versions[-3:])
-    assert end > 1.5 * start + 0.3, (start, end, {v: round(rate([v]), 2) for v in versions})
+    assert run(cfg).step == steps
+    # Fresh samples (256 each) from the SFT model and from the trained policy, same prompts and seed.
+    prompts = load_prompts(None, tiny_tokenizer, 96, limit=64)
+    start = _marker_counts(tiny_model_dir, prompts)
+    end = _marker_counts(str(tmp_path / "run" / f"ckpt-{steps:06d}" / "hf"), prompts)
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    var = lambda xs: sum((x - mean(xs)) ** 2 for x in xs) / (len(xs) - 1)  # noqa: E731
+    se = (var(start) / len(start) + var(end) / len(end)) ** 0.5
+    # "Clearly above its start": a rise of more than 3 standard errors of the difference
+    # (measured: 2.32 → 2.99 e per response, SE 0.17).
+    assert mean(end) - mean(start) > 3 * se, (mean(start), mean(end), se)
 
 
 def _instruction_file(path, questions, instructions):
@@ -75,7 +87,10 @@ def test_verifier_run_reports_fresh_sample_pass_rate_and_held_out_accuracy(ray_c
     ])
     assert run(cfg).step == 2
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert all(0.0 <= r["samples/verifier_pass"] <= 1.0 and 0.0 <= r["samples/truncated"] <= 1.0 for r in rows)
+    # Each step reports the samples judged since the previous one (a step fed from the buffer alone has none).
+    judged = [r for r in rows if "samples/verifier_pass" in r]
+    assert judged and all(0.0 <= r["samples/verifier_pass"] <= 1.0 and 0.0 <= r["samples/truncated"] <= 1.0
+                          for r in judged)
     report = json.loads((tmp_path / "run" / "heldout.json").read_text())
     assert report["prompts"] == 6 and report["step"] == 2
 
