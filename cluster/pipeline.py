@@ -21,7 +21,7 @@ import json
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,9 @@ class Pipeline:
         self.pushed_versions = [state.version]  # policy versions sent to the engines, oldest first
         self.step_running = False
         self.window = _new_window()
+        # (passed, checked) of the last 5 steps' windows: one step sees only a few samples, too
+        # few for the pass rate to show a trend by itself.
+        self.recent_pass: deque[tuple[float, float]] = deque(maxlen=5)
         self.last_push: dict[str, float] = {}
         self.previous_iteration_pairs: pa.Table | None = None  # DNO replay
         self.current_iteration_pairs: list[pa.Table] = []
@@ -485,6 +488,8 @@ class Pipeline:
             out["samples/truncated"] = w["truncated"] / w["responses"]
         if w["verifier_checked"]:
             out["samples/verifier_pass"] = w["verifier_passed"] / w["verifier_checked"]
+            self.recent_pass.append((w["verifier_passed"], w["verifier_checked"]))
+            out["samples/verifier_pass_last5"] = sum(p for p, _ in self.recent_pass) / sum(c for _, c in self.recent_pass)
         # Shares of the judged pairs (before judge.drop_ties / judge.truncated=drop filter them).
         if w["pairs_judged"]:
             out["judge/tie_share"] = w["ties"] / w["pairs_judged"]
