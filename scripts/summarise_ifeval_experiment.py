@@ -81,7 +81,7 @@ def main() -> None:
     instructions_by_id = {prompt_id: ins for _, prompt_id, _, ins in rows}
 
     results, sft = {}, None
-    for eval_dir in sorted(exp.glob("eval-*")):
+    for eval_dir in sorted(d for d in exp.glob("eval-*") if d.is_dir()):
         for r in json.loads((eval_dir / "eval.json").read_text()):
             instructions = [instructions_by_id[i] for i in r["prompt_ids"]]
             verdicts = instruction_eval.verdicts(instructions, r["answers"])
@@ -97,7 +97,7 @@ def main() -> None:
         raise SystemExit(f"no evaluations under {exp}")
     base_pass = prompt_pass(sft["verdicts"])
 
-    def final(method: str, seeds=(0, 1), step=30):
+    def final(method: str, seeds=(0, 1), step=15):
         return [results[(f"{method}-s{s}", step)] for s in seeds if (f"{method}-s{s}", step) in results]
 
     out: dict = {
@@ -115,8 +115,9 @@ def main() -> None:
         out["runs"][f"{name}@{step}"] = entry
 
     osp, dpo = final("osp"), final("dpo")
-    seeds = [s for s in (0, 1) if (f"osp-s{s}", 30) in results and (f"dpo-s{s}", 30) in results]
+    seeds = [s for s in (0, 1) if (f"osp-s{s}", 15) in results and (f"dpo-s{s}", 15) in results]
     out["seeds"] = seeds
+    out["headline_step"] = 15  # both seeds; seed 0 continues to step 30 (runs["osp-s0@30"], ...)
     out["sft_accuracy"] = sft["report"]["accuracy"]["prompt_strict"]["value"]
     if osp and dpo:
         osp_gain = pooled_gain([prompt_pass(r["verdicts"]) for r in osp], base_pass)
@@ -131,6 +132,12 @@ def main() -> None:
             "osp_minus_dpo": osp_vs_dpo["value"], "osp_minus_dpo_ci_low": osp_vs_dpo["ci_low"],
             "osp_minus_dpo_ci_high": osp_vs_dpo["ci_high"],
         })
+        for method in ("osp", "dpo"):
+            r30 = results.get((f"{method}-s0", 30))
+            if r30:
+                out[f"{method}_accuracy_step30_seed0"] = r30["report"]["accuracy"]["prompt_strict"]["value"]
+                g = r30["report"]["gain"]["prompt_strict"]
+                out[f"{method}_gain_step30_seed0"] = [g["value"], g["ci_low"], g["ci_high"]]
     ablation = {}
     for method in ("osp", "dpo"):
         for eps, name in ((0.0, f"{method}-s0"), (0.2, f"{method}-flip20"), (0.35, f"{method}-flip35")):
@@ -159,10 +166,11 @@ def main() -> None:
     if osp and dpo:
         print(f"\npooled over seeds {seeds}: OSP gain {ci(osp_gain, True)}, DPO gain {ci(dpo_gain, True)}, "
               f"OSP − DPO {ci(osp_vs_dpo, True)}")
-    print("\n| kind | n | SFT | " + " | ".join(f"{n}@{s}" for n, s in sorted(results) if s == 30) + " |")
-    print("|---|---|---|" + "---|" * sum(1 for _, s in results if s == 30))
+    shown = [k for k in sorted(results, key=lambda k: (k[1], k[0])) if "flip" not in k[0]]
+    print("\n| kind | n | SFT | " + " | ".join(f"{n}@{s}" for n, s in shown) + " |")
+    print("|---|---|---|" + "---|" * len(shown))
     for kind, b in sft["report"]["per_kind"].items():
-        cells = [f"{results[k]['report']['per_kind'][kind]['strict']:.2f}" for k in sorted(results) if k[1] == 30]
+        cells = [f"{results[k]['report']['per_kind'][kind]['strict']:.2f}" for k in shown]
         print(f"| {kind} | {b['n']} | {b['strict']:.2f} | " + " | ".join(cells) + " |")
     print("\n| run | wall | pairs | fresh-sample pass, first → last fifth | truncated, first → last | tie share | loss first → last fifth | median step / push |")
     print("|---|---|---|---|---|---|---|---|")
