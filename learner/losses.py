@@ -153,8 +153,11 @@ def preference_diagnostics(
     """What a reviewer from OpenRLHF/TRL reads per step, from numbers already computed.
 
     - logps/chosen, logps/rejected: the policy's summed log-probs;
-    - kl/policy_sft: mean of log π − log π_ref over the batch's responses. They were sampled
-      by (a recent) π, so this is the usual on-policy estimate of KL(π ‖ π_ref) per response;
+    - kl/policy_sft: mean of log π − log π_ref over the batch's responses, the usual estimate
+      of KL(π ‖ π_ref) per response from samples of π. It is exact in expectation only for
+      samples drawn from π itself: at rollout.temperature ≠ 1, with pairs up to
+      max_staleness pushes old, or with pairs filtered (ties dropped) it is the mean
+      log-ratio on the samples trained, and it can be negative;
     - fit/abs_error: mean |σ(βh) − p|, how far the Bradley-Terry probability is from its
       target (SPCE's optimum is 0; DPO's target is p = 1); `h`: the margin the loss used
       (length-normalised, say), else computed from the sums;
