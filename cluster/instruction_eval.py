@@ -47,6 +47,14 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def mean_with_interval(per_prompt: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """{value, ci_low, ci_high} of a per-prompt quantity's mean (e.g. a paired difference),
+    resampling prompts."""
+    idx = _resample(len(per_prompt), seed)
+    lo, hi = _interval(per_prompt[idx].mean(1))
+    return {"value": float(per_prompt.mean()), "ci_low": lo, "ci_high": hi}
+
+
 def accuracy(vs: Sequence[Verdict], seed: int = 0) -> dict[str, dict[str, float]]:
     """{metric: {value, ci_low, ci_high}} for the four IFEval accuracies."""
     if not vs:

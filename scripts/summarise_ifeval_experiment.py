@@ -20,9 +20,6 @@ import numpy as np
 from cluster import instruction_eval
 from cluster.prompts import SHIPPED, read_prompt_rows
 
-SAMPLES = 2000
-
-
 def run_name(checkpoint: str) -> tuple[str, int]:
     path = Path(checkpoint)
     ckpt = path.parent if path.name == "hf" else path
@@ -35,10 +32,7 @@ def prompt_pass(verdicts) -> np.ndarray:
 
 def pooled_gain(policies: list[np.ndarray], baseline: np.ndarray, seed: int = 0) -> dict[str, float]:
     """Mean over seeds per prompt, minus the baseline; paired bootstrap over prompts."""
-    diff = np.mean(policies, axis=0) - baseline
-    idx = np.random.default_rng(seed).integers(0, len(diff), size=(SAMPLES, len(diff)))
-    lo, hi = np.percentile(diff[idx].mean(1), [2.5, 97.5])
-    return {"value": float(diff.mean()), "ci_low": float(lo), "ci_high": float(hi)}
+    return instruction_eval.mean_with_interval(np.mean(policies, axis=0) - baseline, seed)
 
 
 def training_summary(run_dir: Path) -> dict:

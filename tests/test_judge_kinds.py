@@ -221,6 +221,10 @@ def test_paired_gain_and_its_interval():
     assert g["value"] == pytest.approx(0.30)
     assert 0.0 < g["ci_low"] < 0.30 < g["ci_high"]
     assert instruction_eval.gain(base, base)["prompt_strict"] == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    import numpy as np
+
+    diff = np.array([1.0] * 30 + [0.0] * 70)  # the same paired difference, per prompt
+    assert instruction_eval.mean_with_interval(diff) == pytest.approx(g)
 
 
 def test_per_kind_table():
