@@ -223,7 +223,7 @@ def test_paired_gain_and_its_interval():
     assert instruction_eval.gain(base, base)["prompt_strict"] == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
     import numpy as np
 
-    diff = np.array([1.0] * 30 + [0.0] * 70)  # the same paired difference, per prompt
+    diff = np.array([1.0] * 50 + [0.0] * 30 + [-1.0] * 20)  # policy − base, prompt by prompt
     assert instruction_eval.mean_with_interval(diff) == pytest.approx(g)
 
 
