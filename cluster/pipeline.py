@@ -104,6 +104,7 @@ class Pipeline:
         self.current_iteration_pairs: list[pa.Table] = []
         self.probe: pa.Table | None = None  # a fixed batch: its loss is logged every probe_every steps
         self.failures = 0
+        self.empty_judged = 0  # judged batches in a row that kept no pair
         self.metrics = MetricsLogger(run_dir, run_dir.name, cfg.metrics.tensorboard, cfg.metrics.ray_metrics,
                                      resume_step=state.step)
         self.control = None
@@ -266,6 +267,10 @@ class Pipeline:
         for key in ("responses", "truncated", "verifier_checked", "verifier_passed", "pairs_judged", "ties",
                     "pairs_with_truncated", "position_gap_sum", "position_gap_count"):
             self.window[key] += stats.get(key, 0.0)
+        self.empty_judged = 0 if table is not None else self.empty_judged + 1
+        if self.empty_judged and self.empty_judged % 20 == 0:  # a judge that keeps nothing starves the run
+            log.warning("the last %d judged batches kept no pair (judge.drop_ties drops exact ties; DNO keeps a pair "
+                        "only above dno.margin): is the judge able to tell these answers apart?", self.empty_judged)
         made = Counter(table["prompt_index"].to_pylist()) if table is not None else Counter()
         for index in flight.prompt_indices:
             if made[index] == 0:

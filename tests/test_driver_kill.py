@@ -60,7 +60,10 @@ def test_kill_9_driver_then_resume(tiny_model_dir, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dashboard_port = s.getsockname()[1]
-    args = [f"model.path={tiny_model_dir}", "data.num_prompts=40", "rollout.k=2", "rollout.max_tokens=8",
+    # default.yaml with the self-judge on plain questions (a verifier ties every answer of the
+    # tiny random model, and its run would starve).
+    args = [f"model.path={tiny_model_dir}", "judge.kind=self", "judge.drop_ties=false", "data.prompts=questions",
+            "eval.prompts=", "data.num_prompts=40", "rollout.k=2", "rollout.max_tokens=8",
             "learner.pairs_per_step=2", "learner.max_steps=30", "learner.lora.enabled=false",
             "checkpoint.every=3", f"checkpoint.dir={run_dir}", "metrics.progress=false", "metrics.tensorboard=false",
             f"ray.dashboard_port={dashboard_port}"]

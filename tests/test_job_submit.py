@@ -87,7 +87,10 @@ def test_ray_job_submit_runs_the_main_job_and_dashboard_lists_its_actors(head_no
     url, env = head_node
     run_dir = tmp_path / "job-run"
     args = [
-        f"model.path={tiny_model_dir}", "data.num_prompts=16", "rollout.k=2", "rollout.max_tokens=8",
+        # The main job's default.yaml, with the self-judge on plain questions: a verifier would
+        # find the tiny random model's answers all tied (no pair) and the run would starve.
+        f"model.path={tiny_model_dir}", "judge.kind=self", "judge.drop_ties=false", "data.prompts=questions",
+        "eval.prompts=", "data.num_prompts=16", "rollout.k=2", "rollout.max_tokens=8",
         "learner.max_steps=2", "learner.pairs_per_step=2", "learner.lora.enabled=false",
         "checkpoint.every=0", f"checkpoint.dir={run_dir}", "metrics.progress=false",
     ]
