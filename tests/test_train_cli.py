@@ -70,7 +70,7 @@ def _run_main(argv: list[str], capsys) -> tuple[int, str]:
 @pytest.mark.parametrize("override, message", [
     ("learner.max_step=10", "unknown config key learner.max_step (did you mean learner.max_steps?)"),
     ("rollout.kk=4", "unknown config key rollout.kk (did you mean rollout.k?)"),
-    ("rollout.k=3", "rollout.k: ranked pairing needs an even K ≥ 2, got 3"),
+    ("rollout.k=3", "rollout.k: ranked pairing needs an even K ≥ 2 (DNO, judge.anchor=dno, takes any K ≥ 2), got 3"),
     ("loss.beta=0", "loss.beta: must be > 0, got 0.0"),
     ("judge.answer_tokens=[A]", "judge.answer_tokens: need two distinct strings, got ['A']"),
 ])
@@ -289,7 +289,7 @@ def test_resolve_config_on_resume_refuses_a_bad_override_of_the_saved_config(tmp
 # tests, and are awaited by the tests at the end of the module.
 
 CLI_CASES = {
-    "odd_k": (["rollout.k=3"], "rollout.k: ranked pairing needs an even K ≥ 2, got 3"),
+    "odd_k": (["rollout.k=3"], "rollout.k: ranked pairing needs an even K ≥ 2 (DNO, judge.anchor=dno, takes any K ≥ 2), got 3"),
     "unknown_key": (["learner.max_step=10"], "unknown config key learner.max_step (did you mean learner.max_steps?)"),
     "missing_model": (["model.path={base}/no-such-model"], "no-such-model' does not exist or is not a folder"),
 }
