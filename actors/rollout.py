@@ -72,17 +72,29 @@ class RolloutWorker:
                 "tokens_generated": self.tokens_generated}
 
     # -- weights -----------------------------------------------------------------------
-    def update_weights(self, blob: bytes | list, version: int) -> dict[str, float]:
-        """Load safetensors bytes of the full policy state dict and stamp `version`."""
-        if isinstance(blob, list):  # passed wrapped in a list so Ray does not inline-copy it
+    def update_weights(self, payload: bytes | dict | list, version: int) -> dict[str, float]:
+        """Load new policy weights and stamp `version`. `payload`: a `learner.weight_payload`
+        dict (full weights or LoRA factors) or safetensors bytes of a full state dict; passed
+        as [ref] so Ray hands over the reference, not an inline copy."""
+        from learner.weight_payload import ADAPTER, adapter_factors, full_state, payload_bytes
+
+        if isinstance(payload, list):
             import ray
 
-            blob = ray.get(blob[0])
+            payload = ray.get(payload[0])
         start = time.perf_counter()
-        self.llm.collective_rpc("load_safetensors", args=(blob,))
+        if isinstance(payload, bytes):
+            self.llm.collective_rpc("load_safetensors", args=(payload,))
+            size = len(payload)
+        elif payload["kind"] == ADAPTER:
+            self.llm.collective_rpc("load_lora_delta", args=(adapter_factors(payload),))
+            size = payload_bytes(payload)
+        else:
+            self.llm.collective_rpc("load_state", args=(full_state(payload),))
+            size = payload_bytes(payload)
         self.llm.reset_prefix_cache()  # cached KV of old weights must not be reused
         self.version = version
-        return {"load_s": time.perf_counter() - start, "bytes": float(len(blob))}
+        return {"load_s": time.perf_counter() - start, "bytes": float(size)}
 
     def load_checkpoint(self, hf_folder: str, version: int = -1) -> dict[str, float]:
         """Load the weights of an HF checkpoint folder (evaluation swaps policies this way,

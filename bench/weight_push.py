@@ -1,25 +1,27 @@
-"""Weight push time against a plain memory copy of the same bytes.
+"""Weight push time against a plain memory copy of the same bytes, for each payload.
 
-    .venv/bin/python bench/weight_push.py [--model PATH] [--repeats 5]
+    .venv/bin/python bench/weight_push.py [--model PATH] [--repeats 5] [--json OUT]
 
-The push a run makes every `sync_every` steps: the merged policy state dict serialised to
-safetensors once, `ray.put` into the object store, and a vLLM rollout actor reloading it
-(`reload_weights` + CPU repacking + prefix-cache reset). The floor it is measured against:
-copying the same bytes in memory once (`bytearray(blob)`) and cloning the state dict's tensors.
-Prints each part's median and the ratio push / memcpy.
+The push a run makes every `sync_every` steps, timed from the learner's weights to an engine
+sampling with them: export (merge + `ray.put` of a `learner.weight_payload` dict) and a vLLM
+rollout actor loading it (fetch from the object store, `reload_weights` with CPU repacking,
+prefix-cache reset). Three payloads, one engine, one after the other:
+- `full` — the merged state dict as numpy arrays (what a run without LoRA pushes);
+- `adapter` — the LoRA factors only; the engine merges them into its SFT weights (LoRA's default);
+- `safetensors` — the full state dict serialised to bytes (the push before this payload format;
+  still how checkpoints load), for comparison.
+The floor: one memcpy of the full weights' bytes (`bytearray`), and a state-dict clone.
+The LoRA adapter's B matrices are drawn at random so the merge does real work.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from cluster.env import apply_runtime_env  # noqa: E402
+from cluster.env import apply_runtime_env
 
 apply_runtime_env()
 
@@ -33,49 +35,90 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def time_push(engine, export, repeats: int, first_version: int) -> dict[str, float]:
+    """Median export, engine load (of which the engine's own reload) and total."""
+    import ray
+
+    exports, ends, loads = [], [], []
+    for i in range(repeats):
+        start = time.perf_counter()
+        ref, size = export()
+        exported = time.perf_counter()
+        out = ray.get(engine.update_weights.remote([ref], first_version + i))
+        ends.append(time.perf_counter() - exported)
+        exports.append(exported - start)
+        loads.append(out["load_s"])
+    total = statistics.median(e + d for e, d in zip(exports, ends))
+    return {"export_s": statistics.median(exports), "engine_s": statistics.median(ends),
+            "engine_reload_s": statistics.median(loads), "total_s": total, "bytes": float(size)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args()
 
     import ray
     import torch
     from safetensors.torch import save
-    from transformers import AutoModelForCausalLM
 
     from actors.rollout import RolloutWorker
     from cluster.models import resolve_model_path
     from cluster.ray_setup import init_ray
-    from learner.policy import merged_state_dict
+    from learner.policy import build_policy, lora_factors, merged_state_dict
+    from learner.weight_payload import adapter_payload, full_payload, payload_bytes
 
     model = str(resolve_model_path(args.model))
-    state = merged_state_dict(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32))
-    state = {k: v.contiguous() for k, v in state.items()}
+    torch.manual_seed(0)
+    lora = {"enabled": True, "r": 8, "alpha": 16, "dropout": 0.0,
+            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+    lm = build_policy(model, "float32", lora).lm
+    with torch.no_grad():
+        for name, p in lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.01)
     init_ray(None, num_cpus=2)
     engine = ray.remote(RolloutWorker).options(num_cpus=1).remote(model, k=2, temperature=0.8, top_p=1.0,
                                                                   max_tokens=16, max_model_len=256)
     ray.get(engine.info.remote())
 
+    def export_full():
+        payload = full_payload(merged_state_dict(lm))
+        return ray.put(payload), payload_bytes(payload)
+
+    def export_adapter():
+        payload = adapter_payload(lora_factors(lm))
+        return ray.put(payload), payload_bytes(payload)
+
+    def export_safetensors():
+        blob = save(merged_state_dict(lm))
+        return ray.put(blob), len(blob)
+
+    results = {
+        "full": time_push(engine, export_full, args.repeats, 1),
+        "adapter": time_push(engine, export_adapter, args.repeats, 100),
+        "safetensors": time_push(engine, export_safetensors, args.repeats, 200),
+    }
+    state = merged_state_dict(lm)
     blob = save(state)
-    serialise = median_time(lambda: save(state), args.repeats)
-    put = median_time(lambda: ray.put(blob), args.repeats)
-    ref = ray.put(blob)
-    loads, ends = [], []
-    for v in range(args.repeats):
-        start = time.perf_counter()
-        out = ray.get(engine.update_weights.remote([ref], v + 1))
-        ends.append(time.perf_counter() - start)
-        loads.append(out["load_s"])
     memcpy = median_time(lambda: bytearray(blob), args.repeats)
     clone = median_time(lambda: {k: v.clone() for k, v in state.items()}, args.repeats)
-    push = serialise + put + statistics.median(ends)
     mib = len(blob) / 2**20
-    print(f"weights: {mib:.0f} MiB ({len(state)} tensors)")
-    print(f"push:   serialise {serialise:.3f}s + ray.put {put:.3f}s + engine load {statistics.median(ends):.3f}s "
-          f"(of which reload_weights {statistics.median(loads):.3f}s) = {push:.3f}s")
-    print(f"memcpy: bytearray copy {memcpy:.3f}s ({mib / memcpy:.0f} MiB/s), state-dict clone {clone:.3f}s")
-    print(f"ratio push / memcpy: {push / memcpy:.1f}x; push / clone: {push / clone:.1f}x")
+    print(f"full weights: {mib:.0f} MiB ({len(state)} tensors); adapter: {results['adapter']['bytes'] / 2**20:.1f} MiB")
+    print(f"memcpy of the full bytes {memcpy:.3f}s ({mib / memcpy:.0f} MiB/s); state-dict clone {clone:.3f}s")
+    for name, r in results.items():
+        print(f"{name:12s} export {r['export_s']:.3f}s + engine {r['engine_s']:.3f}s (reload {r['engine_reload_s']:.3f}s) "
+              f"= {r['total_s']:.3f}s = {r['total_s'] / memcpy:.1f}x memcpy; transfer alone "
+              f"(push minus the engine's reload) {(r['total_s'] - r['engine_reload_s']) / memcpy:.2f}x memcpy")
+    summary = {"full_mib": mib, "memcpy_s": memcpy, "clone_s": clone, "payloads": results,
+               "push_over_memcpy": results["full"]["total_s"] / memcpy,
+               "transfer_over_memcpy": (results["full"]["total_s"] - results["full"]["engine_reload_s"]) / memcpy}
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=1)
     ray.kill(engine)
 
 

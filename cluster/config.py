@@ -156,6 +156,9 @@ class PipelineConfig:
 @dataclass
 class WeightSyncConfig:
     method: str = "auto"  # auto | object_store | broadcast (gloo on CPU, NCCL on GPU)
+    # auto | adapter | full. auto: the LoRA adapter alone when LoRA trains (the engine adds it to
+    # its SFT weights), else the merged weights. adapter travels through the object store.
+    payload: str = "auto"
 
 
 @dataclass
@@ -396,6 +399,13 @@ def validate(cfg: Config) -> None:
              f"must hold at least one step ({l.pairs_per_step} pairs), got {cfg.pipeline.buffer_max_pairs}")
     _require(cfg.weight_sync.method in ("auto", "object_store", "broadcast"), "weight_sync.method",
              f"unknown {cfg.weight_sync.method!r}; choose auto, object_store or broadcast")
+    _require(cfg.weight_sync.payload in ("auto", "adapter", "full"), "weight_sync.payload",
+             f"unknown {cfg.weight_sync.payload!r}; choose auto, adapter or full")
+    _require(cfg.weight_sync.payload != "adapter" or l.lora.enabled, "weight_sync.payload",
+             "adapter needs learner.lora.enabled=true (there is no adapter to push)")
+    _require(not (cfg.weight_sync.payload == "adapter" and cfg.weight_sync.method == "broadcast"),
+             "weight_sync.payload", "adapter travels through the object store: use weight_sync.method=auto or "
+             "object_store, or payload=full with broadcast")
     _require(cfg.data.on_bad_rows in ("error", "skip"), "data.on_bad_rows", f"must be error or skip, got {cfg.data.on_bad_rows!r}")
     _require(cfg.data.num_prompts is None or cfg.data.num_prompts >= 1, "data.num_prompts", "must be ≥ 1 or null")
     _require(cfg.model.max_prompt_tokens >= 1, "model.max_prompt_tokens", "must be ≥ 1")

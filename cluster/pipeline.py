@@ -37,7 +37,7 @@ from cluster.metrics import MetricsLogger, format_line
 from cluster.pools import Control, make_judge_actor, make_learner_group, make_rollout_actor
 from cluster.prompts import Prompt
 from cluster.schedule import PromptSchedule
-from cluster.weight_sync import make_weight_sync, resolve_method
+from cluster.weight_sync import make_weight_sync, resolve_method, resolve_payload
 from learner.dno import replay_mix
 
 log = logging.getLogger("osp")
@@ -125,18 +125,19 @@ class Pipeline:
         self.ranks, self.learner_pg = make_learner_group(cfg, self.model_path)
         # Judges and ranks: wait here (a bad model or config fails before any sampling).
         ray.get([j.info.remote() for j in self.judges] + [r.info.remote() for r in self.ranks])
-        method = resolve_method(cfg.weight_sync.method, cfg.learner.gpus_per_rank)
+        payload = resolve_payload(cfg.weight_sync.payload, cfg.learner.lora.enabled)
+        method = resolve_method(cfg.weight_sync.method, cfg.learner.gpus_per_rank, payload)
         if self.resume_from is not None:
             ray.get([r.load_checkpoint.remote(str(self.resume_from)) for r in self.ranks])
             log.info("resumed learner state from %s (step %d)", self.resume_from, self.state.step)
         self._wait_engines_ready()
         if self.eval_prompts:  # the engines still hold the SFT weights: the baseline
             self.heldout_sft = self._heldout_verdicts("SFT")
-        self.sync = make_weight_sync(method, self.ranks, [e.handle for e in self._live_engines()])
+        self.sync = make_weight_sync(method, self.ranks, [e.handle for e in self._live_engines()], payload)
         if self.state.step > 0:  # engines start from the SFT weights: bring them to the run's version
             self._push(self.state.version)
         log.info("actors up in %.1fs: %d rollout, %d judge, %d learner ranks; weight sync: %s",
-                 time.perf_counter() - t0, len(self.engines), len(self.judges), len(self.ranks), method)
+                 time.perf_counter() - t0, len(self.engines), len(self.judges), len(self.ranks), f"{method} ({payload})")
 
     def _add_engine(self) -> None:
         name = f"rollout-{self.engine_serial}"

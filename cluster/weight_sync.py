@@ -2,9 +2,10 @@
 
 Two ways, one interface (`push(version) -> stats`):
 
-- `ObjectStoreSync`: rank 0 serialises the merged weights to safetensors once, `ray.put`s
-  the bytes, and every engine reloads from that one object (zero-copy on a node, one
-  transfer per node across nodes). Works for any set of engines, including ones added or
+- `ObjectStoreSync`: rank 0 `ray.put`s a `learner.weight_payload` dict of numpy arrays once
+  (one copy, into the store) and every engine reloads from that one object (mapped without a
+  copy on a node, one transfer per node across nodes). The payload is the LoRA adapter alone
+  when LoRA is on (a few MB; the engine adds it to its SFT weights), else the merged weights. Works for any set of engines, including ones added or
   restarted mid-run: `latest` is handed to every `generate` call, so an engine that is
   behind loads it before sampling.
 - `BroadcastSync`: a process group of its own between rank 0 and the engines (NCCL on GPU,
@@ -28,20 +29,29 @@ from typing import Any
 import ray
 
 from cluster.env import has_cuda
+from learner.weight_payload import ADAPTER, FULL
 
 
-def resolve_method(method: str, gpus_per_rank: float) -> str:
-    """`auto`: NCCL broadcast when the learner is on GPUs, the object store otherwise."""
+def resolve_payload(payload: str, lora_enabled: bool) -> str:
+    """`auto`: the adapter alone when LoRA trains (a few MB, whatever the transport), else full."""
+    if payload != "auto":
+        return payload
+    return ADAPTER if lora_enabled else FULL
+
+
+def resolve_method(method: str, gpus_per_rank: float, payload: str = FULL) -> str:
+    """`auto`: NCCL broadcast of full weights when the learner is on GPUs, the object store
+    otherwise; adapters always travel through the object store (they are a few MB)."""
     if method != "auto":
         return method
-    return "broadcast" if gpus_per_rank > 0 and has_cuda() else "object_store"
+    return "broadcast" if payload == FULL and gpus_per_rank > 0 and has_cuda() else "object_store"
 
 
 class ObjectStoreSync:
     method = "object_store"
 
-    def __init__(self, ranks: list, engines: list):
-        self.ranks, self.engines = ranks, list(engines)
+    def __init__(self, ranks: list, engines: list, payload: str = FULL):
+        self.ranks, self.engines, self.payload = ranks, list(engines), payload
         self.latest: tuple[int, list] | None = None  # (version, [ref]) for generate()
 
     def set_engines(self, engines: list) -> None:
@@ -51,7 +61,7 @@ class ObjectStoreSync:
         pass
 
     def export(self) -> dict[str, Any]:
-        exported = ray.get([r.export_weights.remote() for r in self.ranks])
+        exported = ray.get([r.export_weights.remote(self.payload) for r in self.ranks])
         return exported[0]
 
     def push(self, version: int) -> tuple[dict[str, float], list]:
@@ -136,9 +146,11 @@ class BroadcastSync(ObjectStoreSync):
         self.catch_up = True
 
 
-def make_weight_sync(method: str, ranks: list, engines: list):
+def make_weight_sync(method: str, ranks: list, engines: list, payload: str = FULL):
     if method == "object_store":
-        return ObjectStoreSync(ranks, engines)
+        return ObjectStoreSync(ranks, engines, payload)
     if method == "broadcast":
+        if payload != FULL:
+            raise ValueError("weight_sync.method=broadcast sends full weights: set weight_sync.payload=full")
         return BroadcastSync(ranks, engines)
     raise ValueError(f"unknown weight_sync.method {method!r}")

@@ -76,3 +76,31 @@ def merged_state_dict(lm: nn.Module) -> dict[str, torch.Tensor]:
     if getattr(base.config, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)
     return {k: v.contiguous() for k, v in state.items()}
+
+
+@torch.no_grad()
+def lora_factors(lm: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The adapter as factors of each weight's delta: {base weight name: (A, s·B)}, ΔW = s·B·A.
+
+    Several active adapters on one module stack into one pair (rows of A, columns of B), so
+    the product is the sum of their deltas. Only plain LoRA on nn.Linear factors this way;
+    for DoRA or transposed (Conv1D) layers this raises and the full payload must be used.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    factors = {}
+    for name, module in base_model(lm).named_modules():
+        if not isinstance(module, LoraLayer) or module.merged:
+            continue
+        a_parts, b_parts = [], []
+        for adapter in module.active_adapters:
+            if adapter not in module.lora_A:
+                continue
+            if module.use_dora.get(adapter) or getattr(module, "fan_in_fan_out", False):
+                raise ValueError(f"{name}: DoRA or fan_in_fan_out LoRA has no plain B·A delta; "
+                                 "use weight_sync.payload=full")
+            a_parts.append(module.lora_A[adapter].weight.detach())
+            b_parts.append(module.lora_B[adapter].weight.detach() * module.scaling[adapter])
+        if a_parts:
+            factors[f"{name}.weight"] = (torch.cat(a_parts, 0).contiguous(), torch.cat(b_parts, 1).contiguous())
+    return factors

@@ -2,7 +2,7 @@
 
 Each rank receives its shard of the step's pairs as an Arrow table, computes the configured
 preference loss against the reference log-probs carried in the pairs (so no reference model
-is held), and steps. Rank 0 exports the merged full weights for the rollout engines.
+is held), and steps. Rank 0 exports the weights (merged, or the LoRA adapter alone) for the rollout engines.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from learner.losses import (
     hard_labels, length_normalized, pair_loss, preference_diagnostics, preference_margin, reward_metrics, rpo_nll,
     uses_length_normalization,
 )
-from learner.policy import build_policy, merged_state_dict
+from learner.policy import build_policy, lora_factors, merged_state_dict
 from learner.spo import degrade, spo_degree_loss
 
 
@@ -183,18 +183,24 @@ class LearnerRank:
                 return None
             return {k: v.detach().to("cpu", copy=True) for k, v in merged_state_dict(self.engine.module.lm).items()}
 
-    def export_weights(self) -> dict[str, Any] | None:
-        """Rank 0: safetensors bytes of the merged weights, put in the object store."""
-        start = time.perf_counter()
-        state = self.full_state_dict()
-        if state is None:
-            return None
+    def export_weights(self, payload: str = "full") -> dict[str, Any] | None:
+        """Rank 0: put the weights in the object store as a `learner.weight_payload` dict:
+        `full` (the merged policy) or `adapter` (the LoRA factors only). All ranks call it
+        (ZeRO-3 gathers); one copy, into the store, inside the gather."""
         import ray
-        from safetensors.torch import save
 
-        blob = save(state)
-        ref = ray.put(blob)
-        return {"ref": [ref], "bytes": len(blob), "export_s": time.perf_counter() - start}
+        from learner.weight_payload import ADAPTER, adapter_payload, full_payload, payload_bytes
+
+        start = time.perf_counter()
+        with self._gathered():
+            if self.rank != 0:
+                return None
+            if payload == ADAPTER:
+                out = adapter_payload(lora_factors(self.engine.module.lm))
+            else:
+                out = full_payload(merged_state_dict(self.engine.module.lm))
+            ref = ray.put(out)
+        return {"ref": [ref], "kind": out["kind"], "bytes": payload_bytes(out), "export_s": time.perf_counter() - start}
 
     def free_port(self) -> tuple[str, int]:
         """This node's address and a free port, for the weight group's TCP store."""
