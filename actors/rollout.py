@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from cluster.env import apply_runtime_env
+from cluster.env import apply_runtime_env, peak_rss_bytes
 from cluster.records import rollout_batch
 
 EXTENSION = "actors.weight_receiver.WeightReceiver"
@@ -69,7 +69,7 @@ class RolloutWorker:
     # -- identity / health -------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "pid": os.getpid(), "host": socket.gethostname(), "version": self.version,
-                "tokens_generated": self.tokens_generated}
+                "tokens_generated": self.tokens_generated, "peak_rss_bytes": peak_rss_bytes()}
 
     # -- weights -----------------------------------------------------------------------
     def update_weights(self, payload: bytes | dict | list, version: int) -> dict[str, float]:

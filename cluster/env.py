@@ -76,3 +76,11 @@ def disable_deepspeed_shm_comm() -> None:
     import deepspeed.ops
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set (Linux reports KiB). It counts shared pages the process
+    touched too (the object store's mapping, the page cache of mmapped weights)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

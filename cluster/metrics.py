@@ -99,6 +99,7 @@ def format_line(step: int, max_steps: int, m: dict[str, Any]) -> str:
         f"acc {f('rewards/accuracy', '{:.2f}')} margin {f('rewards/margin')} "
         f"pairs/s {f('pairs_per_s', '{:.2f}')} tok/s {f('rollout_tokens_per_s', '{:.0f}')} "
         f"push {f('push_s', '{:.3f}')}s stale {f('staleness/mean', '{:.2f}')} kl {f('kl/policy_sft', '{:.3f}')}"
+        + (f" busy {f('learner/busy', '{:.0%}')}" if "learner/busy" in m else "")
         + (f" pass {f('samples/verifier_pass', '{:.2f}')} (last 5 steps {f('samples/verifier_pass_last5', '{:.2f}')})"
            if "samples/verifier_pass" in m else "")
         + (f" trunc {f('samples/truncated', '{:.2f}')}" if "samples/truncated" in m else "")

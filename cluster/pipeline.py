@@ -33,6 +33,7 @@ from cluster import checkpoint as ckpt
 from cluster import instruction_eval
 from cluster.buffer import PairBuffer
 from cluster.config import Config
+from cluster.env import peak_rss_bytes
 from cluster.metrics import MetricsLogger, format_line
 from cluster.pools import Control, make_judge_actor, make_learner_group, make_rollout_actor
 from cluster.prompts import Prompt
@@ -100,6 +101,7 @@ class Pipeline:
         # few for the pass rate to show a trend by itself.
         self.recent_pass: deque[tuple[float, float]] = deque(maxlen=5)
         self.last_push: dict[str, float] = {}
+        self.last_step_end: float | None = None  # perf_counter when the previous step's result arrived
         self.previous_iteration_pairs: pa.Table | None = None  # DNO replay
         self.current_iteration_pairs: list[pa.Table] = []
         self.probe: pa.Table | None = None  # a fixed batch: its loss is logged every probe_every steps
@@ -176,6 +178,7 @@ class Pipeline:
                 self._on_load(ref, self.inflight.pop(ref))
             if self.eval_prompts:
                 self._final_heldout()
+            self._memory_report()
             self._checkpoint(final=True)
         finally:
             self.metrics.close()
@@ -325,6 +328,7 @@ class Pipeline:
         cfg = self.cfg
         if self.step_running:
             return
+        arrow_start = time.perf_counter()  # the driver's Arrow handling: take, mix, split, put
         oldest = self._oldest_trainable_version()
         stale = self.buffer.drop_older_than(oldest)
         if stale:
@@ -363,9 +367,13 @@ class Pipeline:
         probes = [None] * len(self.ranks)
         if self.probe is not None and self.state.step % cfg.metrics.probe_every == 0:
             probes = _split(self.probe, len(self.ranks))
+        # Put once here, pass the refs wrapped: each rank fetches its shard itself (and times it).
+        shards = [[ray.put(shard)] for shard in shards]
+        probes = [None if probe is None else [ray.put(probe)] for probe in probes]
+        arrow_s = time.perf_counter() - arrow_start
         refs = [rank.train_step.remote(shard, probe) for rank, shard, probe in zip(self.ranks, shards, probes)]
         self.step_running = True
-        flight = Inflight("step", payload={"refs": refs, "batch": batch, "replayed": replayed})
+        flight = Inflight("step", payload={"refs": refs, "batch": batch, "replayed": replayed, "arrow_s": arrow_s})
         self.inflight[refs[0]] = flight
         for r in refs[1:]:
             self.inflight[r] = Inflight("step_rank")
@@ -410,6 +418,16 @@ class Pipeline:
             metrics["pairs/replayed"] = float(flight.payload["replayed"])
         metrics["staleness/mean"] = sum(state.step - 1 - v for v in versions) / len(versions)
         metrics["staleness/max"] = float(max(state.step - 1 - v for v in versions))
+        # The learner's duty cycle: time in the step over the wall time since the previous
+        # step ended (which holds the wait for pairs, the push and checkpoints). The Arrow share:
+        # the driver's take/split/put plus a rank's fetch and conversion, over the same wall time.
+        now = time.perf_counter()
+        if self.last_step_end is not None:
+            wall = now - self.last_step_end
+            metrics["learner/busy"] = min(metrics["step_s"] / wall, 1.0)
+            metrics["arrow/share"] = (flight.payload["arrow_s"] + metrics.get("arrow/rank_s", 0.0)) / wall
+        self.last_step_end = now
+        metrics["arrow/driver_s"] = flight.payload["arrow_s"]
         if self._push_due():
             metrics.update(self._push(state.step))
         if cfg.dno.enabled and state.step % cfg.dno.iteration_steps == 0:
@@ -563,6 +581,22 @@ class Pipeline:
         path = ckpt.finalize(self.run_dir, tmp, state, self.cfg.checkpoint.keep)
         log.info("checkpoint %s written in %.1fs%s", path, time.perf_counter() - start, " (final)" if final else "")
         return path
+
+    def _memory_report(self) -> None:
+        """Peak RSS of every process of the run, against the model's bytes: memory.json."""
+        roles = [(e.name, e.handle) for e in self._live_engines()]
+        roles += [(f"judge-{i}", j) for i, j in enumerate(self.judges)]
+        roles += [(f"learner-{i}", r) for i, r in enumerate(self.ranks)]
+        peaks = {"driver": peak_rss_bytes()}
+        for name, handle in roles:
+            try:
+                peaks[name] = ray.get(handle.info.remote(), timeout=30)["peak_rss_bytes"]
+            except Exception as err:  # a report, not a reason to fail the run
+                log.warning("no memory figure from %s: %s", name, str(err).splitlines()[0])
+        model_bytes = sum(f.stat().st_size for f in Path(self.model_path).glob("*.safetensors"))
+        (self.run_dir / "memory.json").write_text(json.dumps({"model_bytes": model_bytes, "peak_rss_bytes": peaks}, indent=1))
+        log.info("peak RSS (model %.2f GB): %s", model_bytes / 1e9,
+                 ", ".join(f"{name} {b / 1e9:.2f} GB" for name, b in peaks.items()))
 
     def shutdown(self) -> None:
         for engine in self.engines:

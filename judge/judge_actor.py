@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from cluster.env import apply_runtime_env
+from cluster.env import apply_runtime_env, peak_rss_bytes
 from cluster.records import pair_batch, validate_rollout_batch
 from judge.pairing import JudgedPair, judge_pairs
 from judge.preferences import make_preference
@@ -89,7 +89,8 @@ class JudgeWorker:
         self.comparisons = 0
 
     def info(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "comparisons": self.comparisons, "judge": self.preference.name}
+        return {"pid": os.getpid(), "comparisons": self.comparisons, "judge": self.preference.name,
+                "peak_rss_bytes": peak_rss_bytes()}
 
     # -- judging -----------------------------------------------------------------------
     def strengths(self, requests: list[tuple[str, str, str]]) -> list[float]:

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from cluster.env import apply_runtime_env, disable_deepspeed_shm_comm
+from cluster.env import apply_runtime_env, disable_deepspeed_shm_comm, peak_rss_bytes
 from cluster.records import validate_pair_batch
 from learner.logprobs import sequence_logprobs
 from learner.losses import (
@@ -25,6 +25,14 @@ from learner.losses import (
 )
 from learner.policy import build_policy, lora_factors, merged_state_dict
 from learner.spo import degrade, spo_degree_loss
+
+
+def _fetched(table: pa.Table | list | None) -> pa.Table | None:
+    if isinstance(table, list):  # [ref]: wrapped so Ray passes the reference, not the value
+        import ray
+
+        return ray.get(table[0])
+    return table
 
 
 def deepspeed_config(micro_batch: int, zero_stage: int, grad_clip: float, dtype: str) -> dict[str, Any]:
@@ -90,12 +98,14 @@ class LearnerRank:
         self.steps = 0
 
     def info(self) -> dict[str, Any]:
-        return {"rank": self.rank, "pid": os.getpid(), "steps": self.steps}
+        return {"rank": self.rank, "pid": os.getpid(), "steps": self.steps, "peak_rss_bytes": peak_rss_bytes()}
 
     # -- loss ---------------------------------------------------------------------------
     def _forward_loss(self, pairs: pa.Table) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.loss_cfg
+        convert_start = time.perf_counter()
         cols = pairs.to_pydict()
+        convert_s = time.perf_counter() - convert_start
         n = pairs.num_rows
         prompts = cols["prompt_tokens"] * 2
         responses = cols["chosen_tokens"] + cols["rejected_tokens"]
@@ -135,12 +145,16 @@ class LearnerRank:
         metrics.update(reward_metrics(pc, pr, rc, rr, cfg["beta"]))
         metrics.update(preference_diagnostics(*sums, p, cfg["beta"], lengths[:n], lengths[n:], h=h))
         metrics["strength/mean"] = float(p.mean())
+        metrics["arrow/convert_s"] = convert_s
         return loss, metrics
 
-    def train_step(self, pairs: pa.Table, probe: pa.Table | None = None) -> dict[str, float]:
+    def train_step(self, pairs: pa.Table | list, probe: pa.Table | list | None = None) -> dict[str, float]:
         """One optimizer step on this rank's shard. `probe`: a fixed batch whose loss is
-        measured first (before the step), to watch the loss fall on the same pairs."""
+        measured first (before the step), to watch the loss fall on the same pairs. Either may
+        come as [ref] (the driver's put): fetched here, so the fetch is timed with the step."""
         start = time.perf_counter()
+        pairs, probe = _fetched(pairs), _fetched(probe)
+        fetch_s = time.perf_counter() - start
         validate_pair_batch(pairs)
         probe_loss = self.eval_loss(probe) if probe is not None and probe.num_rows else None
         self.engine.train()
@@ -153,6 +167,7 @@ class LearnerRank:
         if grad_norm is not None:
             metrics["grad_norm"] = float(grad_norm)
         metrics["step_s"] = time.perf_counter() - start
+        metrics["arrow/rank_s"] = fetch_s + metrics.pop("arrow/convert_s")
         if probe_loss is not None:
             metrics["loss/probe"] = probe_loss
         metrics["tokens"] = float(sum(len(x) for x in pairs["chosen_tokens"].to_pylist()) + sum(len(x) for x in pairs["rejected_tokens"].to_pylist()))

@@ -38,7 +38,7 @@ def test_dataclass_defaults_are_the_embedded_default_run():
     assert cfg.learner.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert cfg.loss.name == "spce" and cfg.loss.beta == 0.1 and cfg.loss.spo_ratios == [0.0, 0.25, 0.5, 0.75]
     assert cfg.dno.enabled is False
-    assert cfg.weight_sync.method == "auto"
+    assert cfg.weight_sync.method == "auto" and cfg.weight_sync.payload == "auto"
     assert cfg.ray.address is None and cfg.ray.dashboard_host == "127.0.0.1"  # loopback by default
 
 
@@ -284,6 +284,12 @@ def test_yaml_file_that_is_not_a_mapping(tmp_path, text, shown):
         (["pipeline.max_staleness=-1"], "pipeline.max_staleness: must be ≥ 0, got -1"),
         (["pipeline.buffer_max_pairs=2"], "pipeline.buffer_max_pairs: must hold at least one step (4 pairs), got 2"),
         (["weight_sync.method=nccl"], "weight_sync.method: unknown 'nccl'; choose auto, object_store or broadcast"),
+        (["weight_sync.payload=deltas"], "weight_sync.payload: unknown 'deltas'; choose auto, adapter or full"),
+        (["weight_sync.payload=adapter", "learner.lora.enabled=false"],
+         "weight_sync.payload: adapter needs learner.lora.enabled=true (there is no adapter to push)"),
+        (["weight_sync.payload=adapter", "weight_sync.method=broadcast"],
+         "weight_sync.payload: adapter travels through the object store: use weight_sync.method=auto or "
+         "object_store, or payload=full with broadcast"),
         (["data.on_bad_rows=ignore"], "data.on_bad_rows: must be error or skip, got 'ignore'"),
         (["data.num_prompts=0"], "data.num_prompts: must be ≥ 1 or null"),
         (["model.max_prompt_tokens=0"], "model.max_prompt_tokens: must be ≥ 1"),

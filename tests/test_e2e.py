@@ -69,6 +69,15 @@ def test_run_finishes_with_every_prompt_accounted_for(finished_run):
                     "rollout_tokens_per_s", "push_s", "push_bytes", "staleness/mean"):
             assert key in r and math.isfinite(r[key]), key
         assert r["staleness/max"] <= 1  # pipeline.max_staleness
+        assert r["arrow/rank_s"] > 0 and r["arrow/driver_s"] > 0
+    # Step 1's loss is computed before its optimizer step: the policy is still the SFT model
+    # (LoRA's B starts at zero) and the pairs' reference log-probs came from the judge's copy of
+    # it, so h = 0 for every pair and SPCE = log 2 whatever the strengths. A mismatch between
+    # the learner's and the judge's log-probs (masking, EOS, padding, dtype) breaks this.
+    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert abs(rows[0]["rewards/margin"]) < 1e-5 and abs(rows[0]["rewards/chosen"]) < 1e-5
+    for r in rows[1:]:  # from the second step: the wall time since the previous step's end
+        assert 0 < r["learner/busy"] <= 1 and 0 < r["arrow/share"] < 1
         # LoRA on: the adapter alone travels (r=4 on 7 modules × 2 layers of the tiny model).
         assert 0 < r["push_bytes"] < 200_000
 

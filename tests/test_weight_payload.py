@@ -98,3 +98,16 @@ def test_dora_has_no_plain_factors(tiny_model_dir):
                         LoraConfig(r=2, target_modules=["q_proj"], use_dora=True))
     with pytest.raises(ValueError, match="use weight_sync.payload=full"):
         lora_factors(lm)
+
+
+def test_payload_and_transport_resolution():
+    from cluster.weight_sync import make_weight_sync, resolve_method, resolve_payload
+
+    assert resolve_payload("auto", lora_enabled=True) == "adapter"
+    assert resolve_payload("auto", lora_enabled=False) == "full"
+    assert resolve_payload("full", lora_enabled=True) == "full"
+    # Adapters are a few MB: they never take the broadcast path, whatever the device.
+    assert resolve_method("auto", gpus_per_rank=1.0, payload="adapter") == "object_store"
+    assert resolve_method("broadcast", gpus_per_rank=0.0, payload="full") == "broadcast"
+    with pytest.raises(ValueError, match="set weight_sync.payload=full"):
+        make_weight_sync("broadcast", [], [], "adapter")
