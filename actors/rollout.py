@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from cluster.env import apply_runtime_env, peak_rss_bytes
 from cluster.records import rollout_batch
+from cluster.versions import installed
 
 EXTENSION = "actors.weight_receiver.WeightReceiver"
 
@@ -69,7 +70,7 @@ class RolloutWorker:
     # -- identity / health -------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "pid": os.getpid(), "host": socket.gethostname(), "version": self.version,
-                "tokens_generated": self.tokens_generated, "peak_rss_bytes": peak_rss_bytes()}
+                "tokens_generated": self.tokens_generated, "peak_rss_bytes": peak_rss_bytes(), "versions": installed()}
 
     # -- weights -----------------------------------------------------------------------
     def update_weights(self, payload: bytes | dict | list, version: int) -> dict[str, float]:

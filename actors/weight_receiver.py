@@ -9,6 +9,8 @@ groups (q,k,v / gate,up) — here the full state dict.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 
@@ -37,7 +39,18 @@ class WeightReceiver:
         model = self.model_runner.get_model()
         names = with_fused_siblings(sorted(factors), getattr(model, "packed_modules_mapping", {}))
         state = merge_deltas(self._osp_sft_weights(names), factors)
-        self.reload_weights(weights_iterator=list(state.items()))
+        # A partial reload is the point here: vLLM keeps the layers it was not sent as they are
+        # ("place kernel tensors back as a fallback") but warns for each of them and lists every
+        # weight not sent (norms, embeddings: hundreds of names per push), which would flood the log.
+        quiet = [logging.getLogger(f"vllm.model_executor.model_loader.reload.{m}") for m in ("inplace", "layerwise")]
+        levels = [q.level for q in quiet]
+        for q in quiet:
+            q.setLevel(logging.ERROR)
+        try:
+            self.reload_weights(weights_iterator=list(state.items()))
+        finally:
+            for q, level in zip(quiet, levels):
+                q.setLevel(level)
         return len(state)
 
     def _osp_sft_weights(self, names: list[str]) -> dict[str, torch.Tensor]:

@@ -1,7 +1,8 @@
 """Pairs trained per second, end to end: osp against TRL's online DPO trainer, side by side.
 
     .venv/bin/pip install -e ".[bench]"       # trl==1.16.0 + datasets
-    .venv/bin/python bench/pairs_per_second.py [--steps 10] [--warmup 3] [--model PATH]
+    .venv/bin/python bench/pairs_per_second.py [--steps 10] [--warmup 3] [--model PATH] [--only osp|trl]
+        [--osp-variants k2,k4,k4-2rollout,k4-2ranks]
 
 Same model (the embedded SmolLM2-135M-Instruct unless --model), same prompts (the shipped
 training set), K=2 samples per prompt, 4 pairs per step, 24 new tokens, temperature 0.8, LoRA
@@ -11,21 +12,21 @@ scores each prompt's two completions as a pair (rewards p and 1-p), so both do t
 judging work. TRL generates with transformers (its default; its vLLM modes need a GPU).
 
 Reported: steady-state pairs/s (after --warmup steps, which absorb start-up and first-call
-costs) and the whole-run figure including start-up, and their ratios osp/TRL.
+costs) and the whole-run figure including start-up, and their ratios osp/TRL. osp runs in
+variants beside the K=2 row that matches TRL's only mode: `k4` (K=4 samples, two ranked pairs
+per prompt), `k4-2rollout` (two rollout actors) and `k4-2ranks` (two DeepSpeed ranks), with the
+learner's busy fraction and the push's share of the step for each.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from cluster.env import apply_runtime_env  # noqa: E402
+from cluster.env import apply_runtime_env
 
 apply_runtime_env()
 
@@ -34,25 +35,47 @@ MAX_TOKENS = 24
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def run_osp(model: str, steps: int, warmup: int) -> dict:
+OSP_VARIANTS = {
+    "k2": ["rollout.k=2"],
+    "k4": ["rollout.k=4"],
+    "k4-2rollout": ["rollout.k=4", "rollout.num_actors=2"],
+    "k4-2ranks": ["rollout.k=4", "learner.num_ranks=2"],
+}
+
+
+def run_osp(model: str, steps: int, warmup: int, variant: str) -> dict:
+    import statistics
+
+    import ray
+
     from cluster.config import load_config
     from cluster.train import run
 
-    run_dir = Path(tempfile.mkdtemp(prefix="bench-osp-"))
+    run_dir = Path(tempfile.mkdtemp(prefix=f"bench-osp-{variant}-"))
     overrides = [
-        f"model.path={model}", "rollout.k=2", f"rollout.max_tokens={MAX_TOKENS}", "rollout.temperature=0.8",
+        f"model.path={model}", f"rollout.max_tokens={MAX_TOKENS}", "rollout.temperature=0.8",
+        # TRL's side judges with the SFT self-judge on the everyday questions: the same here.
+        "judge.kind=self", "judge.drop_ties=false", "data.prompts=questions", "eval.prompts=",
         f"learner.pairs_per_step={PAIRS_PER_STEP}", f"learner.max_steps={warmup + steps}", "learner.lora.r=8",
-        "learner.lora.alpha=16", "loss.name=spce", "loss.beta=0.1", "checkpoint.every=0",
+        "learner.lora.alpha=16", "learner.lr=5e-5", "loss.name=spce", "loss.beta=0.1", "checkpoint.every=0",
         f"checkpoint.dir={run_dir}", "metrics.tensorboard=false", "metrics.progress=false", "metrics.probe_every=0",
-    ]
+    ] + OSP_VARIANTS[variant]
     start = time.time()
     run(load_config(None, overrides))
     total = time.time() - start
+    ray.shutdown()  # free the machine for the next run
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     t0 = next(r["time"] for r in rows if r["step"] == warmup)
     t1 = rows[-1]["time"]
+    steady = [r for r in rows if r["step"] > warmup]
+    memory = json.loads((run_dir / "memory.json").read_text())
     return {"steady_pairs_per_s": steps * PAIRS_PER_STEP / (t1 - t0),
-            "total_pairs_per_s": (warmup + steps) * PAIRS_PER_STEP / total, "total_s": total}
+            "total_pairs_per_s": (warmup + steps) * PAIRS_PER_STEP / total, "total_s": total,
+            "learner_busy": statistics.mean(r["learner/busy"] for r in steady),
+            "arrow_share": statistics.mean(r["arrow/share"] for r in steady),
+            "push_s": statistics.mean(r["push_s"] for r in steady),
+            "step_s": statistics.mean(r["step_s"] for r in steady),
+            "push_bytes": steady[-1]["push_bytes"], "memory": memory}
 
 
 class SelfJudgeReward:
@@ -87,7 +110,7 @@ def run_trl(model: str, steps: int, warmup: int) -> dict:
     from cluster.prompts import SHIPPED_TRAIN, read_prompt_rows
 
     rows, _ = read_prompt_rows(SHIPPED_TRAIN)
-    data = Dataset.from_list([{"prompt": [{"role": "user", "content": text}]} for _, _, text in rows[:200]])
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": text}]} for _, _, text, _ in rows[:200]])
     tokenizer = AutoTokenizer.from_pretrained(model)
     times: list[float] = []
 
@@ -123,23 +146,27 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--model", default=None)
     parser.add_argument("--only", choices=["osp", "trl"], default=None)
+    parser.add_argument("--osp-variants", default="k2", help=f"comma-separated, from {', '.join(OSP_VARIANTS)}")
+    parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args()
     from cluster.models import resolve_model_path
 
     model = str(resolve_model_path(args.model))
     results = {}
     if args.only in (None, "osp"):
-        results["osp"] = run_osp(model, args.steps, args.warmup)
-        import ray
-
-        ray.shutdown()  # free the machine for the other side
+        for variant in args.osp_variants.split(","):
+            results[f"osp-{variant}"] = run_osp(model, args.steps, args.warmup, variant)
     if args.only in (None, "trl"):
         results["trl"] = run_trl(model, args.steps, args.warmup)
     print(json.dumps(results, indent=1))
-    if len(results) == 2:
-        for key in ("steady_pairs_per_s", "total_pairs_per_s"):
-            print(f"{key}: osp {results['osp'][key]:.3f}  trl {results['trl'][key]:.3f}  "
-                  f"ratio osp/trl {results['osp'][key] / results['trl'][key]:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    if "trl" in results:
+        for name, r in results.items():
+            if name != "trl":
+                print(f"{name}: steady {r['steady_pairs_per_s']:.3f} pairs/s = "
+                      f"{r['steady_pairs_per_s'] / results['trl']['steady_pairs_per_s']:.2f}x TRL; whole run "
+                      f"{r['total_pairs_per_s'] / results['trl']['total_pairs_per_s']:.2f}x")
 
 
 if __name__ == "__main__":

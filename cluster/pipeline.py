@@ -38,6 +38,7 @@ from cluster.metrics import MetricsLogger, format_line
 from cluster.pools import Control, make_judge_actor, make_learner_group, make_rollout_actor
 from cluster.prompts import Prompt
 from cluster.schedule import PromptSchedule
+from cluster.versions import VersionMismatch, check_versions, installed
 from cluster.weight_sync import make_weight_sync, resolve_method, resolve_payload
 from learner.dno import replay_mix
 
@@ -126,7 +127,9 @@ class Pipeline:
             self.judge_load.append(0)
         self.ranks, self.learner_pg = make_learner_group(cfg, self.model_path)
         # Judges and ranks: wait here (a bad model or config fails before any sampling).
-        ray.get([j.info.remote() for j in self.judges] + [r.info.remote() for r in self.ranks])
+        infos = ray.get([j.info.remote() for j in self.judges] + [r.info.remote() for r in self.ranks])
+        names = [f"judge-{i}" for i in range(len(self.judges))] + [f"learner-{i}" for i in range(len(self.ranks))]
+        check_versions(installed(), {name: info["versions"] for name, info in zip(names, infos)})
         payload = resolve_payload(cfg.weight_sync.payload, cfg.learner.lora.enabled)
         method = resolve_method(cfg.weight_sync.method, cfg.learner.gpus_per_rank, payload)
         if self.resume_from is not None:
@@ -153,7 +156,7 @@ class Pipeline:
         refs = [r for r, f in self.inflight.items() if f.kind == "ready"]
         for ref in refs:
             flight = self.inflight.pop(ref)
-            ray.get(ref)
+            check_versions(installed(), {flight.engine.name: ray.get(ref)["versions"]})
             flight.engine.ready = True
 
     def _live_engines(self) -> list[Engine]:
@@ -233,10 +236,14 @@ class Pipeline:
 
     def _on_ready(self, ref, flight: Inflight) -> None:
         try:
-            ray.get(ref)
+            check_versions(installed(), {flight.engine.name: ray.get(ref)["versions"]})
         except ray.exceptions.RayError as err:
             log.error("rollout actor %s failed to start: %s", flight.engine.name, err)
             self.engines.remove(flight.engine)
+            return
+        except VersionMismatch as err:  # mid-run (a scale-up landed on a bad node): keep going without it
+            log.error("rollout actor %s not used: %s", flight.engine.name, err)
+            self._retire(flight.engine)
             return
         flight.engine.ready = True
         self.sync.set_engines([e.handle for e in self._live_engines()])

@@ -19,6 +19,7 @@ import torch
 
 from cluster.env import apply_runtime_env, peak_rss_bytes
 from cluster.records import pair_batch, validate_rollout_batch
+from cluster.versions import installed
 from judge.pairing import JudgedPair, judge_pairs
 from judge.preferences import make_preference
 from judge.strength import JudgeTemplate
@@ -90,7 +91,7 @@ class JudgeWorker:
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "comparisons": self.comparisons, "judge": self.preference.name,
-                "peak_rss_bytes": peak_rss_bytes()}
+                "peak_rss_bytes": peak_rss_bytes(), "versions": installed()}
 
     # -- judging -----------------------------------------------------------------------
     def strengths(self, requests: list[tuple[str, str, str]]) -> list[float]:

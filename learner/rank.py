@@ -18,6 +18,7 @@ import torch
 
 from cluster.env import apply_runtime_env, disable_deepspeed_shm_comm, peak_rss_bytes
 from cluster.records import validate_pair_batch
+from cluster.versions import installed
 from learner.logprobs import sequence_logprobs
 from learner.losses import (
     hard_labels, length_normalized, pair_loss, preference_diagnostics, preference_margin, reward_metrics, rpo_nll,
@@ -98,7 +99,8 @@ class LearnerRank:
         self.steps = 0
 
     def info(self) -> dict[str, Any]:
-        return {"rank": self.rank, "pid": os.getpid(), "steps": self.steps, "peak_rss_bytes": peak_rss_bytes()}
+        return {"rank": self.rank, "pid": os.getpid(), "steps": self.steps, "peak_rss_bytes": peak_rss_bytes(),
+                "versions": installed()}
 
     # -- loss ---------------------------------------------------------------------------
     def _forward_loss(self, pairs: pa.Table) -> tuple[torch.Tensor, dict[str, float]]:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The experiment of docs/results.md: OSP (SPCE, soft p from the IFEval verifier) vs online DPO
 # (hard labels, same judge) vs SFT. Two seeds of each compared at step 15, seed 0 continued to
-# step 30, and a noisy judge (ε = 0.35 of verdicts flipped) at step 15. Each set of runs is
+# step 30, a noisy judge (ε = 0.35 of verdicts flipped) at step 15, and DNO and SPO (seed 0,
+# step 15). Each set of runs is
 # followed by one evaluation of its checkpoints on the 200 held-out prompts (runs/exp/eval-main,
 # runs/exp/eval-ablation), then the summary (scripts/summarise_ifeval_experiment.py →
 # docs/results.json).
@@ -25,6 +26,7 @@ run() {  # name config seed steps [overrides...]
 
 evaluate() {  # out checkpoints...: one evaluation (the SFT answers once, then each checkpoint's)
   local out=$1; shift
+  if [ -e "$OUT/$out/eval.json" ]; then echo "skip $out (done)"; return; fi
   local paths=()
   for c in "$@"; do paths+=("$OUT/$c/hf"); done
   echo "$(date +%T) evaluate $out"
@@ -41,5 +43,12 @@ evaluate eval-main osp-s0/ckpt-000015 dpo-s0/ckpt-000015 osp-s1/ckpt-000015 dpo-
 run osp-flip35 ifeval-osp 0 15 judge.flip_prob=0.35
 run dpo-flip35 ifeval-dpo 0 15 judge.flip_prob=0.35
 evaluate eval-ablation osp-flip35/ckpt-000015 dpo-flip35/ckpt-000015
+# The other methods on the same task, seed 0, 15 steps, same judge, lr and β as OSP:
+# DNO-Prct (K=5 at T=0.7, three iterations of 5 steps, hard labels, reference = the previous
+# iterate, 30% replay) and SPO (DPO plus the preference-degree loss, λ = 0.1).
+run dno-s0 ifeval-osp 0 15 judge.anchor=dno dno.enabled=true dno.iteration_steps=5 rollout.k=5 \
+    rollout.temperature=0.7 loss.name=dpo loss.hard_labels=true
+run spo-s0 ifeval-osp 0 15 loss.name=spo loss.spo_weight=0.1
+evaluate eval-methods dno-s0/ckpt-000015 spo-s0/ckpt-000015
 .venv/bin/python scripts/summarise_ifeval_experiment.py --exp "$OUT" --out docs/results.json
 echo "$(date +%T) done: docs/results.json"

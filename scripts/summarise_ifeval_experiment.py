@@ -141,6 +141,13 @@ def main() -> None:
                                                   "gain": r["report"]["gain"]["prompt_strict"]}
     if ablation:
         out["ablation_step15"] = ablation
+    methods = {}
+    for name in ("osp-s0", "dpo-s0", "dno-s0", "spo-s0"):
+        if (name, 15) in results:
+            r = results[(name, 15)]
+            methods[name] = {"accuracy": r["report"]["accuracy"]["prompt_strict"], "gain": r["report"]["gain"]["prompt_strict"]}
+    if len(methods) > 2:
+        out["methods_seed0_step15"] = methods
     pilot = Path("runs/pilot_greedy/eval.json")
     if pilot.exists():
         out["kind_scan_sft_greedy_96_tokens"] = json.loads(pilot.read_text())[0]["ifeval_baseline"]["per_kind"]
@@ -176,6 +183,10 @@ def main() -> None:
               f"{t['samples_pass_last_fifth']:.2f} | {t['samples_truncated_first_fifth']:.2f} → {t['samples_truncated_last_fifth']:.2f} | "
               f"{t['tie_share_mean']:.2f} | {t['loss_first_fifth']:.3f} → {t['loss_last_fifth']:.3f} | "
               f"{t['median_step_s']:.1f} s / {t['median_push_s']:.1f} s |")
+    if len(methods) > 2:
+        print("\n| method (seed 0, step 15) | prompt strict | gain over SFT (paired) |\n|---|---|---|")
+        for name, m in methods.items():
+            print(f"| {name} | {ci(m['accuracy'])} | {ci(m['gain'], True)} |")
     if ablation:
         print("\n| judge | OSP (SPCE) step 15 | DPO step 15 |\n|---|---|---|")
         for eps in (0.0, 0.2, 0.35):
