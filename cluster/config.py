@@ -184,6 +184,10 @@ class RayConfig:
     num_cpus: int | None = None  # local cluster only; None: what the config needs, at least nproc
     dashboard_host: str = "127.0.0.1"  # loopback: never expose the dashboard by default
     dashboard_port: int = 8265  # local cluster only
+    # Print the actors' own logs (vLLM, DeepSpeed, Ray workers) on the driver's console
+    # (`--verbose`). Off: they stay in Ray's log folder, linked from the run folder as
+    # worker-logs/, and the console shows the run's own lines.
+    worker_logs: bool = False
 
 
 @dataclass

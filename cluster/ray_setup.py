@@ -22,7 +22,8 @@ def ray_address(configured: str | None) -> str | None:
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard_host: str = "127.0.0.1",
-             dashboard_port: int = 8265):
+             dashboard_port: int = 8265, worker_logs: bool = True):
+    """`worker_logs`: stream every worker's stdout/stderr to this console (Ray's log_to_driver)."""
     import ray
 
     env = apply_runtime_env()
@@ -39,10 +40,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard_
         # to every worker, and Ray refuses a driver runtime env that repeats its keys. Actors
         # apply cluster/env.py themselves first thing, so nothing is lost.
         log.info("joining Ray cluster at %s (as a submitted job)", target)
-        ray.init(address=target, log_to_driver=True)
+        ray.init(address=target, log_to_driver=worker_logs)
     elif target:
         log.info("joining Ray cluster at %s", target)
-        ray.init(address=target, runtime_env=worker_env, log_to_driver=True)
+        ray.init(address=target, runtime_env=worker_env, log_to_driver=worker_logs)
     else:
         cpus = num_cpus or max(os.cpu_count() or 1, 4)
         log.info("starting a local Ray cluster (%d CPUs, dashboard on %s)", cpus, dashboard_host)
@@ -52,7 +53,26 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard_
             include_dashboard=True,
             dashboard_host=dashboard_host,  # loopback by default: the dashboard can run jobs
             dashboard_port=dashboard_port,
-            log_to_driver=True,
+            log_to_driver=worker_logs,
         )
     del env
     return ray
+
+
+def link_worker_logs(run_dir: Path) -> Path | None:
+    """<run_dir>/worker-logs → this Ray session's log folder (one file per worker process),
+    where the actors' own output goes when it is not streamed to the console. None when the
+    folder is not on this machine (a remote cluster: see the dashboard's Logs view)."""
+    try:
+        import ray
+
+        logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # no public API for it
+    except Exception:
+        return None
+    if not logs.is_dir():
+        return None
+    link = run_dir / "worker-logs"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(logs, target_is_directory=True)
+    return link

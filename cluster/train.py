@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--config", help="YAML config (default: cluster/configs/default.yaml, the embedded default run)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in checkpoint.dir")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print the actors' own logs (vLLM, DeepSpeed, Ray); else they go to <run>/worker-logs")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learner.max_steps=10 rollout.k=4")
     return parser.parse_args(argv)
 
@@ -119,7 +121,7 @@ def run(cfg: Config, resume: bool = False) -> ckpt.RunState:
 
     from cluster.pipeline import Pipeline
     from cluster.progress import Progress
-    from cluster.ray_setup import init_ray, ray_address
+    from cluster.ray_setup import init_ray, link_worker_logs, ray_address
 
     model_path, judge, prompts = prepare_inputs(cfg)
     eval_prompts = prepare_eval_prompts(cfg, model_path)
@@ -152,7 +154,10 @@ def run(cfg: Config, resume: bool = False) -> ckpt.RunState:
     needed = (cfg.learner.num_ranks * cfg.learner.cpus_per_rank + cfg.rollout.num_actors * cfg.rollout.cpus_per_actor
               + cfg.judge.num_actors * cfg.judge.cpus_per_actor)
     init_ray(cfg.ray.address, cfg.ray.num_cpus or max(int(needed + 0.999), os.cpu_count() or 1), cfg.ray.dashboard_host,
-             cfg.ray.dashboard_port)
+             cfg.ray.dashboard_port, worker_logs=cfg.ray.worker_logs)
+    logs = link_worker_logs(run_dir)
+    if not cfg.ray.worker_logs:
+        log.info("actors' logs: %s (--verbose prints them here)", logs or "the Ray dashboard's Logs view")
     resources = ray.cluster_resources()
     check_resources(cfg, resources.get("CPU", 0), resources.get("GPU", 0))
     progress = Progress(cfg.learner.max_steps, state.step, enabled=cfg.metrics.progress)
@@ -181,12 +186,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = resolve_config(args)
+        cfg.ray.worker_logs = cfg.ray.worker_logs or args.verbose
         run(cfg, resume=args.resume)
     except (ConfigError, PromptFileError, FileNotFoundError) as err:
         log.error("%s", err)
         return 2
     except LearnerFailed as err:
         log.error("%s", err)
+        logs = Path(cfg.checkpoint.dir) / "worker-logs"
+        if logs.exists():
+            log.error("the actors' own logs: %s", logs)
         return 3
     return 0
 

@@ -101,6 +101,9 @@ def test_ray_job_submit_runs_the_main_job_and_dashboard_lists_its_actors(head_no
     logs = done.stdout + done.stderr
     assert done.returncode == 0, logs[-4000:]
     assert "done: 2 steps" in logs, logs[-4000:]
+    # A quiet console: the actors' own output (vLLM, DeepSpeed) stays in Ray's log files.
+    assert "RolloutWorker pid=" not in logs and "LearnerRank pid=" not in logs, logs[-4000:]
+    assert "actors' logs:" in logs
     assert (run_dir / "ckpt-000002" / "hf" / "model.safetensors").exists()
 
     jobs = _get(f"{url}/api/jobs/")
