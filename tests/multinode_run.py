@@ -1,0 +1,92 @@
+"""A run of the real loop on a 3-node Ray cluster on this machine (tests/test_multinode.py).
+
+    python tests/multinode_run.py TINY_MODEL_DIR OUT.json
+
+Nodes shaped like deploy/cluster.yaml, with custom resources standing in for GPUs: a head (the
+driver, no CPUs for actors), a `rollout` node and a `learner` node, each with its own raylet and
+object store, on this machine's address. The run places rollout and judge actors by
+`resources={rollout: 1}` and the learner by `{learner: 1}`, trains a few steps, then writes what
+the state API and the object directory saw: where each actor lives, where the pushed weights
+and a pair batch are stored, and whether the engine computes the learner's log-probs.
+Run in its own process: the test session's Ray is a different, single-node cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+
+def main(model_dir: str, out: str) -> None:
+    from cluster.env import apply_runtime_env
+
+    apply_runtime_env()
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from cluster import checkpoint as ckpt
+    from cluster.config import config_from_dict
+    from cluster.pipeline import Pipeline
+    from cluster.ray_setup import init_ray
+    from cluster.train import prepare_inputs
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    rollout_node = cluster.add_node(num_cpus=2, resources={"rollout": 2})
+    learner_node = cluster.add_node(num_cpus=1, resources={"learner": 1})
+    cluster.wait_for_nodes()
+    init_ray(cluster.address)
+    run_dir = Path(tempfile.mkdtemp(prefix="multinode-run-"))
+    cfg = config_from_dict({
+        "seed": 5,
+        "model": {"path": model_dir},
+        "data": {"num_prompts": 24, "prompts": "questions"},
+        "rollout": {"num_actors": 1, "k": 4, "max_tokens": 10, "prompts_per_batch": 2, "resources": {"rollout": 1}},
+        "judge": {"num_actors": 1, "kind": "self", "drop_ties": False, "resources": {"rollout": 1}},
+        "learner": {"num_ranks": 1, "pairs_per_step": 4, "max_steps": 3, "lr": 5e-3, "resources": {"learner": 1},
+                    "lora": {"enabled": True, "r": 4, "alpha": 8}},
+        "eval": {"prompts": None},
+        "pipeline": {"max_staleness": 1, "buffer_max_pairs": 16, "spill_dir": str(run_dir / "pairs")},
+        "checkpoint": {"dir": str(run_dir), "every": 0},
+        "metrics": {"tensorboard": False, "ray_metrics": False, "progress": False, "probe_every": 0},
+    })
+    model_path, _, prompts = prepare_inputs(cfg)
+    pipeline = Pipeline(cfg, model_path, prompts, run_dir, ckpt.RunState(seed=cfg.seed))
+    try:
+        pipeline.start()
+        state = pipeline.run()
+        engine = pipeline.engines[0].handle
+        # The pushed weights: put by the learner rank, fetched by the engine on the other node.
+        version, (weights_ref,) = pipeline.sync.latest
+        # A pair batch: made by the judge on the rollout node, fetched by the learner's node.
+        rollout = engine.generate.remote([{"prompt_id": "x", "prompt_index": 0, "prompt_text": prompts[0].text,
+                                           "prompt_tokens": list(prompts[0].tokens)}])
+        pairs, _ = pipeline.judges[0].score.options(num_returns=2).remote(rollout)
+        loss = ray.get(pipeline.ranks[0].eval_loss.remote(pairs))
+        locations = ray.experimental.get_object_locations([weights_ref, pairs])
+        prompt, response = list(prompts[1].tokens), list(prompts[2].tokens)[-6:]
+        learner = ray.get(pipeline.ranks[0].sequence_logprobs.remote(prompt, response))
+        vllm = ray.get(engine.sequence_logprobs.remote(prompt, response))
+        # The GCS's actor table (what the dashboard's state API serves; no dashboard runs here).
+        actors = [{"class": a["ActorClassName"], "node": a["Address"]["NodeID"]}
+                  for a in ray._private.state.actors().values() if a["State"] == "ALIVE"]
+        result = {
+            "nodes": {"head": cluster.head_node.node_id, "rollout": rollout_node.node_id, "learner": learner_node.node_id},
+            "actors": actors,
+            "steps": state.step, "pairs_trained": state.pairs_trained, "engine_version": ray.get(engine.info.remote())["version"],
+            "pushed_version": version,
+            "weights_locations": locations[weights_ref]["node_ids"],
+            "pairs_locations": locations[pairs]["node_ids"],
+            "eval_loss": loss,
+            "max_logprob_diff": max(abs(a - b) for a, b in zip(vllm, learner)),
+        }
+    finally:
+        pipeline.shutdown()
+        ray.shutdown()
+        cluster.shutdown()
+    Path(out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
