@@ -21,6 +21,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,9 @@ class Pipeline:
         self.recent_pass: deque[tuple[float, float]] = deque(maxlen=5)
         self.last_push: dict[str, float] = {}
         self.last_step_end: float | None = None  # perf_counter when the previous step's result arrived
+        # Actors are named `<run folder>-<4 hex>/<role>-<i>` (e.g. default-3f2a/rollout-0): readable in
+        # the dashboard, unique per start so a resumed run never waits for the old names to free.
+        self.actor_prefix = f"{Path(run_dir).name}-{uuid.uuid4().hex[:4]}"
         self.previous_iteration_pairs: pa.Table | None = None  # DNO replay
         self.current_iteration_pairs: list[pa.Table] = []
         self.probe: pa.Table | None = None  # a fixed batch: its loss is logged every probe_every steps
@@ -123,9 +127,9 @@ class Pipeline:
             self._add_engine()
         instructions = {p.text: p.instructions.to_json() for p in self.prompts if p.instructions is not None}
         for i in range(cfg.judge.num_actors):
-            self.judges.append(make_judge_actor(cfg, self.model_path, i, instructions or None))
+            self.judges.append(make_judge_actor(cfg, self.model_path, i, instructions or None, self.actor_prefix))
             self.judge_load.append(0)
-        self.ranks, self.learner_pg = make_learner_group(cfg, self.model_path)
+        self.ranks, self.learner_pg = make_learner_group(cfg, self.model_path, prefix=self.actor_prefix)
         # Judges and ranks: wait here (a bad model or config fails before any sampling).
         infos = ray.get([j.info.remote() for j in self.judges] + [r.info.remote() for r in self.ranks])
         names = [f"judge-{i}" for i in range(len(self.judges))] + [f"learner-{i}" for i in range(len(self.ranks))]
@@ -141,12 +145,13 @@ class Pipeline:
         self.sync = make_weight_sync(method, self.ranks, [e.handle for e in self._live_engines()], payload)
         if self.state.step > 0:  # engines start from the SFT weights: bring them to the run's version
             self._push(self.state.version)
-        log.info("actors up in %.1fs: %d rollout, %d judge, %d learner ranks; weight sync: %s",
-                 time.perf_counter() - t0, len(self.engines), len(self.judges), len(self.ranks), f"{method} ({payload})")
+        log.info("actors up in %.1fs: %d rollout, %d judge, %d learner ranks, named %s/…; weight sync: %s",
+                 time.perf_counter() - t0, len(self.engines), len(self.judges), len(self.ranks), self.actor_prefix,
+                 f"{method} ({payload})")
 
     def _add_engine(self) -> None:
         name = f"rollout-{self.engine_serial}"
-        handle = make_rollout_actor(self.cfg, self.model_path, self.engine_serial)
+        handle = make_rollout_actor(self.cfg, self.model_path, self.engine_serial, self.actor_prefix)
         self.engine_serial += 1
         engine = Engine(handle, name)
         self.engines.append(engine)

@@ -23,10 +23,16 @@ def _threads(cpus: float) -> int:
     return max(1, int(cpus))
 
 
-def make_rollout_actor(cfg: Config, model_path: str, index: int):
+def actor_name(prefix: str | None, role: str) -> str | None:
+    """`<run>/<role>`: how the actor is listed in the dashboard and found by `ray.get_actor`
+    on a shared cluster. None (anonymous) without a prefix."""
+    return f"{prefix}/{role}" if prefix else None
+
+
+def make_rollout_actor(cfg: Config, model_path: str, index: int, prefix: str | None = None):
     r = cfg.rollout
     actor_cls = ray.remote(RolloutWorker).options(
-        name=None,
+        name=actor_name(prefix, f"rollout-{index}"),
         num_cpus=r.cpus_per_actor,
         num_gpus=r.gpus_per_actor,
         resources=dict(r.resources) or None,
@@ -52,11 +58,13 @@ def make_rollout_actor(cfg: Config, model_path: str, index: int):
     )
 
 
-def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: dict[str, dict] | None = None):
+def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: dict[str, dict] | None = None,
+                     prefix: str | None = None):
     """`instructions`: prompt text → its IFEval instructions (JSON form), for the verifier
     judge and the pass rate of fresh samples."""
     j = cfg.judge
     actor_cls = ray.remote(JudgeWorker).options(
+        name=actor_name(prefix, f"judge-{index}"),
         num_cpus=j.cpus_per_actor,
         num_gpus=j.gpus_per_actor,
         resources=dict(j.resources) or None,
@@ -95,7 +103,7 @@ def _rendezvous() -> tuple[str, int]:
     return ray.util.get_node_ip_address(), port
 
 
-def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600):
+def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600, prefix: str | None = None):
     l = cfg.learner
     bundle = {"CPU": l.cpus_per_rank, **({"GPU": l.gpus_per_rank} if l.gpus_per_rank else {}), **l.resources}
     bundles = [dict(bundle) for _ in range(l.num_ranks)]
@@ -118,6 +126,7 @@ def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600):
     ranks = []
     for rank in range(l.num_ranks):
         actor_cls = ray.remote(LearnerRank).options(
+            name=actor_name(prefix, f"learner-{rank}"),
             num_cpus=l.cpus_per_rank,
             num_gpus=l.gpus_per_rank,
             resources=dict(l.resources) or None,

@@ -82,6 +82,18 @@ def test_run_finishes_with_every_prompt_accounted_for(finished_run):
         assert 0 < r["push_bytes"] < 200_000
 
 
+def test_actors_are_named_by_run_and_role(finished_run):
+    import ray
+
+    pipeline, _, run_dir = finished_run
+    prefix = pipeline.actor_prefix
+    assert prefix.startswith(run_dir.name + "-")
+    for role, handle in [("rollout-0", pipeline.engines[0].handle), ("judge-0", pipeline.judges[0]),
+                         ("learner-0", pipeline.ranks[0]), ("learner-1", pipeline.ranks[1])]:
+        found = ray.get_actor(f"{prefix}/{role}")
+        assert found._actor_id == handle._actor_id, role
+
+
 def test_pairs_flowed_with_valid_strengths(finished_run):
     from cluster.records import validate_pair_batch
 
