@@ -22,6 +22,8 @@ import json
 import statistics
 import time
 
+import numpy as np
+
 from cluster.env import apply_runtime_env
 
 apply_runtime_env()
@@ -68,8 +70,8 @@ def main() -> None:
     from actors.rollout import RolloutWorker
     from cluster.models import resolve_model_path
     from cluster.ray_setup import init_ray
-    from learner.policy import build_policy, lora_factors, merged_state_dict
-    from learner.weight_payload import adapter_payload, full_payload, payload_bytes
+    from learner.policy import build_policy, merged_state_dict
+    from learner.weight_payload import payload_bytes, policy_payload
 
     model = str(resolve_model_path(args.model))
     torch.manual_seed(0)
@@ -85,12 +87,8 @@ def main() -> None:
                                                                   max_tokens=16, max_model_len=256)
     ray.get(engine.info.remote())
 
-    def export_full():
-        payload = full_payload(merged_state_dict(lm))
-        return ray.put(payload), payload_bytes(payload)
-
-    def export_adapter():
-        payload = adapter_payload(lora_factors(lm))
+    def export(kind):  # what LearnerRank.export_weights does on rank 0
+        payload = policy_payload(lm, kind)
         return ray.put(payload), payload_bytes(payload)
 
     def export_safetensors():
@@ -98,14 +96,12 @@ def main() -> None:
         return ray.put(blob), len(blob)
 
     results = {
-        "full": time_push(engine, export_full, args.repeats, 1),
-        "adapter": time_push(engine, export_adapter, args.repeats, 100),
+        "full": time_push(engine, lambda: export("full"), args.repeats, 1),
+        "adapter": time_push(engine, lambda: export("adapter"), args.repeats, 100),
         "safetensors": time_push(engine, export_safetensors, args.repeats, 200),
     }
     state = merged_state_dict(lm)
     blob = save(state)
-    import numpy as np
-
     # Two floors: a copy into fresh memory (what any transfer pays: the destination's pages are
     # new) and a copy into memory already touched (bare memory bandwidth, the stricter one).
     memcpy = median_time(lambda: bytearray(blob), args.repeats)

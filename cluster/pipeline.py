@@ -107,6 +107,7 @@ class Pipeline:
         # Actors are named `<run folder>-<4 hex>/<role>-<i>` (e.g. default-3f2a/rollout-0): readable in
         # the dashboard, unique per start so a resumed run never waits for the old names to free.
         self.actor_prefix = f"{Path(run_dir).name}-{uuid.uuid4().hex[:4]}"
+        self.driver_versions = installed()  # every actor's node must run these (cluster/versions.py)
         self.previous_iteration_pairs: pa.Table | None = None  # DNO replay
         self.current_iteration_pairs: list[pa.Table] = []
         self.probe: pa.Table | None = None  # a fixed batch: its loss is logged every probe_every steps
@@ -131,9 +132,9 @@ class Pipeline:
             self.judge_load.append(0)
         self.ranks, self.learner_pg = make_learner_group(cfg, self.model_path, prefix=self.actor_prefix)
         # Judges and ranks: wait here (a bad model or config fails before any sampling).
-        infos = ray.get([j.info.remote() for j in self.judges] + [r.info.remote() for r in self.ranks])
-        names = [f"judge-{i}" for i in range(len(self.judges))] + [f"learner-{i}" for i in range(len(self.ranks))]
-        check_versions(installed(), {name: info["versions"] for name, info in zip(names, infos)})
+        roles = self._judge_and_learner_roles()
+        infos = ray.get([handle.info.remote() for _, handle in roles])
+        check_versions(self.driver_versions, {name: info["versions"] for (name, _), info in zip(roles, infos)})
         payload = resolve_payload(cfg.weight_sync.payload, cfg.learner.lora.enabled)
         method = resolve_method(cfg.weight_sync.method, cfg.learner.gpus_per_rank, payload)
         if self.resume_from is not None:
@@ -161,7 +162,7 @@ class Pipeline:
         refs = [r for r, f in self.inflight.items() if f.kind == "ready"]
         for ref in refs:
             flight = self.inflight.pop(ref)
-            check_versions(installed(), {flight.engine.name: ray.get(ref)["versions"]})
+            check_versions(self.driver_versions, {flight.engine.name: ray.get(ref)["versions"]})
             flight.engine.ready = True
 
     def _live_engines(self) -> list[Engine]:
@@ -241,7 +242,7 @@ class Pipeline:
 
     def _on_ready(self, ref, flight: Inflight) -> None:
         try:
-            check_versions(installed(), {flight.engine.name: ray.get(ref)["versions"]})
+            check_versions(self.driver_versions, {flight.engine.name: ray.get(ref)["versions"]})
         except ray.exceptions.RayError as err:
             log.error("rollout actor %s failed to start: %s", flight.engine.name, err)
             self.engines.remove(flight.engine)
@@ -594,11 +595,14 @@ class Pipeline:
         log.info("checkpoint %s written in %.1fs%s", path, time.perf_counter() - start, " (final)" if final else "")
         return path
 
+    def _judge_and_learner_roles(self) -> list[tuple[str, Any]]:
+        """(role, handle) of the judges and learner ranks, named as their actors are (cluster.pools)."""
+        return ([(f"judge-{i}", j) for i, j in enumerate(self.judges)]
+                + [(f"learner-{i}", r) for i, r in enumerate(self.ranks)])
+
     def _memory_report(self) -> None:
         """Peak RSS of every process of the run, against the model's bytes: memory.json."""
-        roles = [(e.name, e.handle) for e in self._live_engines()]
-        roles += [(f"judge-{i}", j) for i, j in enumerate(self.judges)]
-        roles += [(f"learner-{i}", r) for i, r in enumerate(self.ranks)]
+        roles = [(e.name, e.handle) for e in self._live_engines()] + self._judge_and_learner_roles()
         peaks = {"driver": peak_rss_bytes()}
         for name, handle in roles:
             try:

@@ -22,10 +22,8 @@ def ray_address(configured: str | None) -> str | None:
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard_host: str = "127.0.0.1",
-             dashboard_port: int = 8265, worker_logs: bool = True, node_ip_address: str | None = None):
-    """`worker_logs`: stream every worker's stdout/stderr to this console (Ray's log_to_driver).
-    `node_ip_address`: this driver's address when joining a cluster whose nodes bind to it
-    (127.0.0.1 for a simulated multi-node cluster; Ray would otherwise pick the host's IP)."""
+             dashboard_port: int = 8265, worker_logs: bool = True):
+    """`worker_logs`: stream every worker's stdout/stderr to this console (Ray's log_to_driver)."""
     import ray
 
     env = apply_runtime_env()
@@ -45,7 +43,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard_
         ray.init(address=target, log_to_driver=worker_logs)
     elif target:
         log.info("joining Ray cluster at %s", target)
-        ray.init(address=target, runtime_env=worker_env, log_to_driver=worker_logs, _node_ip_address=node_ip_address)
+        ray.init(address=target, runtime_env=worker_env, log_to_driver=worker_logs)
     else:
         cpus = num_cpus or max(os.cpu_count() or 1, 4)
         log.info("starting a local Ray cluster (%d CPUs, dashboard on %s)", cpus, dashboard_host)

@@ -24,7 +24,7 @@ from learner.losses import (
     hard_labels, length_normalized, pair_loss, preference_diagnostics, preference_margin, reward_metrics, rpo_nll,
     uses_length_normalization,
 )
-from learner.policy import build_policy, lora_factors, merged_state_dict
+from learner.policy import build_policy, merged_state_dict
 from learner.spo import degrade, spo_degree_loss
 
 
@@ -206,18 +206,15 @@ class LearnerRank:
         (ZeRO-3 gathers); one copy, into the store, inside the gather."""
         import ray
 
-        from learner.weight_payload import ADAPTER, adapter_payload, full_payload, payload_bytes
+        from learner.weight_payload import payload_bytes, policy_payload
 
         start = time.perf_counter()
         with self._gathered():
             if self.rank != 0:
                 return None
-            if payload == ADAPTER:
-                out = adapter_payload(lora_factors(self.engine.module.lm))
-            else:
-                out = full_payload(merged_state_dict(self.engine.module.lm))
+            out = policy_payload(self.engine.module.lm, payload)
             ref = ray.put(out)
-        return {"ref": [ref], "kind": out["kind"], "bytes": payload_bytes(out), "export_s": time.perf_counter() - start}
+        return {"ref": [ref], "bytes": payload_bytes(out), "export_s": time.perf_counter() - start}
 
     def free_port(self) -> tuple[str, int]:
         """This node's address and a free port, for the weight group's TCP store."""
