@@ -10,56 +10,49 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import ray
+import torch
+from safetensors.torch import load_file, save
 
-from cluster.env import apply_runtime_env, peak_rss_bytes
-from cluster.records import rollout_batch
-from cluster.versions import installed
+from core.config import ModelConfig, RolloutConfig
+from core.env import apply_runtime_env, peak_rss_bytes
+from core.records import rollout_batch
+from core.versions import installed
+from core.weight_payload import ADAPTER, adapter_factors, full_state, payload_bytes
 
 EXTENSION = "actors.weight_receiver.WeightReceiver"
 
 
 class RolloutWorker:
-    def __init__(
-        self,
-        model_path: str,
-        k: int,
-        temperature: float,
-        top_p: float,
-        max_tokens: int,
-        seed: int = 0,
-        name: str = "rollout-0",
-        kv_cache_gib: float = 1.0,
-        gpu_memory_utilization: float = 0.85,
-        tensor_parallel_size: int = 1,
-        enforce_eager: bool = True,
-        max_model_len: int = 1024,
-        dtype: str = "float32",
-    ):
+    def __init__(self, model_path: str, rollout: RolloutConfig, model: ModelConfig | None = None, seed: int = 0,
+                 name: str = "rollout-0"):
+        """`rollout`: sampling (k, temperature, top_p, max_tokens) and the engine's memory;
+        `model`: dtype and the prompt budget, which with max_tokens bounds the engine's context."""
+        model = model or ModelConfig()
         apply_runtime_env()
         # One engine per actor, in-process: no extra engine-core process inside the Ray worker
         # (fewer processes on small machines, direct collective_rpc).
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
-        self.name, self.k, self.seed = name, k, seed
-        self.sampling = dict(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+        self.name, self.k, self.seed = name, rollout.k, seed
+        self.sampling = dict(temperature=rollout.temperature, top_p=rollout.top_p, max_tokens=rollout.max_tokens)
         kwargs: dict[str, Any] = {}
-        import torch
-
         if torch.cuda.is_available():
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-            kwargs["tensor_parallel_size"] = tensor_parallel_size
+            kwargs["gpu_memory_utilization"] = rollout.gpu_memory_utilization
+            kwargs["tensor_parallel_size"] = rollout.tensor_parallel_size
         else:
-            kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
+            kwargs["kv_cache_memory_bytes"] = int(rollout.kv_cache_gib * (1 << 30))
         self.llm = LLM(
             model=model_path,
-            dtype=dtype,
+            dtype=model.dtype,
             seed=seed,
-            enforce_eager=enforce_eager,
-            max_model_len=max_model_len,
+            enforce_eager=rollout.enforce_eager,
+            max_model_len=model.max_prompt_tokens + rollout.max_tokens + 8,  # +8: the chat template's tail
             worker_extension_cls=EXTENSION,
             enable_prefix_caching=True,
             **kwargs,
@@ -74,14 +67,10 @@ class RolloutWorker:
 
     # -- weights -----------------------------------------------------------------------
     def update_weights(self, payload: bytes | dict | list, version: int) -> dict[str, float]:
-        """Load new policy weights and stamp `version`. `payload`: a `learner.weight_payload`
+        """Load new policy weights and stamp `version`. `payload`: a `core.weight_payload`
         dict (full weights or LoRA factors) or safetensors bytes of a full state dict; passed
         as [ref] so Ray hands over the reference, not an inline copy."""
-        from learner.weight_payload import ADAPTER, adapter_factors, full_state, payload_bytes
-
         if isinstance(payload, list):
-            import ray
-
             payload = ray.get(payload[0])
         start = time.perf_counter()
         if isinstance(payload, bytes):
@@ -100,16 +89,12 @@ class RolloutWorker:
     def load_checkpoint(self, hf_folder: str, version: int = -1) -> dict[str, float]:
         """Load the weights of an HF checkpoint folder (evaluation swaps policies this way,
         reusing one engine). The folder must be readable from this actor's node."""
-        from pathlib import Path
-
         files = sorted(Path(hf_folder).glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(f"no *.safetensors in {hf_folder}")
         if len(files) == 1:
             return self.update_weights(files[0].read_bytes(), version)
         # Shards may split a fused group (q/k/v): reload them as one state dict.
-        from safetensors.torch import load_file, save
-
         state = {}
         for f in files:
             state.update(load_file(str(f)))

@@ -34,7 +34,7 @@ class WeightReceiver:
         """Set every adapted weight to W0 + s·B·A, W0 read from the engine's own model folder
         (the SFT weights: LoRA never changes them). Whole fused groups are reloaded, so the
         unadapted members of a group go back in as W0. Returns the number of tensors reloaded."""
-        from learner.weight_payload import merge_deltas, with_fused_siblings
+        from core.weight_payload import merge_deltas, with_fused_siblings
 
         model = self.model_runner.get_model()
         names = with_fused_siblings(sorted(factors), getattr(model, "packed_modules_mapping", {}))
@@ -95,14 +95,14 @@ class WeightReceiver:
 
     # -- broadcast path: a process group of its own between learner rank 0 and each engine.
     def join_weight_group(self, host: str, port: int, rank: int, world_size: int, backend: str) -> bool:
-        from learner.weight_group import join_group
+        from core.weight_group import join_group
 
         self._osp_group = join_group(host, port, rank, world_size, backend, device=self._osp_device())
         return True
 
     def receive_broadcast(self, spec: list[tuple[str, str, list[int]]]) -> int:
         """Receive tensors named in `spec` (name, dtype, shape) from rank 0, in order, then reload."""
-        from learner.weight_group import receive_tensors
+        from core.weight_group import receive_tensors
 
         state = receive_tensors(self._osp_group, spec, device=self._osp_device())
         self.reload_weights(weights_iterator=list(state.items()))

@@ -25,7 +25,7 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 def measure(mode: str, model: str, adapter: str) -> dict:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    from cluster.env import apply_runtime_env
+    from core.env import apply_runtime_env
 
     apply_runtime_env()
     from transformers import AutoTokenizer
@@ -74,12 +74,12 @@ def main() -> None:
     import torch
 
     from cluster.models import resolve_model_path
+    from core.config import LoraConfig
     from learner.policy import build_policy
 
     model = str(resolve_model_path(args.model))
     torch.manual_seed(0)
-    lm = build_policy(model, "float32", {"enabled": True, "r": 8, "alpha": 16, "dropout": 0.0,
-                                          "target_modules": TARGETS}).lm
+    lm = build_policy(model, "float32", LoraConfig(r=8, alpha=16, target_modules=TARGETS)).lm
     with torch.no_grad():
         for name, p in lm.named_parameters():
             if "lora_B" in name:

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cluster.env import apply_runtime_env
+from core.env import apply_runtime_env
 
 apply_runtime_env()
 
@@ -87,7 +87,7 @@ class SelfJudgeReward:
     def __init__(self, model: str):
         from judge.judge_actor import JudgeWorker
 
-        self.judge = JudgeWorker(model, threads=None)
+        self.judge = JudgeWorker(model)
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
         b = len(prompts) // 2

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster.env import apply_runtime_env  # noqa: E402
+from core.env import apply_runtime_env  # noqa: E402
 
 apply_runtime_env()
 
@@ -39,15 +39,17 @@ def main() -> None:
     from cluster.models import resolve_model_path
     from cluster.prompts import SHIPPED_TRAIN, load_prompts
     from cluster.ray_setup import init_ray
+    from core.config import ModelConfig, RolloutConfig
 
     model = str(resolve_model_path(args.model))
     prompts = load_prompts(SHIPPED_TRAIN, AutoTokenizer.from_pretrained(model), 128, "error", args.prompts)
     batch = [{"prompt_id": p.prompt_id, "prompt_index": i, "prompt_text": p.text, "prompt_tokens": list(p.tokens)}
              for i, p in enumerate(prompts)]
-    sampling = dict(temperature=0.8, top_p=0.95, max_tokens=args.max_tokens)
+    rollout = RolloutConfig(k=args.k, temperature=0.8, top_p=0.95, max_tokens=args.max_tokens)
 
     init_ray(None, num_cpus=2)
-    actor = ray.remote(RolloutWorker).options(num_cpus=1).remote(model, k=args.k, max_model_len=256, **sampling)
+    actor = ray.remote(RolloutWorker).options(num_cpus=1).remote(
+        model, rollout, ModelConfig(max_prompt_tokens=256 - args.max_tokens - 8))
     ray.get(actor.generate.remote(batch[:2]))  # warm-up
     tokens, elapsed = 0, 0.0
     for _ in range(args.rounds):
@@ -67,7 +69,8 @@ def main() -> None:
     llm = LLM(model=model, dtype="float32", enforce_eager=True, max_model_len=256,
               kv_cache_memory_bytes=1 << 30, seed=0)
     requests = [TokensPrompt(prompt_token_ids=list(p.tokens)) for p in prompts]
-    params = SamplingParams(n=args.k, seed=0, **sampling)
+    params = SamplingParams(n=args.k, seed=0, temperature=rollout.temperature, top_p=rollout.top_p,
+                            max_tokens=rollout.max_tokens)
     llm.generate(requests[:2], params, use_tqdm=False)
     tokens, elapsed = 0, 0.0
     for _ in range(args.rounds):

@@ -3,7 +3,7 @@
     .venv/bin/python bench/weight_push.py [--model PATH] [--repeats 5] [--json OUT]
 
 The push a run makes every `sync_every` steps, timed from the learner's weights to an engine
-sampling with them: export (merge + `ray.put` of a `learner.weight_payload` dict) and a vLLM
+sampling with them: export (merge + `ray.put` of a `core.weight_payload` dict) and a vLLM
 rollout actor loading it (fetch from the object store, `reload_weights` with CPU repacking,
 prefix-cache reset). Three payloads, one engine, one after the other:
 - `full` — the merged state dict as numpy arrays (what a run without LoRA pushes);
@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from cluster.env import apply_runtime_env
+from core.env import apply_runtime_env
 
 apply_runtime_env()
 
@@ -70,21 +70,20 @@ def main() -> None:
     from actors.rollout import RolloutWorker
     from cluster.models import resolve_model_path
     from cluster.ray_setup import init_ray
-    from learner.policy import build_policy, merged_state_dict
-    from learner.weight_payload import payload_bytes, policy_payload
+    from core.config import LoraConfig, ModelConfig, RolloutConfig
+    from core.weight_payload import payload_bytes
+    from learner.policy import build_policy, merged_state_dict, policy_payload
 
     model = str(resolve_model_path(args.model))
     torch.manual_seed(0)
-    lora = {"enabled": True, "r": 8, "alpha": 16, "dropout": 0.0,
-            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
-    lm = build_policy(model, "float32", lora).lm
+    lm = build_policy(model, "float32", LoraConfig(r=8, alpha=16)).lm  # every projection, as the default run
     with torch.no_grad():
         for name, p in lm.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.01)
     init_ray(None, num_cpus=2)
-    engine = ray.remote(RolloutWorker).options(num_cpus=1).remote(model, k=2, temperature=0.8, top_p=1.0,
-                                                                  max_tokens=16, max_model_len=256)
+    engine = ray.remote(RolloutWorker).options(num_cpus=1).remote(
+        model, RolloutConfig(k=2, temperature=0.8, top_p=1.0, max_tokens=16), ModelConfig(max_prompt_tokens=232))
     ray.get(engine.info.remote())
 
     def export(kind):  # what LearnerRank.export_weights does on rank 0

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cluster.records import PAIR_SCHEMA
+from core.records import PAIR_SCHEMA
 
 
 class PairBuffer:
@@ -31,9 +31,6 @@ class PairBuffer:
 
     def __len__(self) -> int:
         return self.size
-
-    def free(self) -> int:
-        return max(0, self.max_pairs - self.size)
 
     def put(self, table: pa.Table) -> None:
         if table is None or table.num_rows == 0:
@@ -82,9 +79,3 @@ class PairBuffer:
                 need = 0
         self.size -= n
         return pa.concat_tables(out).combine_chunks() if len(out) > 1 else out[0]
-
-    def pending_prompt_indices(self) -> list[int]:
-        return sorted({i for t in self.tables for i in t["prompt_index"].to_pylist()})
-
-    def snapshot(self) -> pa.Table:
-        return pa.concat_tables(list(self.tables)) if self.tables else PAIR_SCHEMA.empty_table()

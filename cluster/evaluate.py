@@ -21,7 +21,6 @@ Results: <out>/eval.json, <out>/eval.md and <out>/eval.png (win rate and loss ov
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import random
@@ -29,9 +28,23 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cluster.env import apply_runtime_env
+from core.env import apply_runtime_env
 
-apply_runtime_env()
+apply_runtime_env()  # before Ray, vLLM and transformers read the environment at import
+
+import ray  # noqa: E402
+import yaml  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
+from actors.rollout import RolloutWorker  # noqa: E402
+from cluster import instruction_eval  # noqa: E402
+from cluster.eval_report import write_report  # noqa: E402
+from cluster.models import resolve_model_path  # noqa: E402
+from cluster.progress import setup_logging  # noqa: E402
+from cluster.prompts import SHIPPED_EVAL, PromptFileError, load_prompts  # noqa: E402
+from cluster.ray_setup import init_ray  # noqa: E402
+from core.config import ModelConfig, RolloutConfig  # noqa: E402
+from judge.scorers import make_scorer  # noqa: E402
 
 log = logging.getLogger("osp")
 
@@ -79,8 +92,6 @@ def summarise(scorer: str, strengths: list[float], seed: int = 0) -> Outcome:
 
 
 def _answers(engine, prompts, max_tokens: int, temperature: float, seed: int) -> list[dict]:
-    import ray
-
     return ray.get(engine.complete.remote([list(p.tokens) for p in prompts], max_tokens, temperature, seed))
 
 
@@ -89,17 +100,11 @@ def evaluate(checkpoints: list[Path], sft_path: str, prompts, scorer_specs: list
     """Evaluate each checkpoint's hf/ folder against the baseline (the SFT model unless
     `baseline` names another checkpoint); one result dict each. The SFT model stays the
     self-judge either way."""
-    import ray
-
-    from actors.rollout import RolloutWorker
-    from cluster import instruction_eval
-    from judge.scorers import make_scorer
-
     # Nothing else runs during an evaluation: the engine may use every core it is given.
     engine = ray.remote(RolloutWorker).options(
         num_cpus=cpus, runtime_env={"env_vars": {"OMP_NUM_THREADS": str(int(cpus))}}).remote(
-        sft_path, k=1, temperature=1.0, top_p=1.0, max_tokens=max_tokens, seed=seed, name="eval",
-        max_model_len=max(len(p.tokens) for p in prompts) + max_tokens + 8)
+        sft_path, RolloutConfig(k=1, temperature=1.0, top_p=1.0, max_tokens=max_tokens),
+        ModelConfig(max_prompt_tokens=max(len(p.tokens) for p in prompts)), seed=seed, name="eval")
     try:
         if baseline is not None:
             ray.get(engine.load_checkpoint.remote(str(baseline)))
@@ -162,120 +167,7 @@ def run_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p / "hf" for p in run_dir.glob("ckpt-*") if (p / "hf").is_dir())
 
 
-def step_of(checkpoint: Path) -> int | None:
-    name = checkpoint.parent.name if checkpoint.name == "hf" else checkpoint.name
-    return int(name.split("-")[1]) if name.startswith("ckpt-") else None
-
-
-def write_report(results: list[dict], out: Path, metrics: Path | None) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(results, indent=1))
-    lines = ["| checkpoint | vs | scorer | win | tie | loss | win rate (95% CI) | mean tokens policy / baseline |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        for o in r["outcomes"]:
-            lines.append(
-                f"| {r['checkpoint']} | {r['baseline']} | {o['scorer']} | {o['wins']} | {o['ties']} | {o['losses']} | "
-                f"{o['win_rate']:.3f} ({o['ci_low']:.3f}–{o['ci_high']:.3f}) | "
-                f"{r['mean_tokens_policy']:.1f} / {r['mean_tokens_baseline']:.1f} |"
-            )
-    if results and "ifeval" in results[0]:
-        lines += ["", *ifeval_table(results)]
-    (out / "eval.md").write_text("\n".join(lines) + "\n")
-    plot(results, metrics, out / "eval.png")
-
-
-def _ci(m: dict, signed: bool = False) -> str:
-    f = "{:+.3f}" if signed else "{:.3f}"
-    return f"{f.format(m['value'])} ({f.format(m['ci_low'])} to {f.format(m['ci_high'])})"
-
-
-def ifeval_table(results: list[dict]) -> list[str]:
-    """Markdown: IFEval accuracy of the baseline and each checkpoint, gains, per-kind rates."""
-    base = results[0]["ifeval_baseline"]
-    lines = ["Held-out IFEval accuracy (95% bootstrap CI over prompts):", "",
-             "| answers | prompt strict | prompt loose | instruction strict | instruction loose | truncated |",
-             "|---|---|---|---|---|---|"]
-    rows = [(results[0]["baseline"], base["accuracy"], results[0]["truncated_baseline"])]
-    rows += [(r["checkpoint"], r["ifeval"]["accuracy"], r["truncated_policy"]) for r in results]
-    for name, acc, trunc in rows:
-        lines.append(f"| {name} | " + " | ".join(_ci(acc[m]) for m in ("prompt_strict", "prompt_loose",
-                     "instruction_strict", "instruction_loose")) + f" | {trunc:.2f} |")
-    lines += ["", f"Gain over {results[0]['baseline']} (paired bootstrap):", "",
-              "| checkpoint | prompt strict | instruction strict |", "|---|---|---|"]
-    for r in results:
-        g = r["ifeval"]["gain"]
-        lines.append(f"| {r['checkpoint']} | {_ci(g['prompt_strict'], True)} | {_ci(g['instruction_strict'], True)} |")
-    last = results[-1]
-    lines += ["", f"Per instruction kind (strict pass rate), {results[0]['baseline']} vs {last['checkpoint']}:", "",
-              "| kind | n | baseline | checkpoint | difference |", "|---|---|---|---|---|"]
-    for kind, b in base["per_kind"].items():
-        c = last["ifeval"]["per_kind"][kind]
-        lines.append(f"| {kind} | {b['n']} | {b['strict']:.3f} | {c['strict']:.3f} | {c['strict'] - b['strict']:+.3f} |")
-    return lines
-
-
-def _by_run(results: list[dict]) -> dict[str, list[dict]]:
-    """Results grouped by run folder (the parent of ckpt-N), each group in step order."""
-    groups: dict[str, list[dict]] = {}
-    for r in sorted(results, key=lambda r: step_of(Path(r["checkpoint"])) or 0):
-        path = Path(r["checkpoint"])
-        ckpt = path.parent if path.name == "hf" else path
-        groups.setdefault(ckpt.parent.name if ckpt.name.startswith("ckpt-") else ckpt.name, []).append(r)
-    return groups
-
-
-def plot(results: list[dict], metrics: Path | None, target: Path) -> None:
-    """Win rate (with CI) per scorer against the checkpoint's step; loss over training."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with_ifeval = bool(results) and "ifeval" in results[0]
-    fig, axes = plt.subplots(1, 3 if with_ifeval else 2, figsize=(16 if with_ifeval else 11, 4))
-    left, right = axes[0], axes[-1]
-    runs = _by_run(results)  # one line per run: checkpoints of several runs may be evaluated together
-    for run, members in runs.items():
-        suffix = f" {run}" if len(runs) > 1 else ""
-        if with_ifeval:  # held-out accuracy against step, the baseline at step 0
-            points = [(0, members[0]["ifeval_baseline"]["accuracy"])]
-            points += [(step_of(Path(r["checkpoint"])) or 0, r["ifeval"]["accuracy"]) for r in members]
-            for metric in ("prompt_strict",) if len(runs) > 1 else ("prompt_strict", "instruction_strict"):
-                ms = [a[metric] for _, a in points]
-                axes[1].errorbar([x for x, _ in points], [m["value"] for m in ms], capsize=3, marker="o",
-                                 label=metric + suffix,
-                                 yerr=[[m["value"] - m["ci_low"] for m in ms], [m["ci_high"] - m["value"] for m in ms]])
-        scorers = sorted({o["scorer"] for r in members for o in r["outcomes"]})
-        for name in scorers:
-            points = [(step_of(Path(r["checkpoint"])) or 0, o) for r in members for o in r["outcomes"] if o["scorer"] == name]
-            xs = [x for x, _ in points]
-            ys = [o["win_rate"] for _, o in points]
-            err = [[o["win_rate"] - o["ci_low"] for _, o in points], [o["ci_high"] - o["win_rate"] for _, o in points]]
-            left.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name + suffix)
-    if with_ifeval:
-        axes[1].set(title="held-out IFEval accuracy (95% CI)", xlabel="learner step", ylabel="accuracy", ylim=(0, 1))
-        axes[1].legend(fontsize="small")
-    left.axhline(0.5, color="grey", lw=0.8, ls="--")
-    vs = results[0]["baseline"] if results else "sft"
-    left.set(title=f"win rate vs {vs} (95% bootstrap CI)", xlabel="learner step", ylabel="win rate", ylim=(0, 1))
-    left.legend(fontsize="small")
-    if metrics is not None and metrics.exists():
-        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        right.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="loss (batch)")
-        probe = [(r["step"], r["loss/probe"]) for r in rows if "loss/probe" in r]
-        if probe:
-            right.plot(*zip(*probe), marker=".", label="loss (fixed probe batch)")
-        right.legend()
-    right.set(title="training loss", xlabel="learner step")
-    fig.tight_layout()
-    fig.savefig(target, dpi=100)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from cluster.progress import setup_logging
-
     setup_logging()
     parser = argparse.ArgumentParser(prog="python -m cluster.evaluate", description=__doc__.splitlines()[0])
     what = parser.add_mutually_exclusive_group(required=True)
@@ -297,13 +189,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus", type=int, default=None, help="threads for the answering engine (default: all cores)")
     parser.add_argument("--out", default=None, help="output folder (default: <run>/eval or ./eval)")
     args = parser.parse_args(argv)
-
-    import yaml
-    from transformers import AutoTokenizer
-
-    from cluster.models import resolve_model_path
-    from cluster.prompts import SHIPPED_EVAL, PromptFileError, load_prompts
-    from cluster.ray_setup import init_ray
 
     run_dir = Path(args.run) if args.run else None
     run_cfg = {}

@@ -6,8 +6,13 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
+
+from ray.util.metrics import Gauge
+
+from core.env import peak_rss_bytes
 
 log = logging.getLogger("osp")
 
@@ -16,9 +21,6 @@ class RayGauges:
     """Every metric as a Ray gauge `osp_<name>` (shown by the Ray dashboard's metrics view)."""
 
     def __init__(self, run_name: str):
-        from ray.util.metrics import Gauge
-
-        self._gauge_cls = Gauge
         self.gauges: dict[str, Any] = {}
         self.tags = {"run": run_name}
 
@@ -28,7 +30,7 @@ class RayGauges:
                 continue
             name = "osp_" + "".join(c if c.isalnum() else "_" for c in key)
             if name not in self.gauges:
-                self.gauges[name] = self._gauge_cls(name, description=f"osp {key}", tag_keys=("run",))
+                self.gauges[name] = Gauge(name, description=f"osp {key}", tag_keys=("run",))
             self.gauges[name].set(float(value), tags=self.tags)
 
 
@@ -104,3 +106,119 @@ def format_line(step: int, max_steps: int, m: dict[str, Any]) -> str:
            if "samples/verifier_pass" in m else "")
         + (f" trunc {f('samples/truncated', '{:.2f}')}" if "samples/truncated" in m else "")
     )
+
+
+# What a judge call reports (judge/judge_actor.py), summed over the window.
+JUDGE_COUNTS = ("responses", "truncated", "verifier_checked", "verifier_passed", "pairs_judged", "ties",
+                "pairs_with_truncated", "position_gap_sum", "position_gap_count")
+
+
+class StepWindow:
+    """Counters of the interval since the last learner step, turned into per-step rates and
+    shares when the step ends."""
+
+    def __init__(self):
+        # (passed, checked) of the last 5 steps' windows: one step sees only a few samples, too
+        # few for the pass rate to show a trend by itself.
+        self.recent_pass: deque[tuple[float, float]] = deque(maxlen=5)
+        self.reset()
+
+    def reset(self) -> None:
+        self.start = time.perf_counter()
+        self.counts = dict.fromkeys(("tokens", "pairs", "rollout_s", "rollouts", "judge_s", "judged", *JUDGE_COUNTS), 0.0)
+
+    def rollout(self, tokens: int, seconds: float) -> None:
+        self.counts["tokens"] += tokens
+        self.counts["rollout_s"] += seconds
+        self.counts["rollouts"] += 1
+
+    def judged(self, stats: dict[str, float]) -> None:
+        self.counts["judge_s"] += stats["judge_s"]
+        self.counts["judged"] += 1
+        for key in JUDGE_COUNTS:
+            self.counts[key] += stats.get(key, 0.0)
+
+    def trained(self, pairs: int) -> None:
+        self.counts["pairs"] += pairs
+
+    def close(self) -> tuple[dict[str, float], int]:
+        """The window's metrics and the tokens it generated; starts the next window."""
+        w = self.counts
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        out = {"pairs_per_s": w["pairs"] / elapsed, "rollout_tokens_per_s": w["tokens"] / elapsed}
+        # Where the time goes: mean latency of a rollout call and of a judge call.
+        if w["rollouts"]:
+            out["rollout/batch_s"] = w["rollout_s"] / w["rollouts"]
+        if w["judged"]:
+            out["judge/batch_s"] = w["judge_s"] / w["judged"]
+        # What the fresh samples judged since the last step are like.
+        if w["responses"]:
+            out["samples/truncated"] = w["truncated"] / w["responses"]
+        if w["verifier_checked"]:
+            out["samples/verifier_pass"] = w["verifier_passed"] / w["verifier_checked"]
+            self.recent_pass.append((w["verifier_passed"], w["verifier_checked"]))
+            out["samples/verifier_pass_last5"] = sum(p for p, _ in self.recent_pass) / sum(c for _, c in self.recent_pass)
+        # Shares of the judged pairs (before judge.drop_ties / judge.truncated=drop filter them).
+        if w["pairs_judged"]:
+            out["judge/tie_share"] = w["ties"] / w["pairs_judged"]
+            out["judge/truncated_pair_share"] = w["pairs_with_truncated"] / w["pairs_judged"]
+        if w["position_gap_count"]:  # an LM judge: |p_ab − (1 − p_ba)|, its position inconsistency
+            out["judge/position_gap"] = w["position_gap_sum"] / w["position_gap_count"]
+        tokens = int(w["tokens"])
+        self.reset()
+        return out, tokens
+
+
+def mean_metrics(results: list[dict[str, float]]) -> dict[str, float]:
+    """The ranks' metrics averaged; a step's time is the slowest rank's."""
+    keys = set().union(*results)
+    out = {}
+    for key in keys:
+        values = [r[key] for r in results if key in r]
+        out[key] = max(values) if key == "step_s" else sum(values) / len(values)
+    return out
+
+
+def step_metrics(results: list[dict[str, float]], versions: list[int], step: int, arrow_s: float,
+                 wall: float | None) -> dict[str, float]:
+    """A learner step's metrics: the ranks' own (mean_metrics), how stale its pairs were
+    (in policy versions), and, given the wall time since the previous step ended (`wall`),
+    the learner's duty cycle and the share of it spent on Arrow handling: the driver's
+    take/split/put (`arrow_s`) plus a rank's fetch and conversion."""
+    metrics = mean_metrics(results)
+    ages = [step - 1 - v for v in versions]
+    metrics["staleness/mean"] = sum(ages) / len(ages)
+    metrics["staleness/max"] = float(max(ages))
+    if wall is not None:  # the wait for pairs, the push and checkpoints are all in `wall`
+        metrics["learner/busy"] = min(metrics["step_s"] / wall, 1.0)
+        metrics["arrow/share"] = (arrow_s + metrics.get("arrow/rank_s", 0.0)) / wall
+    metrics["arrow/driver_s"] = arrow_s
+    return metrics
+
+
+def run_metrics(state: Any, buffered: int, rollout_actors: int, epoch: float) -> dict[str, float]:
+    """Where the run stands (`state`: the run state, cluster/checkpoint.RunState)."""
+    return {"buffer/pairs": float(buffered), "run/prompts_done": float(state.prompts_done),
+            "run/pairs_trained": float(state.pairs_trained), "run/pairs_regenerated": float(state.pairs_regenerated),
+            "run/rollout_actors": float(rollout_actors), "run/epoch": epoch}
+
+
+def peak_rss_of(roles: list[tuple[str, Any]]) -> dict[str, int]:
+    """Peak RSS of this process (the driver) and of each (name, actor handle)."""
+    import ray  # lazy: this module is also used where Ray is not running (tests of the window)
+
+    peaks = {"driver": peak_rss_bytes()}
+    for name, handle in roles:
+        try:
+            peaks[name] = ray.get(handle.info.remote(), timeout=30)["peak_rss_bytes"]
+        except Exception as err:  # a report, not a reason to fail the run
+            log.warning("no memory figure from %s: %s", name, str(err).splitlines()[0])
+    return peaks
+
+
+def write_memory_report(run_dir: Path, model_path: str, peaks: dict[str, int]) -> None:
+    """Peak RSS of every process of the run, against the model's bytes: memory.json."""
+    model_bytes = sum(f.stat().st_size for f in Path(model_path).glob("*.safetensors"))
+    (run_dir / "memory.json").write_text(json.dumps({"model_bytes": model_bytes, "peak_rss_bytes": peaks}, indent=1))
+    log.info("peak RSS (model %.2f GB): %s", model_bytes / 1e9,
+             ", ".join(f"{name} {b / 1e9:.2f} GB" for name, b in peaks.items()))

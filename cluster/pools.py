@@ -14,7 +14,8 @@ from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.rollout import RolloutWorker
-from cluster.config import Config
+from core.config import Config
+from core.net import node_address_and_free_port
 from judge.judge_actor import JudgeWorker
 from learner.rank import LearnerRank
 
@@ -41,21 +42,7 @@ def make_rollout_actor(cfg: Config, model_path: str, index: int, prefix: str | N
         max_concurrency=1,
         runtime_env={"env_vars": {"OMP_NUM_THREADS": str(_threads(r.cpus_per_actor))}},
     )
-    return actor_cls.remote(
-        model_path,
-        k=r.k,
-        temperature=r.temperature,
-        top_p=r.top_p,
-        max_tokens=r.max_tokens,
-        seed=cfg.seed,
-        name=f"rollout-{index}",
-        kv_cache_gib=r.kv_cache_gib,
-        gpu_memory_utilization=r.gpu_memory_utilization,
-        tensor_parallel_size=r.tensor_parallel_size,
-        enforce_eager=r.enforce_eager,
-        max_model_len=cfg.model.max_prompt_tokens + r.max_tokens + 8,
-        dtype=cfg.model.dtype,
-    )
+    return actor_cls.remote(model_path, r, cfg.model, seed=cfg.seed, name=f"rollout-{index}")
 
 
 def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: dict[str, dict] | None = None,
@@ -71,36 +58,14 @@ def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: dic
         max_restarts=j.max_restarts,
         max_task_retries=j.max_restarts,
     )
-    return actor_cls.remote(
-        model_path,
-        kind=j.kind,
-        anchor=j.anchor,
-        template=j.template,
-        answer_tokens=list(j.answer_tokens),
-        batch_size=j.batch_size,
-        dtype=cfg.model.dtype,
-        dno_margin=cfg.dno.margin,
-        reference="policy" if cfg.dno.enabled else "sft",
-        anchor_max_tokens=cfg.rollout.max_tokens,
-        threads=_threads(j.cpus_per_actor),
-        instructions=instructions,
-        tau=j.tau,
-        flip_prob=j.flip_prob,
-        seed=cfg.seed,
-        drop_ties=j.drop_ties,
-        truncated=j.truncated,
-    )
+    return actor_cls.remote(model_path, j, cfg.dno, dtype=cfg.model.dtype, anchor_max_tokens=cfg.rollout.max_tokens,
+                            threads=_threads(j.cpus_per_actor), instructions=instructions, seed=cfg.seed)
 
 
 @ray.remote(num_cpus=0)
 def _rendezvous() -> tuple[str, int]:
     """Address and a free port on the node of bundle 0, for the ranks' TCP store."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("", 0))
-        port = s.getsockname()[1]
-    return ray.util.get_node_ip_address(), port
+    return node_address_and_free_port()
 
 
 def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600, prefix: str | None = None):
@@ -117,12 +82,6 @@ def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600, pre
     addr, port = ray.get(
         _rendezvous.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0)).remote()
     )
-    learner = {
-        "lr": l.lr, "weight_decay": l.weight_decay, "pairs_per_step": l.pairs_per_step,
-        "zero_stage": l.zero_stage, "grad_clip": l.grad_clip,
-        "lora": vars(l.lora) | {"target_modules": list(l.lora.target_modules)},
-    }
-    loss = vars(cfg.loss) | {"spo_ratios": list(cfg.loss.spo_ratios)}
     ranks = []
     for rank in range(l.num_ranks):
         actor_cls = ray.remote(LearnerRank).options(
@@ -135,7 +94,7 @@ def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600, pre
             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(_threads(l.cpus_per_rank))}},
         )
         ranks.append(
-            actor_cls.remote(rank, l.num_ranks, addr, port, model_path, learner, loss, cfg.model.dtype, cfg.seed,
+            actor_cls.remote(rank, l.num_ranks, addr, port, model_path, l, cfg.loss, cfg.model.dtype, cfg.seed,
                              _threads(l.cpus_per_rank))
         )
     return ranks, pg

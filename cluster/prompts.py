@@ -42,6 +42,11 @@ class Prompt:
     tokens: tuple[int, ...]
     instructions: Instructions | None = None
 
+    def request(self, index: int) -> dict:
+        """What a rollout actor is sent for this prompt (`index`: its place in the prompt set)."""
+        return {"prompt_id": self.prompt_id, "prompt_index": index, "prompt_text": self.text,
+                "prompt_tokens": self.tokens}
+
 
 def resolve_prompt_file(name: str | Path | None) -> Path:
     """A shipped set's name (see SHIPPED), a path, or None (the shipped training questions)."""

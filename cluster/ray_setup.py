@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 from pathlib import Path
 
-from cluster.env import apply_runtime_env, runtime_env_vars
+from core.env import apply_runtime_env, runtime_env_vars
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+_SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def ray_address(configured: str | None) -> str | None:
@@ -24,9 +28,8 @@ def ray_address(configured: str | None) -> str | None:
 def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard_host: str = "127.0.0.1",
              dashboard_port: int = 8265, worker_logs: bool = True):
     """`worker_logs`: stream every worker's stdout/stderr to this console (Ray's log_to_driver)."""
-    import ray
-
     env = apply_runtime_env()
+    import ray  # lazy: Ray reads the environment (RAY_AUTH_MODE, …) at import, applied just above
     if ray.is_initialized():
         return ray
     # Workers inherit the stack's variables and can import this repo's packages even when it
@@ -46,17 +49,75 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard_
         ray.init(address=target, runtime_env=worker_env, log_to_driver=worker_logs)
     else:
         cpus = num_cpus or max(os.cpu_count() or 1, 4)
-        log.info("starting a local Ray cluster (%d CPUs, dashboard on %s)", cpus, dashboard_host)
-        ray.init(
-            num_cpus=cpus,
-            runtime_env=worker_env,
-            include_dashboard=True,
-            dashboard_host=dashboard_host,  # loopback by default: the dashboard can run jobs
-            dashboard_port=dashboard_port,
-            log_to_driver=worker_logs,
-        )
+        reaped = reap_orphaned_ray_processes()
+        if reaped:
+            log.info("stopped %d Ray processes left by a run that was killed: %s", len(reaped), ", ".join(reaped))
+        log.info("starting a local Ray cluster (%d CPUs, listening on 127.0.0.1 only, dashboard on %s:%d)", cpus,
+                 dashboard_host, dashboard_port)
+        with _loopback_only():
+            ray.init(
+                num_cpus=cpus,
+                runtime_env=worker_env,
+                include_dashboard=True,
+                dashboard_host=dashboard_host,  # loopback by default: the dashboard can run jobs
+                dashboard_port=dashboard_port,
+                log_to_driver=worker_logs,
+                _node_ip_address=LOOPBACK,
+            )
     del env
     return ray
+
+
+@contextlib.contextmanager
+def _loopback_only():
+    """A local cluster whose every server (GCS, raylet, object manager, workers, agents, metrics)
+    listens on 127.0.0.1 only: the node's address must *stay* 127.0.0.1. Ray turns a loopback
+    node address into the host's IP unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (its "no
+    multi-node cluster" mode; ray/_private/services.resolve_ip_for_localhost). Ray reads it at
+    import, so the constant is set too; the variable reaches the processes ray.init starts
+    (and their workers) and is restored here, so nothing else in this process changes."""
+    from ray._private import ray_constants  # no public switch for it
+
+    previous_env = os.environ.get(_SINGLE_NODE_ENV)
+    previous_constant = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_SINGLE_NODE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = previous_constant
+        if previous_env is None:
+            os.environ.pop(_SINGLE_NODE_ENV, None)
+        else:
+            os.environ[_SINGLE_NODE_ENV] = previous_env
+
+
+def reap_orphaned_ray_processes() -> list[str]:
+    """Kill this user's Ray processes whose raylet is gone (what a kill -9 of a driver that
+    started a local cluster leaves: its dashboard and runtime-env agents linger ~60 s holding
+    their ports, and a new cluster's agent then fails to bind). A process named `ray::…` is
+    always a child of its node's raylet; one whose parent is not a raylet is an orphan. Returns
+    the names of the processes killed."""
+    killed = []
+    uid = os.getuid()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if proc.stat().st_uid != uid:
+                continue
+            name = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if not name.startswith("ray::"):
+                continue
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            parent = Path(f"/proc/{ppid}/cmdline").read_bytes() if ppid > 1 else b""
+            if b"raylet" in parent:
+                continue
+            os.kill(int(proc.name), signal.SIGKILL)
+            killed.append(f"{name} (pid {proc.name})")
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
+            continue
+    return killed
 
 
 def link_worker_logs(run_dir: Path) -> Path | None:

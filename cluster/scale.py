@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cluster.env import apply_runtime_env
+from core.env import apply_runtime_env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_runtime_env()
     import ray
 
-    from cluster.pipeline import CONTROL_NAME, CONTROL_NAMESPACE
+    from cluster.engine_pool import CONTROL_NAME, CONTROL_NAMESPACE
 
     if not ray.is_initialized():
         ray.init(address=args.address, namespace=CONTROL_NAMESPACE, log_to_driver=False)

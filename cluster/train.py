@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from cluster.env import apply_runtime_env
+from core.env import apply_runtime_env
 
 apply_runtime_env()  # before vLLM/transformers/Ray are imported anywhere
 
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging()
     args = parse_args(argv)
-    from cluster.pipeline import LearnerFailed
+    from cluster.learner_group import LearnerFailed
     from cluster.prompts import PromptFileError
 
     try:

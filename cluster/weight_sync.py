@@ -2,7 +2,7 @@
 
 Two ways, one interface (`push(version) -> stats`):
 
-- `ObjectStoreSync`: rank 0 `ray.put`s a `learner.weight_payload` dict of numpy arrays once
+- `ObjectStoreSync`: rank 0 `ray.put`s a `core.weight_payload` dict of numpy arrays once
   (one copy, into the store) and every engine reloads from that one object (mapped without a
   copy on a node, one transfer per node across nodes). The payload is the LoRA adapter alone
   when LoRA is on (a few MB; the engine adds it to its SFT weights), else the merged weights. Works for any set of engines, including ones added or
@@ -28,8 +28,8 @@ from typing import Any
 
 import ray
 
-from cluster.env import has_cuda
-from learner.weight_payload import ADAPTER, FULL
+from core.env import has_cuda
+from core.weight_payload import ADAPTER, FULL
 
 
 def resolve_payload(payload: str, lora_enabled: bool) -> str:

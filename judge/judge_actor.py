@@ -17,14 +17,15 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from cluster.env import apply_runtime_env, peak_rss_bytes
-from cluster.records import pair_batch, validate_rollout_batch
-from cluster.versions import installed
+from core.config import DnoConfig, JudgeConfig
+from core.env import apply_runtime_env, peak_rss_bytes
+from core.records import pair_batch, validate_rollout_batch
+from core.versions import installed
 from judge.pairing import JudgedPair, judge_pairs
 from judge.preferences import make_preference
 from judge.strength import JudgeTemplate
 from judge.verifier import parse_instructions, verify
-from learner.logprobs import sequence_logprobs
+from core.logprobs import sequence_logprobs
 
 # What happens to a pair with a response cut at rollout.max_tokens (finish reason "length"):
 # keep: judged as written (TRL's default: no missing-EOS penalty); drop: the pair is not
@@ -37,26 +38,13 @@ class JudgeWorker:
     `model_path` is always loaded: it is the reference (SPCE, DPO) and makes the
     `sft_greedy` anchor, whatever the judge kind."""
 
-    def __init__(
-        self,
-        model_path: str,
-        kind: str = "self",
-        anchor: str = "round_robin",
-        template: str | None = None,
-        answer_tokens: tuple[str, str] | list[str] = ("A", "B"),
-        batch_size: int = 8,
-        dtype: str = "float32",
-        dno_margin: float = 0.0,
-        reference: str = "sft",
-        anchor_max_tokens: int = 32,
-        threads: int | None = None,
-        instructions: dict[str, dict] | None = None,
-        tau: float = 0.25,
-        flip_prob: float = 0.0,
-        seed: int = 0,
-        drop_ties: bool = False,
-        truncated: str = "keep",
-    ):
+    def __init__(self, model_path: str, judge: JudgeConfig | None = None, dno: DnoConfig | None = None, *,
+                 dtype: str = "float32", anchor_max_tokens: int = 32, threads: int | None = None,
+                 instructions: dict[str, dict] | None = None, seed: int = 0):
+        """`judge`: who judges and how (kind, anchor, template, ties, truncation); `dno`: with
+        DNO on, the pair is picked by win rate (above `dno.margin`) and the reference is the
+        sampling policy; `instructions`: prompt text → its IFEval instructions (JSON form)."""
+        judge, dno = judge or JudgeConfig(), dno or DnoConfig()
         apply_runtime_env()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -75,17 +63,17 @@ class JudgeWorker:
         self.instructions = {text: parse_instructions(v["instruction_id_list"], v["kwargs"])
                              for text, v in (instructions or {}).items()}
         self.preference = make_preference(
-            kind, self.model, self.tokenizer, instructions=self.instructions, tau=tau,
-            template=JudgeTemplate(**({"text": template} if template else {}), answer_tokens=tuple(answer_tokens)),
-            batch_size=batch_size, flip_prob=flip_prob, seed=seed, dtype=dtype)
-        self.anchor, self.batch_size, self.dno_margin = anchor, batch_size, dno_margin
-        self.drop_ties = drop_ties
-        if truncated not in TRUNCATED:
-            raise ValueError(f"judge truncated must be one of {TRUNCATED}, got {truncated!r}")
-        self.truncated = truncated
-        if reference not in ("sft", "policy"):
-            raise ValueError(f"judge reference must be 'sft' or 'policy' (DNO), got {reference!r}")
-        self.reference = reference
+            judge.kind, self.model, self.tokenizer, instructions=self.instructions, tau=judge.tau,
+            template=JudgeTemplate(**({"text": judge.template} if judge.template else {}),
+                                   answer_tokens=tuple(judge.answer_tokens)),
+            batch_size=judge.batch_size, flip_prob=judge.flip_prob, seed=seed, dtype=dtype)
+        self.anchor, self.batch_size, self.dno_margin = judge.anchor, judge.batch_size, dno.margin
+        self.drop_ties = judge.drop_ties
+        if judge.truncated not in TRUNCATED:
+            raise ValueError(f"judge truncated must be one of {TRUNCATED}, got {judge.truncated!r}")
+        self.truncated = judge.truncated
+        # DNO: the reference log-probs are the sampling policy's (π_t), not the SFT model's.
+        self.reference = "policy" if dno.enabled else "sft"
         self.anchor_max_tokens = anchor_max_tokens
         self.comparisons = 0
 

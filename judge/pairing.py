@@ -13,7 +13,10 @@ of three anchors (config `judge.anchor`):
   itself (its score is 0.5), and the ranked pair that holds it already has its strength from
   the anchor round: (K − 1) + (K/2 − 1) comparisons.
 
-"dno" uses the round-robin matrix to select DNO's single large-margin pair instead.
+"dno" uses the round-robin matrix to select DNO's single large-margin pair instead
+(DNO-Prct, arXiv 2404.03715): each response's win rate is the share of the others it beats;
+the pair is (best, worst) if their gap is at least `dno.margin`, so that only clearly
+separated pairs drive the update.
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-
-from learner.dno import select_dno_pair
+from torch import Tensor
 
 ANCHORS = ("round_robin", "sample0", "sft_greedy", "dno")
 
@@ -112,6 +114,13 @@ def judge_pairs(
     raise ValueError(f"unknown judge.anchor {anchor!r}; choose one of {ANCHORS}")
 
 
+def pairs_per_prompt(k: int, anchor: str) -> int:
+    """Pairs one prompt's K responses become (at most): K//2 ranked pairs, or DNO's one. The
+    driver counts what is in flight with it, so this is the one place the number is defined."""
+    check_k(k, anchor)
+    return 1 if anchor == "dno" else k // 2
+
+
 def comparisons_per_prompt(k: int, anchor: str) -> int:
     """Judge comparisons (each = 2 forwards for the swap) needed for one prompt."""
     check_k(k, anchor)
@@ -122,3 +131,32 @@ def comparisons_per_prompt(k: int, anchor: str) -> int:
     if anchor == "sample0":
         return (k - 1) + (k // 2 - 1)
     raise ValueError(f"unknown judge.anchor {anchor!r}; choose one of {ANCHORS}")
+
+
+# -- DNO-Prct's pair selection ------------------------------------------------------------
+def win_rates(pref: Tensor) -> Tensor:
+    """r_i = mean over j≠i of 1[pref[i,j] > 0.5], an exact tie (0.5) counting half.
+
+    Hard wins, as DNO-Prct defines the win rate (the share of the others a response beats
+    under the oracle). The soft alternative, the mean of pref[i, j], would let a judge that
+    is near-indifferent everywhere (p ≈ 0.5, our 135M self-judge) produce no gap at all, while
+    the hard rate still ranks by the judge's verdicts; dno.margin then filters on verdicts."""
+    if pref.dim() != 2 or pref.shape[0] != pref.shape[1]:
+        raise ValueError(f"pref must be a square K×K matrix, got shape {tuple(pref.shape)}")
+    k = pref.shape[0]
+    if k < 2:
+        raise ValueError(f"need at least 2 responses to compare, got {k}")
+    wins = (pref > 0.5).double() + 0.5 * (pref == 0.5).double()
+    wins.fill_diagonal_(0)  # a response is not compared with itself
+    return wins.sum(dim=1) / (k - 1)
+
+
+def select_dno_pair(pref: Tensor, margin: float) -> tuple[int, int] | None:
+    """(chosen, rejected) = (argmax, argmin) of the win rates, first index on ties;
+    None when their win rates differ by less than `margin` (or not at all)."""
+    r = win_rates(pref).tolist()
+    chosen = max(range(len(r)), key=r.__getitem__)  # max/min return the first extremum
+    rejected = min(range(len(r)), key=r.__getitem__)
+    if chosen == rejected or r[chosen] - r[rejected] < margin:
+        return None
+    return chosen, rejected

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-from learner.spo import rake_keywords
+from core.text import rake_keywords
 
 _WORD = re.compile(r"[a-z0-9']+")
 

@@ -106,6 +106,8 @@ LOSSES: dict[str, Callable[[Tensor, Tensor | float | None, float, float], Tensor
     "cdpo": lambda h, p, beta, eps: cdpo_loss(h, beta, eps),
     "ipo": lambda h, p, beta, eps: ipo_loss(h, beta),
 }
+# What loss.name may be: the pair losses, and SPO (DPO plus the degree loss).
+LOSS_NAMES = (*LOSSES, "spo")
 
 
 def pair_loss(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from core.config import LoraConfig
+from core.weight_payload import ADAPTER, adapter_payload, full_payload
 from learner.spo import PreferenceDegreeHead
 
 
@@ -25,23 +27,24 @@ class Policy(nn.Module):
 def build_policy(
     model_path: str,
     dtype: str = "float32",
-    lora: dict | None = None,
+    lora: LoraConfig | None = None,
     num_degrees: int = 0,
 ) -> Policy:
+    # Lazy, as in every actor module: transformers and peft read the environment at import
+    # (HF_HUB_OFFLINE), which the actor applies first thing; the driver never needs them.
+    import peft
     from transformers import AutoModelForCausalLM
 
     lm = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
     lm.config.use_cache = False
-    if lora and lora.get("enabled"):
-        from peft import LoraConfig, get_peft_model
-
-        lm = get_peft_model(
+    if lora is not None and lora.enabled:
+        lm = peft.get_peft_model(
             lm,
-            LoraConfig(
-                r=lora["r"],
-                lora_alpha=lora["alpha"],
-                lora_dropout=lora["dropout"],
-                target_modules=list(lora["target_modules"]),
+            peft.LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=list(lora.target_modules),
                 task_type="CAUSAL_LM",
             ),
         )
@@ -104,3 +107,11 @@ def lora_factors(lm: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         if a_parts:
             factors[f"{name}.weight"] = (torch.cat(a_parts, 0).contiguous(), torch.cat(b_parts, 1).contiguous())
     return factors
+
+
+def policy_payload(lm: nn.Module, kind: str) -> dict:
+    """The payload of a policy (a transformers LM, with or without peft LoRA): `adapter` (its
+    LoRA factors) or `full` (its merged weights). Tensors on CPU are viewed, not copied."""
+    if kind == ADAPTER:
+        return adapter_payload(lora_factors(lm))
+    return full_payload(merged_state_dict(lm))

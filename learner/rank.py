@@ -7,6 +7,7 @@ is held), and steps. Rank 0 exports the weights (merged, or the LoRA adapter alo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -14,24 +15,29 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import ray
 import torch
+from safetensors.torch import save_file
 
-from cluster.env import apply_runtime_env, disable_deepspeed_shm_comm, peak_rss_bytes
-from cluster.records import validate_pair_batch
-from cluster.versions import installed
-from learner.logprobs import sequence_logprobs
+from core.config import LearnerConfig, LossConfig
+from core.env import apply_runtime_env, disable_deepspeed_shm_comm, peak_rss_bytes
+from core.logprobs import pack_right_padded, sequence_logprobs, token_logprobs
+from core.records import validate_pair_batch
+from core.text import degrade
+from core.net import node_address_and_free_port
+from core.versions import installed
+from core.weight_group import join_group, send_tensors, spec_of
+from core.weight_payload import payload_bytes
 from learner.losses import (
     hard_labels, length_normalized, pair_loss, preference_diagnostics, preference_margin, reward_metrics, rpo_nll,
     uses_length_normalization,
 )
-from learner.policy import build_policy, merged_state_dict
-from learner.spo import degrade, spo_degree_loss
+from learner.policy import build_policy, merged_state_dict, policy_payload
+from learner.spo import spo_degree_loss
 
 
 def _fetched(table: pa.Table | list | None) -> pa.Table | None:
     if isinstance(table, list):  # [ref]: wrapped so Ray passes the reference, not the value
-        import ray
-
         return ray.get(table[0])
     return table
 
@@ -59,8 +65,8 @@ class LearnerRank:
         master_addr: str,
         master_port: int,
         model_path: str,
-        learner: dict[str, Any],
-        loss: dict[str, Any],
+        learner: LearnerConfig,
+        loss: LossConfig,
         dtype: str = "float32",
         seed: int = 0,
         threads: int | None = None,
@@ -72,6 +78,8 @@ class LearnerRank:
         )
         if threads:
             torch.set_num_threads(int(threads))
+        # Lazy (here and below): DeepSpeed and transformers read the environment applied just
+        # above at import, and the driver imports this module without needing either.
         import deepspeed
 
         disable_deepspeed_shm_comm()
@@ -85,15 +93,15 @@ class LearnerRank:
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        num_degrees = len(loss["spo_ratios"]) if loss["name"] == "spo" else 0
-        policy = build_policy(model_path, dtype, learner.get("lora"), num_degrees)
+        num_degrees = len(loss.spo_ratios) if loss.name == "spo" else 0
+        policy = build_policy(model_path, dtype, learner.lora, num_degrees)
         params = [p for p in policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=learner["lr"], weight_decay=learner["weight_decay"])
-        micro = learner["pairs_per_step"] // world_size
+        optimizer = torch.optim.AdamW(params, lr=learner.lr, weight_decay=learner.weight_decay)
+        micro = learner.pairs_per_step // world_size
         self.engine, *_ = deepspeed.initialize(
             model=policy,
             optimizer=optimizer,
-            config=deepspeed_config(micro, learner["zero_stage"], learner["grad_clip"], dtype),
+            config=deepspeed_config(micro, learner.zero_stage, learner.grad_clip, dtype),
         )
         self.model_path = model_path
         self.steps = 0
@@ -118,34 +126,34 @@ class LearnerRank:
         rr = torch.tensor(cols["ref_logp_rejected"], dtype=logps.dtype, device=logps.device)
         lengths = torch.tensor([len(t) for t in responses], dtype=torch.float32, device=logps.device)
         sums = (pc, pr, rc, rr)
-        if uses_length_normalization(cfg["name"], cfg.get("length_normalize")):
+        if uses_length_normalization(cfg.name, cfg.length_normalize):
             pc, pr, rc, rr = length_normalized(pc, pr, rc, rr, lengths[:n], lengths[n:])
         h = preference_margin(pc, pr, rc, rr)
         p = torch.tensor(cols["strength"], dtype=logps.dtype, device=logps.device)
-        if cfg.get("hard_labels"):
+        if cfg.hard_labels:
             p = hard_labels(p)
-        name = "dpo" if cfg["name"] == "spo" else cfg["name"]
-        per_pair = pair_loss(name, h, p, cfg["beta"], cfg.get("label_smoothing", 0.0))
+        name = "dpo" if cfg.name == "spo" else cfg.name
+        per_pair = pair_loss(name, h, p, cfg.beta, cfg.label_smoothing)
         loss = per_pair.mean()
         metrics = {"loss/pref": float(loss.detach())}
-        if cfg.get("nll_weight"):
+        if cfg.nll_weight:
             nll = rpo_nll(logps[:n], lengths[:n])
-            loss = loss + cfg["nll_weight"] * nll
+            loss = loss + cfg.nll_weight * nll
             metrics["loss/nll_chosen"] = float(nll.detach())
-        if cfg["name"] == "spo":
+        if cfg.name == "spo":
             degraded, degree = [], []
             for text in cols["chosen_text"]:
-                new_text, idx = degrade(text, cfg["spo_ratios"], self.rng)
+                new_text, idx = degrade(text, cfg.spo_ratios, self.rng)
                 ids = self.tokenizer(new_text, add_special_tokens=False)["input_ids"] or [self.pad_id]
                 degraded.append(ids)
                 degree.append(idx)
             _, hidden, mask = sequence_logprobs(policy.lm, cols["prompt_tokens"], degraded, self.pad_id, return_hidden=True)
             logits = policy.degree_head(hidden, mask)
             aux = spo_degree_loss(logits, torch.tensor(degree, device=logits.device))
-            loss = loss + cfg["spo_weight"] * aux
+            loss = loss + cfg.spo_weight * aux
             metrics["loss/spo_degree"] = float(aux.detach())
-        metrics.update(reward_metrics(pc, pr, rc, rr, cfg["beta"]))
-        metrics.update(preference_diagnostics(*sums, p, cfg["beta"], lengths[:n], lengths[n:], h=h))
+        metrics.update(reward_metrics(pc, pr, rc, rr, cfg.beta))
+        metrics.update(preference_diagnostics(*sums, p, cfg.beta, lengths[:n], lengths[n:], h=h))
         metrics["strength/mean"] = float(p.mean())
         metrics["arrow/convert_s"] = convert_s
         return loss, metrics
@@ -185,11 +193,9 @@ class LearnerRank:
     # -- weights ------------------------------------------------------------------------
     def _gathered(self):
         """Context giving every rank full parameters (a no-op below ZeRO-3)."""
-        import contextlib
-
         import deepspeed
 
-        if self.learner_cfg["zero_stage"] == 3:
+        if self.learner_cfg.zero_stage == 3:
             return deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None)
         return contextlib.nullcontext()
 
@@ -201,13 +207,9 @@ class LearnerRank:
             return {k: v.detach().to("cpu", copy=True) for k, v in merged_state_dict(self.engine.module.lm).items()}
 
     def export_weights(self, payload: str = "full") -> dict[str, Any] | None:
-        """Rank 0: put the weights in the object store as a `learner.weight_payload` dict:
+        """Rank 0: put the weights in the object store as a `core.weight_payload` dict:
         `full` (the merged policy) or `adapter` (the LoRA factors only). All ranks call it
         (ZeRO-3 gathers); one copy, into the store, inside the gather."""
-        import ray
-
-        from learner.weight_payload import payload_bytes, policy_payload
-
         start = time.perf_counter()
         with self._gathered():
             if self.rank != 0:
@@ -218,30 +220,18 @@ class LearnerRank:
 
     def free_port(self) -> tuple[str, int]:
         """This node's address and a free port, for the weight group's TCP store."""
-        import socket
-
-        import ray
-
-        with socket.socket() as s:
-            s.bind(("", 0))
-            return ray.util.get_node_ip_address(), s.getsockname()[1]
+        return node_address_and_free_port()
 
     def join_weight_group(self, host: str, port: int, world_size: int, backend: str) -> bool:
-        from learner.weight_group import join_group
-
         self.weight_group = join_group(host, port, 0, world_size, backend)
         return True
 
     def weight_spec(self):
-        from learner.weight_group import spec_of
-
         state = self.full_state_dict()
         return None if state is None else spec_of(state)
 
     def broadcast_weights(self) -> dict[str, float] | None:
         """Rank 0 broadcasts the merged weights to the engines in the weight group."""
-        from learner.weight_group import send_tensors
-
         start = time.perf_counter()
         state = self.full_state_dict()
         if state is None:
@@ -251,8 +241,6 @@ class LearnerRank:
 
     def sequence_logprobs(self, prompt_tokens: list[int], response_tokens: list[int]) -> list[float]:
         """Per-token log-probs under the learner's current weights (to compare with an engine)."""
-        from learner.logprobs import pack_right_padded, token_logprobs
-
         with torch.no_grad(), self._gathered():
             self.engine.eval()
             ids, attn, resp = pack_right_padded([prompt_tokens], [response_tokens], self.pad_id)
@@ -274,7 +262,6 @@ class LearnerRank:
         return True
 
     def _save_hf(self, target: Path, state: dict[str, torch.Tensor]) -> None:
-        from safetensors.torch import save_file
         from transformers import AutoConfig
 
         target.mkdir(parents=True, exist_ok=True)

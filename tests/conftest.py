@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from cluster.env import apply_runtime_env
+from core.env import apply_runtime_env
 
 apply_runtime_env()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 def main(model_dir: str, out: str) -> None:
-    from cluster.env import apply_runtime_env
+    from core.env import apply_runtime_env
 
     apply_runtime_env()
     import ray
@@ -56,17 +56,17 @@ def main(model_dir: str, out: str) -> None:
     try:
         pipeline.start()
         state = pipeline.run()
-        engine = pipeline.engines[0].handle
+        engine = pipeline.pool.engines[0].handle
         # The pushed weights: put by the learner rank, fetched by the engine on the other node.
         version, (weights_ref,) = pipeline.sync.latest
         # A pair batch: made by the judge on the rollout node, fetched by the learner's node.
         rollout = engine.generate.remote([{"prompt_id": "x", "prompt_index": 0, "prompt_text": prompts[0].text,
                                            "prompt_tokens": list(prompts[0].tokens)}])
-        pairs, _ = pipeline.judges[0].score.options(num_returns=2).remote(rollout)
-        loss = ray.get(pipeline.ranks[0].eval_loss.remote(pairs))
+        pairs, _ = pipeline.judges.judges[0].score.options(num_returns=2).remote(rollout)
+        loss = ray.get(pipeline.learner.ranks[0].eval_loss.remote(pairs))
         locations = ray.experimental.get_object_locations([weights_ref, pairs])
         prompt, response = list(prompts[1].tokens), list(prompts[2].tokens)[-6:]
-        learner = ray.get(pipeline.ranks[0].sequence_logprobs.remote(prompt, response))
+        learner = ray.get(pipeline.learner.ranks[0].sequence_logprobs.remote(prompt, response))
         vllm = ray.get(engine.sequence_logprobs.remote(prompt, response))
         # The GCS's actor table (what the dashboard's state API serves; no dashboard runs here).
         actors = [{"class": a["ActorClassName"], "node": a["Address"]["NodeID"]}

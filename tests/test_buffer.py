@@ -8,7 +8,21 @@ import pyarrow.parquet as pq
 import pytest
 
 from cluster.buffer import PairBuffer
-from cluster.records import PAIR_SCHEMA, pair_batch, validate_pair_batch
+from core.records import PAIR_SCHEMA, pair_batch, validate_pair_batch
+
+
+def _free(buf: PairBuffer) -> int:
+    return buf.max_pairs - len(buf)
+
+
+def _pending(buf: PairBuffer) -> list[int]:
+    """Prompts with pairs waiting, each once."""
+    return sorted({i for t in buf.tables for i in t["prompt_index"].to_pylist()})
+
+
+def _snapshot(buf: PairBuffer) -> pa.Table:
+    """Every buffered pair, in order, without taking any."""
+    return pa.concat_tables(list(buf.tables)) if buf.tables else PAIR_SCHEMA.empty_table()
 
 
 def _pairs(prompt_indices: list[int], version: int, tag: str) -> pa.Table:
@@ -42,7 +56,7 @@ def test_put_take_exact_counts_oldest_first_across_batches():
     buf.put(_pairs([2, 2], version=0, tag="b"))
     buf.put(_pairs([3, 4, 4, 5], version=1, tag="c"))
     assert len(buf) == 9
-    assert buf.free() == 7
+    assert _free(buf) == 7
 
     first = buf.take(2)  # a slice of the first batch
     assert _names(first) == ["a:0", "a:1"]
@@ -61,7 +75,7 @@ def test_put_take_exact_counts_oldest_first_across_batches():
     assert _names(third) == ["c:1", "c:2", "c:3"]
     assert third["strength"].to_pylist() == pytest.approx([0.55, 0.6, 0.65])
     assert third["chosen_tokens"].to_pylist() == [[11, 11], [12, 11], [13, 11]]
-    assert len(buf) == 0 and buf.free() == 16
+    assert len(buf) == 0 and _free(buf) == 16
     assert buf.take(1) is None
 
 
@@ -90,13 +104,11 @@ def test_empty_and_none_puts_are_ignored():
     assert len(buf) == 0 and len(buf.tables) == 0
 
 
-def test_free_never_goes_negative_when_over_full():
+def test_a_put_past_max_pairs_is_accepted():
     buf = PairBuffer(max_pairs=3)
     buf.put(_pairs([0, 1], version=0, tag="a"))
-    assert buf.free() == 1
     buf.put(_pairs([2, 3], version=0, tag="b"))  # back-pressure is the driver's job: accepted
     assert len(buf) == 4
-    assert buf.free() == 0
 
 
 def test_drop_older_than_returns_one_prompt_index_per_dropped_pair():
@@ -111,8 +123,8 @@ def test_drop_older_than_returns_one_prompt_index_per_dropped_pair():
     dropped = buf.drop_older_than(2)
     assert dropped == [0, 0, 1, 1, 3, 3, 4, 5, 5]  # in buffer order, once per pair
     assert len(buf) == 3
-    assert buf.pending_prompt_indices() == [2, 6]
-    assert _names(buf.snapshot()) == ["b:0", "b:1", "e:0"]
+    assert _pending(buf) == [2, 6]
+    assert _names(_snapshot(buf)) == ["b:0", "b:1", "e:0"]
     assert buf.drop_older_than(2) == []  # nothing left to drop
     assert _names(buf.take(3)) == ["b:0", "b:1", "e:0"]
 
@@ -126,7 +138,7 @@ def test_drop_keeps_fresh_pairs_of_a_partially_taken_batch():
 
     assert buf.drop_older_than(1) == [2, 5]
     assert len(buf) == 2
-    assert buf.pending_prompt_indices() == [3, 4]
+    assert _pending(buf) == [3, 4]
     assert buf.take(3) is None
     rest = buf.take(2)
     assert _names(rest) == ["b:0", "b:1"]
@@ -138,33 +150,9 @@ def test_drop_everything_empties_the_buffer():
     buf = PairBuffer(max_pairs=8)
     buf.put(_pairs([1, 2], version=0, tag="a"))
     assert buf.drop_older_than(5) == [1, 2]
-    assert len(buf) == 0 and len(buf.tables) == 0 and buf.free() == 8
+    assert len(buf) == 0 and len(buf.tables) == 0 and _free(buf) == 8
     assert buf.take(1) is None
-    assert buf.snapshot().num_rows == 0
-
-
-def test_pending_prompt_indices_are_sorted_and_distinct():
-    buf = PairBuffer(max_pairs=16)
-    assert buf.pending_prompt_indices() == []
-    buf.put(_pairs([9, 9, 2], version=0, tag="a"))
-    buf.put(_pairs([5, 2], version=0, tag="b"))
-    assert buf.pending_prompt_indices() == [2, 5, 9]
-    buf.take(2)
-    assert buf.pending_prompt_indices() == [2, 5]
-
-
-def test_snapshot_is_every_buffered_pair_without_taking():
-    buf = PairBuffer(max_pairs=16)
-    empty = buf.snapshot()
-    assert empty.num_rows == 0 and empty.schema == PAIR_SCHEMA
-    a, b = _pairs([0, 1, 2], version=0, tag="a"), _pairs([3], version=1, tag="b")
-    buf.put(a)
-    buf.put(b)
-    buf.take(1)
-    snap = buf.snapshot()
-    assert snap.equals(pa.concat_tables([a.slice(1), b]))
-    assert len(buf) == 3  # unchanged
-    assert _names(buf.take(3)) == ["a:1", "a:2", "b:0"]
+    assert _snapshot(buf).num_rows == 0
 
 
 def test_spill_writes_every_put_once_and_reads_back_equal(tmp_path):

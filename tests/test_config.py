@@ -8,9 +8,6 @@ import pytest
 import yaml
 
 from cluster.config import (
-    LOSSES,
-    Config,
-    ConfigError,
     check_resources,
     config_from_dict,
     default_config_path,
@@ -19,6 +16,8 @@ from cluster.config import (
     parse_overrides,
     validate,
 )
+from core.config import Config, ConfigError
+from learner.losses import LOSS_NAMES
 
 # ---------------------------------------------------------------------------------------
 # Defaults.
@@ -64,7 +63,7 @@ def test_default_yaml_loads_and_validates():
     cfg = load_config(path)
     validate(cfg)
     assert cfg.rollout.k >= 2 and cfg.rollout.k % 2 == 0
-    assert cfg.loss.name in LOSSES
+    assert cfg.loss.name in LOSS_NAMES
     # overrides apply on top of the file
     assert load_config(path, ["learner.max_steps=3", "seed=11"]).learner.max_steps == 3
     assert load_config(path, ["seed=11"]).seed == 11

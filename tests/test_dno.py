@@ -3,7 +3,8 @@ import random
 import pytest
 import torch
 
-from learner.dno import replay_mix, select_dno_pair, win_rates
+from cluster.step_policy import replay_mix
+from judge.pairing import select_dno_pair, win_rates
 
 # 0 beats 1 and 2, 1 beats 2: win rates [1, 0.5, 0]. Diagonal holds junk on purpose.
 PREF = torch.tensor([[0.9, 0.7, 0.8], [0.3, 0.1, 0.6], [0.2, 0.4, 0.99]])

@@ -88,14 +88,14 @@ def test_actors_are_named_by_run_and_role(finished_run):
     pipeline, _, run_dir = finished_run
     prefix = pipeline.actor_prefix
     assert prefix.startswith(run_dir.name + "-")
-    for role, handle in [("rollout-0", pipeline.engines[0].handle), ("judge-0", pipeline.judges[0]),
-                         ("learner-0", pipeline.ranks[0]), ("learner-1", pipeline.ranks[1])]:
+    for role, handle in [("rollout-0", pipeline.pool.engines[0].handle), ("judge-0", pipeline.judges.judges[0]),
+                         ("learner-0", pipeline.learner.ranks[0]), ("learner-1", pipeline.learner.ranks[1])]:
         found = ray.get_actor(f"{prefix}/{role}")
         assert found._actor_id == handle._actor_id, role
 
 
 def test_pairs_flowed_with_valid_strengths(finished_run):
-    from cluster.records import validate_pair_batch
+    from core.records import validate_pair_batch
 
     _, state, run_dir = finished_run
     files = sorted((run_dir / "pairs").glob("*.parquet"))
@@ -120,8 +120,8 @@ def test_rollout_weights_equal_learner_after_push(finished_run):
     pipeline, _, _ = finished_run
     prompt = list(pipeline.prompts[0].tokens)
     response = list(pipeline.prompts[1].tokens)[-10:]
-    learner = ray.get(pipeline.ranks[0].sequence_logprobs.remote(prompt, response))
-    engines = [e for e in pipeline.engines if e.ready]
+    learner = ray.get(pipeline.learner.ranks[0].sequence_logprobs.remote(prompt, response))
+    engines = [e for e in pipeline.pool.engines if e.ready]
     assert len(engines) == 2
     for engine in engines:
         info = ray.get(engine.handle.info.remote())
@@ -136,7 +136,7 @@ def test_checkpoint_reloads_in_transformers(finished_run):
     from transformers import AutoModelForCausalLM
 
     from cluster import checkpoint as ckpt
-    from learner.logprobs import pack_right_padded, token_logprobs
+    from core.logprobs import pack_right_padded, token_logprobs
 
     pipeline, state, run_dir = finished_run
     latest = ckpt.latest_checkpoint(run_dir)
@@ -150,7 +150,7 @@ def test_checkpoint_reloads_in_transformers(finished_run):
     with torch.no_grad():
         per = token_logprobs(model(input_ids=ids, attention_mask=attn).logits, ids)[0]
     reloaded = per[resp[0, 1:]].tolist()
-    learner = ray.get(pipeline.ranks[0].sequence_logprobs.remote(prompt, response))
+    learner = ray.get(pipeline.learner.ranks[0].sequence_logprobs.remote(prompt, response))
     assert max(abs(a - b) for a, b in zip(reloaded, learner)) < 1e-5
 
 
@@ -169,7 +169,7 @@ def test_learner_loss_falls_on_a_fixed_batch(finished_run):
     shards = [batch.slice(0, 2), batch.slice(2, 2)]
     losses = []
     for _ in range(8):
-        results = ray.get([r.train_step.remote(s, s) for r, s in zip(pipeline.ranks, shards)])
+        results = ray.get([r.train_step.remote(s, s) for r, s in zip(pipeline.learner.ranks, shards)])
         losses.append(sum(r["loss/probe"] for r in results) / 2)
     floor = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))
     assert floor == pytest.approx(0.32508, abs=1e-5)
@@ -187,17 +187,17 @@ def test_adapter_and_full_pushes_both_equal_the_learner(finished_run):
     from cluster.weight_sync import ObjectStoreSync
 
     pipeline, _, run_dir = finished_run
-    engines = [e.handle for e in pipeline.engines if e.ready]
+    engines = [e.handle for e in pipeline.pool.engines if e.ready]
     batch = pq.read_table(sorted((run_dir / "pairs").glob("*.parquet"))[0]).slice(0, 4)
     prompt = list(pipeline.prompts[6].tokens)
     response = list(pipeline.prompts[7].tokens)[-10:]
     sizes = {}
     for version, payload in ((200, "adapter"), (201, "full")):
-        ray.get([r.train_step.remote(batch.slice(2 * i, 2)) for i, r in enumerate(pipeline.ranks)])
-        learner = ray.get(pipeline.ranks[0].sequence_logprobs.remote(prompt, response))
+        ray.get([r.train_step.remote(batch.slice(2 * i, 2)) for i, r in enumerate(pipeline.learner.ranks)])
+        learner = ray.get(pipeline.learner.ranks[0].sequence_logprobs.remote(prompt, response))
         stale = ray.get(engines[0].sequence_logprobs.remote(prompt, response))
         assert max(abs(a - b) for a, b in zip(stale, learner)) > 1e-3  # the step moved the weights
-        stats, loads = ObjectStoreSync(pipeline.ranks, engines, payload).push(version)
+        stats, loads = ObjectStoreSync(pipeline.learner.ranks, engines, payload).push(version)
         assert all(out["bytes"] == stats["push_bytes"] for out in ray.get(loads))
         sizes[payload] = stats["push_bytes"]
         for engine in engines:
@@ -215,14 +215,14 @@ def test_broadcast_weight_sync_over_gloo(finished_run):
     from cluster.weight_sync import BroadcastSync
 
     pipeline, _, _ = finished_run
-    engines = [e.handle for e in pipeline.engines if e.ready]
-    sync = BroadcastSync(pipeline.ranks, engines, backend="gloo")
+    engines = [e.handle for e in pipeline.pool.engines if e.ready]
+    sync = BroadcastSync(pipeline.learner.ranks, engines, backend="gloo")
     stats, loads = sync.push(version=100)
     ray.get(loads)
     assert stats["push_bytes"] > 1e6 and stats["push_s"] > 0
     prompt = list(pipeline.prompts[4].tokens)
     response = list(pipeline.prompts[5].tokens)[-10:]
-    learner = ray.get(pipeline.ranks[0].sequence_logprobs.remote(prompt, response))
+    learner = ray.get(pipeline.learner.ranks[0].sequence_logprobs.remote(prompt, response))
     for engine in engines:
         assert ray.get(engine.info.remote())["version"] == 100
         vllm = ray.get(engine.sequence_logprobs.remote(prompt, response))

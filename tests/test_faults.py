@@ -49,8 +49,8 @@ def test_killed_rollout_and_judge_actors_restart_and_nothing_is_lost(ray_cluster
 
     def progress(step, max_steps, metrics):
         if step == 2:
-            rollout = ray.get(pipeline.engines[0].handle.info.remote())
-            judge = ray.get(pipeline.judges[0].info.remote())
+            rollout = ray.get(pipeline.pool.engines[0].handle.info.remote())
+            judge = ray.get(pipeline.judges.judges[0].info.remote())
             killed.update(rollout=rollout["pid"], judge=judge["pid"])
             os.kill(rollout["pid"], signal.SIGKILL)
             os.kill(judge["pid"], signal.SIGKILL)
@@ -63,8 +63,8 @@ def test_killed_rollout_and_judge_actors_restart_and_nothing_is_lost(ray_cluster
         assert state.step == 6 and state.pairs_trained == 12  # 6 steps × 2 pairs, none twice
         # Every prompt taken from the data order is done or recorded to be sampled again.
         assert state.prompts_done + len(state.requeued) == state.next_prompt
-        rollout = ray.get(pipeline.engines[0].handle.info.remote())
-        judge = ray.get(pipeline.judges[0].info.remote())
+        rollout = ray.get(pipeline.pool.engines[0].handle.info.remote())
+        judge = ray.get(pipeline.judges.judges[0].info.remote())
         assert rollout["pid"] != killed["rollout"] and judge["pid"] != killed["judge"]  # restarted by Ray
         assert rollout["version"] == 6  # the restarted engine was brought up to date
     finally:
@@ -75,14 +75,14 @@ def test_learner_rank_death_fails_cleanly_and_the_run_resumes(ray_cluster, tiny_
     import ray
 
     from cluster import checkpoint as ckpt
-    from cluster.pipeline import LearnerFailed
+    from cluster.learner_group import LearnerFailed
     from cluster.train import run
 
     run_dir = tmp_path / "run"
 
     def progress(step, max_steps, metrics):
         if step == 3:
-            os.kill(ray.get(pipeline.ranks[1].info.remote())["pid"], signal.SIGKILL)
+            os.kill(ray.get(pipeline.learner.ranks[1].info.remote())["pid"], signal.SIGKILL)
 
     pipeline = _pipeline(_config(tiny_model_dir, run_dir, 6), progress)
     try:

@@ -34,7 +34,7 @@ def _get(url: str):
 
 @pytest.fixture(scope="module")
 def head_node(tmp_path_factory):
-    from cluster.env import runtime_env_vars
+    from core.env import runtime_env_vars
 
     temp = tmp_path_factory.mktemp("ray-head")
     env = {**os.environ, **runtime_env_vars(), "RAY_AUTH_MODE": "disabled",

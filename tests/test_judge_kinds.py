@@ -11,6 +11,7 @@ import torch
 
 from cluster import instruction_eval
 from cluster.prompts import PromptFileError, SHIPPED, load_prompts, read_prompt_rows
+from core.config import JudgeConfig
 from judge.preferences import (
     FlippedJudge, LMJudge, PythonJudge, RewardJudge, VerifierJudge, check_kind, make_preference, sigmoid,
 )
@@ -256,7 +257,7 @@ def test_lm_kind_loads_another_model_and_judges_like_the_self_judge_on_it(tiny_m
 def _rollout(tokenizer, k: int = 4, cut: tuple[int, ...] = ()):
     """Two prompts with K fixed answers; the answers at indices `cut` hit max_tokens."""
     from cluster.prompts import encode_chat
-    from cluster.records import rollout_batch
+    from core.records import rollout_batch
 
     rows = []
     for i, (prompt, answers) in enumerate([("Say hi.", ["hi", "hello there", "hey", "good day to you"]),
@@ -279,7 +280,7 @@ def test_judge_worker_makes_the_documented_comparisons_and_never_judges_a_respon
     from judge.judge_actor import JudgeWorker
     from judge.pairing import comparisons_per_prompt
 
-    worker = JudgeWorker(tiny_model_dir, anchor=anchor, anchor_max_tokens=4)
+    worker = JudgeWorker(tiny_model_dir, JudgeConfig(anchor=anchor), anchor_max_tokens=4)
     seen = []
     compare = worker.preference.compare
     monkeypatch.setattr(worker.preference, "compare", lambda p, a, b: seen.extend(zip(a, b)) or compare(p, a, b))
@@ -299,7 +300,7 @@ def test_sft_greedy_anchor_comes_from_the_sft_model_when_another_lm_judges(tiny_
     from judge.judge_actor import JudgeWorker
 
     other = build_tiny_model(tmp_path / "judge", seed=3)
-    worker = JudgeWorker(tiny_model_dir, kind=f"lm:{other}", anchor="sft_greedy", anchor_max_tokens=5)
+    worker = JudgeWorker(tiny_model_dir, JudgeConfig(kind=f"lm:{other}", anchor="sft_greedy"), anchor_max_tokens=5)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     tokens = encode_chat(tokenizer, "Say hi.")
 
@@ -321,12 +322,12 @@ def test_truncated_pairs_are_kept_dropped_or_lose_as_configured(tiny_model_dir, 
     assert stats["pairs_with_truncated"] == 2.0 and stats["truncated"] == 2.0 and kept.num_rows == 4
     cut_texts = {"hello there", "a pear"}
     with_cut = [r for r in kept.to_pylist() if {r["chosen_text"], r["rejected_text"]} & cut_texts]
-    dropped, _ = JudgeWorker(tiny_model_dir, truncated="drop").score(batch)
+    dropped, _ = JudgeWorker(tiny_model_dir, JudgeConfig(truncated="drop")).score(batch)
     assert dropped.num_rows == 2
     assert not any({r["chosen_text"], r["rejected_text"]} & cut_texts for r in dropped.to_pylist())
-    lost, _ = JudgeWorker(tiny_model_dir, truncated="lose").score(batch)
+    lost, _ = JudgeWorker(tiny_model_dir, JudgeConfig(truncated="lose")).score(batch)
     lost_rows = [r for r in lost.to_pylist() if {r["chosen_text"], r["rejected_text"]} & cut_texts]
     assert len(lost_rows) == len(with_cut) == 2
     assert all(r["rejected_text"] in cut_texts and r["strength"] == 1.0 for r in lost_rows)
     with pytest.raises(ValueError, match="judge truncated must be one of"):
-        JudgeWorker(tiny_model_dir, truncated="trim")
+        JudgeWorker(tiny_model_dir, JudgeConfig(truncated="trim"))

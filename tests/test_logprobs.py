@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from learner.logprobs import pack_right_padded, sequence_logprobs
+from core.logprobs import pack_right_padded, sequence_logprobs
 
 VOCAB = 4
 # Next-token logits depend only on the current token: row = current token id.

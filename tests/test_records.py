@@ -1,4 +1,4 @@
-"""The Arrow records that cross actor boundaries: schemas, builders, validation, concat."""
+"""The Arrow records that cross actor boundaries: schemas, builders, validation."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import pickle
 import pyarrow as pa
 import pytest
 
-from cluster.records import (
+from core.records import (
     PAIR_SCHEMA,
     ROLLOUT_SCHEMA,
     MalformedBatchError,
-    concat,
-    empty_pair_batch,
     pair_batch,
     rollout_batch,
     validate_pair_batch,
@@ -136,32 +134,6 @@ def test_rollout_batch_without_k_accepts_any_consistent_count():
         validate_rollout_batch(table, k=6)
     with pytest.raises(MalformedBatchError, match=r"rollout row 1 has 6 responses, expected K=2"):
         validate_rollout_batch(table, k=2)
-
-
-def test_concat_keeps_chunks_and_rows():
-    a = pair_batch([pair_row(0), pair_row(1)])
-    b = pair_batch([pair_row(2, strength=0.9)])
-    both = concat([a, b])
-    assert both.schema == PAIR_SCHEMA
-    assert both.num_rows == 3
-    assert both["prompt_id"].to_pylist() == ["p0", "p1", "p2"]
-    assert both["strength"].to_pylist() == [0.75, 0.75, 0.9]
-    assert both["strength"].num_chunks == 2  # zero-copy: chunks kept
-    validate_pair_batch(both)
-
-    rollouts = concat([rollout_batch([rollout_row(0)]), rollout_batch([rollout_row(1)])])
-    assert rollouts.schema == ROLLOUT_SCHEMA
-    validate_rollout_batch(rollouts, k=4)
-    assert rollouts["prompt_index"].to_pylist() == [0, 1]
-
-
-def test_concat_of_nothing_is_an_empty_pair_batch():
-    empty = concat([])
-    assert empty.num_rows == 0
-    assert empty.schema == PAIR_SCHEMA
-    assert empty_pair_batch().equals(empty)
-    with pytest.raises(MalformedBatchError, match="pair batch is empty"):
-        validate_pair_batch(empty)
 
 
 # -- malformed rollout batches --------------------------------------------------------------

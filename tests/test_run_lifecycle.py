@@ -84,7 +84,7 @@ def test_rollout_actor_added_while_running(ray_cluster, tiny_model_dir, tmp_path
         state = pipeline.run()
         assert state.step == 40
         assert seen[0] == 1 and seen[-1] == 2
-        engines = [e for e in pipeline.engines if e.ready]
+        engines = [e for e in pipeline.pool.engines if e.ready]
         assert len(engines) == 2
         newest = ray.get(engines[1].handle.info.remote())
         assert newest["name"] == "rollout-1"

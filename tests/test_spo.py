@@ -4,14 +4,9 @@ import random
 import pytest
 import torch
 
-from learner.spo import (
-    DEGREE_RATIOS,
-    PreferenceDegreeHead,
-    degrade,
-    rake_keywords,
-    remove_key_content,
-    spo_degree_loss,
-)
+from core.config import SPO_RATIOS as DEGREE_RATIOS
+from core.text import degrade, rake_keywords, remove_key_content
+from learner.spo import PreferenceDegreeHead, spo_degree_loss
 
 # The classic RAKE example. Candidate phrases (split at "of", "over", "the", "."):
 #   compatibility | systems | linear constraints | set | natural numbers
@@ -126,7 +121,7 @@ def test_degree_head_reads_the_response_tokens_own_states(tiny_model_dir):
     the final response token is in (pinned against a manual forward pass)."""
     from transformers import AutoModelForCausalLM
 
-    from learner.logprobs import sequence_logprobs
+    from core.logprobs import sequence_logprobs
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     prompts, responses = [[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14]]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.versions import TESTED, VersionMismatch, check_versions, differences, installed
+from core.versions import TESTED, VersionMismatch, check_versions, differences, installed
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from learner.weight_group import join_group, receive_tensors, send_tensors, spec_of
+from core.weight_group import join_group, receive_tensors, send_tensors, spec_of
 
 BITS = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.int64: torch.int64}
 
@@ -49,7 +49,7 @@ def _rank_main(rank: int, port: int, out_dir: str, spec) -> None:
     """Entry point of each spawned process (module level, so spawn can import it)."""
     out = Path(out_dir)
     try:
-        from cluster.env import apply_runtime_env
+        from core.env import apply_runtime_env
 
         apply_runtime_env(cuda=False)
         group = join_group("127.0.0.1", port, rank, 2, "gloo")

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from learner.policy import build_policy, lora_factors, merged_state_dict
-from learner.weight_payload import (
+from core.config import LoraConfig
+from core.weight_payload import (
     adapter_factors, adapter_payload, from_numpy, full_payload, full_state, merge_deltas, payload_bytes, to_numpy,
     with_fused_siblings,
 )
+from learner.policy import build_policy, lora_factors, merged_state_dict
 
 PACKED = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
 
@@ -20,7 +21,7 @@ PACKED = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_pro
 def trained_lora(tiny_model_dir):
     """A LoRA policy whose B matrices are non-zero (fresh LoRA has B = 0: ΔW = 0 would prove nothing)."""
     torch.manual_seed(0)
-    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "up_proj"]}
+    lora = LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj", "up_proj"])
     policy = build_policy(tiny_model_dir, "float32", lora)
     with torch.no_grad():
         for name, p in policy.named_parameters():

@@ -160,12 +160,3 @@ def pair_batch(rows: Iterable[dict[str, Any]]) -> pa.Table:
         if not isinstance(s, (int, float)) or math.isnan(s):
             raise MalformedBatchError(f"pair row {i}: strength {s!r} is not a number")
     return validate_pair_batch(_from_rows(rows, PAIR_SCHEMA, "pair"))
-
-
-def empty_pair_batch() -> pa.Table:
-    return PAIR_SCHEMA.empty_table()
-
-
-def concat(tables: list[pa.Table]) -> pa.Table:
-    """Concatenate batches of one schema (zero-copy: chunks are kept, not copied)."""
-    return pa.concat_tables(tables) if tables else empty_pair_batch()

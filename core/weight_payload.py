@@ -53,16 +53,6 @@ def adapter_payload(factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> di
     return {"kind": ADAPTER, "factors": {name: (to_numpy(a), to_numpy(b)) for name, (a, b) in factors.items()}}
 
 
-def policy_payload(lm: torch.nn.Module, kind: str) -> dict[str, Any]:
-    """The payload of a policy (a transformers LM, with or without peft LoRA): `adapter` (its
-    LoRA factors) or `full` (its merged weights). Tensors on CPU are viewed, not copied."""
-    from learner.policy import lora_factors, merged_state_dict  # lazy: engines import this module without peft
-
-    if kind == ADAPTER:
-        return adapter_payload(lora_factors(lm))
-    return full_payload(merged_state_dict(lm))
-
-
 def payload_bytes(payload: dict[str, Any]) -> int:
     if payload["kind"] == FULL:
         return sum(a.nbytes for a, _ in payload["tensors"].values())

