@@ -37,6 +37,9 @@ class RolloutWorker:
         # One engine per actor, in-process: no extra engine-core process inside the Ray worker
         # (fewer processes on small machines, direct collective_rpc).
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # vLLM is imported here and in the methods below, never at the top: it reads the
+        # environment set just above at import, and the driver imports this module to create
+        # the actor without loading vLLM (seconds, and a GPU probe).
         from vllm import LLM
 
         self.name, self.k, self.seed = name, rollout.k, seed

@@ -10,15 +10,19 @@ groups (q,k,v / gate,up) — here the full state dict.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load
+
+from core.weight_group import join_group, receive_tensors
+from core.weight_payload import merge_deltas, with_fused_siblings
 
 
 class WeightReceiver:
     def load_safetensors(self, blob: bytes) -> int:
         """Reload from safetensors bytes (tensors passed as RPC args may arrive as lists)."""
-        from safetensors.torch import load
-
         state = load(blob)
         self.reload_weights(weights_iterator=list(state.items()))
         self._osp_retie()
@@ -34,8 +38,6 @@ class WeightReceiver:
         """Set every adapted weight to W0 + s·B·A, W0 read from the engine's own model folder
         (the SFT weights: LoRA never changes them). Whole fused groups are reloaded, so the
         unadapted members of a group go back in as W0. Returns the number of tensors reloaded."""
-        from core.weight_payload import merge_deltas, with_fused_siblings
-
         model = self.model_runner.get_model()
         names = with_fused_siblings(sorted(factors), getattr(model, "packed_modules_mapping", {}))
         state = merge_deltas(self._osp_sft_weights(names), factors)
@@ -57,10 +59,6 @@ class WeightReceiver:
         """The named tensors from the model folder's safetensors files. Read on each push,
         not kept: the page cache holds the file (shared with the judge, which loads the same
         folder), where a kept copy would add ~the adapted weights' size to this process."""
-        from pathlib import Path
-
-        from safetensors import safe_open
-
         if not hasattr(self, "_osp_sft_index"):
             folder = Path(self.vllm_config.model_config.model)
             self._osp_sft_index = {}
@@ -95,15 +93,11 @@ class WeightReceiver:
 
     # -- broadcast path: a process group of its own between learner rank 0 and each engine.
     def join_weight_group(self, host: str, port: int, rank: int, world_size: int, backend: str) -> bool:
-        from core.weight_group import join_group
-
         self._osp_group = join_group(host, port, rank, world_size, backend, device=self._osp_device())
         return True
 
     def receive_broadcast(self, spec: list[tuple[str, str, list[int]]]) -> int:
         """Receive tensors named in `spec` (name, dtype, shape) from rank 0, in order, then reload."""
-        from core.weight_group import receive_tensors
-
         state = receive_tensors(self._osp_group, spec, device=self._osp_device())
         self.reload_weights(weights_iterator=list(state.items()))
         self._osp_retie()

@@ -229,11 +229,7 @@ def check_resources(cfg: Config, cpus: float, gpus: float) -> None:
     if l.gpus_per_rank > 0:
         _require(l.num_ranks * l.gpus_per_rank <= gpus, "learner.num_ranks",
                  f"{l.num_ranks} ranks × {l.gpus_per_rank:g} GPU need more than the cluster's {gpus:g} GPUs")
-    need_cpus = (
-        l.num_ranks * l.cpus_per_rank
-        + cfg.rollout.num_actors * cfg.rollout.cpus_per_actor
-        + cfg.judge.num_actors * cfg.judge.cpus_per_actor
-    )
+    need_cpus = cfg.resources_needed()["CPU"]
     _require(l.num_ranks * l.cpus_per_rank <= cpus, "learner.num_ranks",
              f"{l.num_ranks} ranks × {l.cpus_per_rank:g} CPU exceed the cluster's {cpus:g} CPUs")
     _require(need_cpus <= cpus, "rollout.num_actors",
@@ -246,8 +242,7 @@ def check_local_machine(cfg: Config, cpus: int, gpus: int) -> None:
     l = cfg.learner
     _require(l.num_ranks <= cpus, "learner.num_ranks",
              f"{l.num_ranks} learner ranks need {l.num_ranks} CPU cores; this machine has {cpus}")
-    wanted = l.num_ranks * l.gpus_per_rank + cfg.rollout.num_actors * cfg.rollout.gpus_per_actor \
-        + cfg.judge.num_actors * cfg.judge.gpus_per_actor
+    wanted = cfg.resources_needed()["GPU"]
     _require(wanted <= gpus, "learner.gpus_per_rank",
              f"the actors ask for {wanted:g} GPUs in all; this machine has {gpus}")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.pools import Control, make_rollout_actor
 from core.config import Config
@@ -47,8 +48,10 @@ class EnginePool:
 
     def start(self) -> list[tuple[ray.ObjectRef, Engine]]:
         """The Control actor and the configured engines; returns each engine's `info()` ref."""
+        # On the driver's own node: losing a rollout node must not take the run's control with it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.control = Control.options(name=CONTROL_NAME, namespace=CONTROL_NAMESPACE, get_if_exists=False,
-                                       lifetime=None).remote(self.cfg.rollout.num_actors)
+                                       lifetime=None, scheduling_strategy=here).remote(self.cfg.rollout.num_actors)
         return [self.add() for _ in range(self.cfg.rollout.num_actors)]
 
     def add(self) -> tuple[ray.ObjectRef, Engine]:

@@ -53,15 +53,19 @@ class LearnerGroup:
         ray.get([r.load_checkpoint.remote(str(checkpoint)) for r in self.ranks])
 
     def save(self, folder: Path, step: int) -> None:
-        ray.get([r.save_checkpoint.remote(str(folder), {"step": step}) for r in self.ranks])
+        try:
+            ray.get([r.save_checkpoint.remote(str(folder), {"step": step}) for r in self.ranks])
+        except ray.exceptions.RayError as err:  # a rank (or its node) died while saving
+            raise self.failed(err, step, "saving its checkpoint") from err
 
-    def failed(self, err: Exception, step: int) -> LearnerFailed:
+    def failed(self, err: Exception, step: int, doing: str = "") -> LearnerFailed:
         try:
             latest = ckpt.latest_checkpoint(self.run_dir)
         except FileNotFoundError:
             latest = None
         where = f"the last checkpoint is {latest}" if latest else "no checkpoint was written yet"
-        return LearnerFailed(f"a learner rank failed at step {step}: {str(err).splitlines()[0]}\n"
+        during = f" ({doing})" if doing else ""
+        return LearnerFailed(f"a learner rank failed at step {step}{during}: {str(err).splitlines()[0]}\n"
                              f"The run stops ({where}); continue it with --resume.")
 
     def shutdown(self) -> None:

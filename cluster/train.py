@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -18,10 +19,24 @@ from core.env import apply_runtime_env
 
 apply_runtime_env()  # before vLLM/transformers/Ray are imported anywhere
 
+import ray  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
 from cluster import checkpoint as ckpt  # noqa: E402
 from cluster.config import (  # noqa: E402
-    Config, ConfigError, check_local_machine, check_resources, default_config_path, dump_config, load_config,
+    check_local_machine, check_resources, default_config_path, dump_config, load_config, parse_overrides,
 )
+from cluster.learner_group import LearnerFailed  # noqa: E402
+from cluster.models import resolve_model_path  # noqa: E402
+from cluster.pipeline import Pipeline  # noqa: E402
+from cluster.progress import Progress, setup_logging  # noqa: E402
+from cluster.prompts import PromptFileError, load_prompts  # noqa: E402
+from cluster.ray_setup import init_ray, link_worker_logs, ray_address  # noqa: E402
+from core.config import Config, ConfigError  # noqa: E402
+from judge.preferences import PythonJudge  # noqa: E402
+from judge.strength import JudgeTemplate, answer_token_ids  # noqa: E402
 
 log = logging.getLogger("osp")
 
@@ -45,10 +60,6 @@ def resolve_config(args: argparse.Namespace) -> Config:
         # Resume with the run's own saved config plus the new overrides, validated together
         # (an override may only make sense with the saved values). Find the run folder from
         # the overrides or the default config without validating anything yet.
-        import yaml
-
-        from cluster.config import parse_overrides
-
         run_dir = parse_overrides(args.overrides).get("checkpoint", {}).get("dir")
         if run_dir is None:
             run_dir = ((yaml.safe_load(Path(path).read_text()) or {}).get("checkpoint") or {}).get("dir", "runs/osp")
@@ -61,12 +72,6 @@ def resolve_config(args: argparse.Namespace) -> Config:
 def prepare_inputs(cfg: Config):
     """Model path, judge, tokenizer checks and prompts: all refused here, before any actor
     starts. Returns (model path, judge kind with its model path resolved, prompts)."""
-    from transformers import AutoTokenizer
-
-    from cluster.models import resolve_model_path
-    from cluster.prompts import load_prompts
-    from judge.strength import JudgeTemplate, answer_token_ids
-
     model_path = str(resolve_model_path(cfg.model.path))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     kind, _, rest = cfg.judge.kind.partition(":")
@@ -82,8 +87,6 @@ def prepare_inputs(cfg: Config):
         except ValueError as err:
             raise ConfigError(f"judge.answer_tokens: {err}") from None
     if kind == "python":
-        from judge.preferences import PythonJudge
-
         try:
             PythonJudge(rest)
         except ValueError as err:
@@ -103,10 +106,6 @@ def prepare_eval_prompts(cfg: Config, model_path: str):
     """The held-out prompts of the in-run evaluation (eval.prompts), or None."""
     if cfg.eval.prompts is None:
         return None
-    from transformers import AutoTokenizer
-
-    from cluster.prompts import load_prompts
-
     prompts = load_prompts(cfg.eval.prompts, AutoTokenizer.from_pretrained(model_path), cfg.model.max_prompt_tokens,
                            "error", cfg.eval.num_prompts)
     missing = [p.prompt_id for p in prompts if p.instructions is None]
@@ -117,17 +116,9 @@ def prepare_eval_prompts(cfg: Config, model_path: str):
 
 
 def run(cfg: Config, resume: bool = False) -> ckpt.RunState:
-    import ray
-
-    from cluster.pipeline import Pipeline
-    from cluster.progress import Progress
-    from cluster.ray_setup import init_ray, link_worker_logs, ray_address
-
     model_path, judge, prompts = prepare_inputs(cfg)
     eval_prompts = prepare_eval_prompts(cfg, model_path)
     if ray_address(cfg.ray.address) is None:  # a local cluster: refuse what this machine can't run
-        import torch
-
         check_local_machine(cfg, os.cpu_count() or 1, torch.cuda.device_count() if torch.cuda.is_available() else 0)
     cfg.judge.kind = judge
     run_dir = Path(cfg.checkpoint.dir)
@@ -151,9 +142,8 @@ def run(cfg: Config, resume: bool = False) -> ckpt.RunState:
     dump_config(cfg, run_dir / "config.yaml")
     log.info("%d prompts from the data set, model %s, run folder %s", len(prompts), model_path, run_dir)
 
-    needed = (cfg.learner.num_ranks * cfg.learner.cpus_per_rank + cfg.rollout.num_actors * cfg.rollout.cpus_per_actor
-              + cfg.judge.num_actors * cfg.judge.cpus_per_actor)
-    init_ray(cfg.ray.address, cfg.ray.num_cpus or max(int(needed + 0.999), os.cpu_count() or 1), cfg.ray.dashboard_host,
+    cpus = cfg.ray.num_cpus or max(math.ceil(cfg.resources_needed()["CPU"]), os.cpu_count() or 1)
+    init_ray(cfg.ray.address, cpus, cfg.ray.dashboard_host,
              cfg.ray.dashboard_port, worker_logs=cfg.ray.worker_logs)
     logs = link_worker_logs(run_dir)
     if not cfg.ray.worker_logs:
@@ -177,13 +167,8 @@ def run(cfg: Config, resume: bool = False) -> ckpt.RunState:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cluster.progress import setup_logging
-
     setup_logging()
     args = parse_args(argv)
-    from cluster.learner_group import LearnerFailed
-    from cluster.prompts import PromptFileError
-
     try:
         cfg = resolve_config(args)
         cfg.ray.worker_logs = cfg.ray.worker_logs or args.verbose

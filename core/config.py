@@ -207,3 +207,9 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def resources_needed(self) -> dict[str, float]:
+        """CPUs and GPUs the run's actors ask Ray for: learner ranks, rollout and judge actors."""
+        l, r, j = self.learner, self.rollout, self.judge
+        return {"CPU": l.num_ranks * l.cpus_per_rank + r.num_actors * r.cpus_per_actor + j.num_actors * j.cpus_per_actor,
+                "GPU": l.num_ranks * l.gpus_per_rank + r.num_actors * r.gpus_per_actor + j.num_actors * j.gpus_per_actor}

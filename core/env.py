@@ -8,6 +8,7 @@ different value is known to break the run (noted per variable).
 from __future__ import annotations
 
 import os
+import resource
 
 # Applied on every machine.
 COMMON_ENV: dict[str, str] = {
@@ -15,8 +16,11 @@ COMMON_ENV: dict[str, str] = {
     # every model is loaded from a local path.
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
-    # A token written by one local `ray.init` makes later `address="auto"` drivers fail to
-    # create actors; head, driver and actors must agree, so we pin it off.
+    # Head, driver and actors must agree on the auth mode. Locally it is off (a token written
+    # by one local `ray.init` makes later `address="auto"` drivers fail to create actors, and
+    # the local cluster listens on loopback only). A cluster with Ray's token auth sets
+    # RAY_AUTH_MODE=token (and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) on every node and in the
+    # submitting shell: that choice is kept (apply_runtime_env).
     "RAY_AUTH_MODE": "disabled",
     # Fork-after-tokenizer-use warnings flood the logs of every actor.
     "TOKENIZERS_PARALLELISM": "false",
@@ -52,6 +56,8 @@ def runtime_env_vars(cuda: bool | None = None) -> dict[str, str]:
     """The variables to set in this process and pass to Ray workers (runtime_env)."""
     cuda = has_cuda() if cuda is None else cuda
     env = dict(COMMON_ENV)
+    if os.environ.get("RAY_AUTH_MODE") == "token":  # a cluster with token auth: every process keeps it
+        env["RAY_AUTH_MODE"] = "token"
     if not cuda:
         env.update(CPU_ENV)
     return env
@@ -62,7 +68,7 @@ def apply_runtime_env(cuda: bool | None = None) -> dict[str, str]:
     env = runtime_env_vars(cuda)
     for key, value in env.items():
         if key == "RAY_AUTH_MODE":
-            os.environ[key] = value  # mixing modes breaks actor creation: never keep another
+            os.environ[key] = value  # `token` if chosen, else `disabled`: never an unknown mode
         else:
             os.environ.setdefault(key, value)
     return {k: os.environ[k] for k in env}
@@ -81,6 +87,6 @@ def disable_deepspeed_shm_comm() -> None:
 def peak_rss_bytes() -> int:
     """This process's peak resident set (Linux reports KiB). It counts shared pages the process
     touched too (the object store's mapping, the page cache of mmapped weights)."""
-    import resource
+
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

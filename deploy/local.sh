@@ -19,8 +19,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# Head, driver and actors must agree on the auth mode; cluster/env.py pins `disabled` in every
-# process the run starts, so the head gets the same whatever the shell had.
+# Head, driver and actors must agree on the auth mode; core/env.py sets `disabled` in every
+# process the run starts (unless `token`: a real cluster, deploy/README.md), so the local head gets the same.
 if [ -n "${RAY_AUTH_MODE:-}" ] && [ "$RAY_AUTH_MODE" != disabled ]; then
   echo "local.sh: RAY_AUTH_MODE=$RAY_AUTH_MODE ignored; the osp stack runs with RAY_AUTH_MODE=disabled" >&2
 fi

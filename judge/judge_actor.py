@@ -46,6 +46,8 @@ class JudgeWorker:
         sampling policy; `instructions`: prompt text → its IFEval instructions (JSON form)."""
         judge, dno = judge or JudgeConfig(), dno or DnoConfig()
         apply_runtime_env()
+        # Lazy: transformers reads the environment applied just above at import (HF_HUB_OFFLINE),
+        # and the driver imports this module to create the actor without needing it.
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if threads:

@@ -99,6 +99,8 @@ class RewardJudge:
     """A sequence-classification reward model: p = σ((r_a − r_b)/τ)."""
 
     def __init__(self, model_path: str, tau: float = 1.0, batch_size: int = 8):
+        # Lazy (as every model import in the judge): the actor applies the stack's environment
+        # (HF_HUB_OFFLINE, …) before any model library loads; the driver imports this module too.
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.name, self.tau, self.batch_size = f"reward:{model_path}", tau, batch_size

@@ -21,6 +21,7 @@ import re
 from typing import Protocol
 
 from core.text import rake_keywords
+from judge.preferences import check_kind, make_preference
 
 _WORD = re.compile(r"[a-z0-9']+")
 
@@ -58,8 +59,6 @@ class HeuristicScorer:
 def make_scorer(spec: str, sft_path: str, instructions: dict | None = None) -> Scorer:
     """`heuristic`, `self` (or `self:<path>`), or any judge kind (judge/preferences.py):
     `lm:<path>`, `reward:<path>`, `verifier` (needs the prompts' `instructions`), `python:<module>:<fn>`."""
-    from judge.preferences import check_kind, make_preference
-
     kind, _, path = spec.partition(":")
     if spec == "heuristic":
         return HeuristicScorer()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,48 +14,50 @@ from pathlib import Path
 
 import pytest
 
+from core.net import free_port
+
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str):
-    with urllib.request.urlopen(url, timeout=30) as response:
+def _get(url: str, headers: dict[str, str] | None = None):
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
+
+
+def _start_head(temp: Path, auth: dict[str, str]):
+    """`ray start --head` on free ports under `temp`, dashboard on loopback; (url, env)."""
+    from core.env import runtime_env_vars
+
+    env = {**os.environ, **runtime_env_vars(), **auth, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    gcs, dashboard = free_port(), free_port()
+    start = [
+        str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}", "--num-cpus=6", f"--temp-dir={temp}", "--include-dashboard=true",
+        f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+        f"--metrics-export-port={free_port()}", "--disable-usage-stats",
+    ]
+    subprocess.run(start, env=env, check=True, capture_output=True, text=True, timeout=180)
+    url = f"http://127.0.0.1:{dashboard}"
+    headers = {"Authorization": f"Bearer {auth['RAY_AUTH_TOKEN']}"} if "RAY_AUTH_TOKEN" in auth else {}
+    for _ in range(60):  # the dashboard comes up a little after `ray start` returns
+        try:
+            _get(f"{url}/api/version", headers)
+            break
+        except OSError:
+            time.sleep(1)
+    return url, env
 
 
 @pytest.fixture(scope="module")
 def head_node(tmp_path_factory):
-    from core.env import runtime_env_vars
-
     temp = tmp_path_factory.mktemp("ray-head")
-    env = {**os.environ, **runtime_env_vars(), "RAY_AUTH_MODE": "disabled",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("RAY_ADDRESS", None)
-    gcs, dashboard = _free_port(), _free_port()
-    start = [
-        str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard}", "--num-cpus=6", f"--temp-dir={temp}", "--include-dashboard=true",
-        f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-        f"--metrics-export-port={_free_port()}", "--disable-usage-stats",
-    ]
-    subprocess.run(start, env=env, check=True, capture_output=True, text=True, timeout=180)
-    url = f"http://127.0.0.1:{dashboard}"
     try:
-        for _ in range(60):  # the dashboard comes up a little after `ray start` returns
-            try:
-                _get(f"{url}/api/version")
-                break
-            except OSError:
-                time.sleep(1)
-        yield url, env
+        yield _start_head(temp, {"RAY_AUTH_MODE": "disabled"})
     finally:
         _stop_head(temp)
 
@@ -111,3 +112,38 @@ def test_ray_job_submit_runs_the_main_job_and_dashboard_lists_its_actors(head_no
     actors = _get(f"{url}/api/v0/actors?limit=1000&detail=true")["data"]["result"]["result"]
     classes = {a["class_name"] for a in actors}
     assert {"RolloutWorker", "JudgeWorker", "LearnerRank", "Control"} <= classes, classes
+
+
+# A job that joins the cluster as the main job does (cluster.ray_setup.init_ray under
+# `ray job submit`) and round-trips through an actor.
+TOKEN_JOB = """
+from cluster.ray_setup import init_ray
+ray = init_ray(None, worker_logs=False)
+
+@ray.remote(num_cpus=1)
+def echo(x):
+    return x
+
+print("job ran:", ray.get(echo.remote("token ok")))
+"""
+
+
+def test_token_auth_cluster_runs_a_job_with_the_token_and_refuses_one_without(tmp_path_factory):
+    """Ray's token auth (RAY_AUTH_MODE=token) on the head: core/env.py keeps `token` in the
+    driver and its workers, so the submitted job runs; a submission without it is refused."""
+    token = os.urandom(16).hex()
+    temp = tmp_path_factory.mktemp("rtok")  # short: Ray's socket paths live under it
+    try:
+        url, env = _start_head(temp, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+        submit = [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(REPO),
+                  "--runtime-env", str(REPO / "deploy" / "runtime_env.yaml"), "--", "python", "-c", TOKEN_JOB]
+        done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "job ran: token ok" in done.stdout, (done.stdout + done.stderr)[-4000:]
+        without = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"} | {"RAY_AUTH_MODE": "disabled"}
+        for other in (without, env | {"RAY_AUTH_TOKEN": "0" * 32}):  # no token; a wrong one
+            refused = subprocess.run(submit, env=other, capture_output=True, text=True, timeout=300)
+            said = refused.stdout + refused.stderr
+            assert refused.returncode != 0 and ("401" in said or "Unauthorized" in said or "token" in said.lower()), \
+                said[-4000:]
+    finally:
+        _stop_head(temp)

@@ -54,3 +54,52 @@ def test_pairs_judged_on_one_node_train_on_the_other(multinode):
     # and the next task's arguments, so no object store holds them (none is listed).
     assert multinode["pairs_locations"] == []
     assert 0 < multinode["eval_loss"] < 2
+
+
+# -- scale-out and node loss (heavy: ~5 min on 2 cores) --------------------------------------
+
+@pytest.fixture(scope="module")
+def node_faults(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("multinode-faults") / "result.json"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), str(HERE)])
+    done = subprocess.run([sys.executable, str(HERE / "multinode_faults_run.py"), tiny_model_dir, str(out)],
+                          env=env, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    return json.loads(out.read_text())
+
+
+def _where(actors: list[dict], alive_only: bool = True) -> dict[str, str]:
+    """Actor role (rollout-0, judge-0, learner-0) → its node, from the GCS's actor table."""
+    return {a["name"].rsplit("/", 1)[-1]: a["node"] for a in actors if a["name"] and (a["state"] == "ALIVE" or not alive_only)}
+
+
+@pytest.mark.heavy
+def test_scale_out_puts_the_new_rollout_actor_on_the_added_node(node_faults):
+    where = _where(node_faults["after_scale_out"])
+    nodes = node_faults["nodes"]
+    assert where["rollout-0"] == nodes["a"] and where["rollout-1"] == nodes["b"]
+
+
+@pytest.mark.heavy
+def test_losing_a_rollout_node_moves_its_actors_and_loses_nothing(node_faults):
+    nodes, run = node_faults["nodes"], node_faults["run1"]
+    where = _where(node_faults["after_node_loss"])
+    # Ray restarted rollout-0 and judge-0 on the node that still has the `rollout` resource.
+    assert where["rollout-0"] == where["rollout-1"] == where["judge-0"] == nodes["b"]
+    assert run["steps"] == 30 and run["pairs_trained"] == 120 and run["live_engines"] == 2
+    events = dict(node_faults["events"])
+    assert events["scaled out"] < events["node A removed"] <= events["restarted"] < 30  # all while it trained
+    # Every prompt taken from the data order (no epoch wraps here) is done or listed to be
+    # sampled again, each once: none skipped, none counted twice.
+    assert run["prompts_done"] + len(run["requeued"]) == run["next_prompt"]
+    assert len(set(run["requeued"])) == len(run["requeued"])
+
+
+@pytest.mark.heavy
+def test_losing_the_learner_node_stops_cleanly_and_resume_finishes(node_faults):
+    assert node_faults["learner_failed"] and "--resume" in node_faults["learner_failed"]
+    assert node_faults["resumed_from_step"] <= node_faults["learner_lost_at"]
+    run = node_faults["run2"]
+    assert run["steps"] == 36 and run["pairs_trained"] == 144
+    assert run["prompts_done"] + len(run["requeued"]) == run["next_prompt"]
