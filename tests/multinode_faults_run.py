@@ -68,40 +68,21 @@ class _Loop:
 
 
 def main(model_dir: str, out: str) -> None:
-    from core.env import apply_runtime_env
-
-    apply_runtime_env()
     import ray
-    from ray.cluster_utils import Cluster
 
     from cluster import checkpoint as ckpt
-    from cluster.config import config_from_dict
     from cluster.learner_group import LearnerFailed
     from cluster.pipeline import Pipeline
-    from cluster.ray_setup import init_ray
     from cluster.train import prepare_inputs
+    from multinode_cluster import run_config, three_node_cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    node_a = cluster.add_node(num_cpus=2, resources={"rollout": 2})
-    learner_node = cluster.add_node(num_cpus=1, resources={"learner": 1})
-    cluster.wait_for_nodes()
-    init_ray(cluster.address, worker_logs=False)
+    cluster, node_a, learner_node = three_node_cluster()
     run_dir = Path(tempfile.mkdtemp(prefix="multinode-faults-"))
-    cfg = config_from_dict({
-        "seed": 3,
-        "model": {"path": model_dir},
-        # 200 prompts, 72 used at most: no epoch wraps, so each prompt is handed out in one epoch.
-        "data": {"num_prompts": 200, "prompts": "questions"},
-        "rollout": {"num_actors": 1, "k": 4, "max_tokens": 8, "prompts_per_batch": 2, "resources": {"rollout": 1},
-                    "max_restarts": 3},
-        "judge": {"num_actors": 1, "kind": "self", "resources": {"rollout": 1}, "max_restarts": 3},
-        "learner": {"num_ranks": 1, "pairs_per_step": 4, "max_steps": 30, "lr": 5e-3, "resources": {"learner": 1},
-                    "lora": {"enabled": True, "r": 4, "alpha": 8}},
-        "eval": {"prompts": None},
-        "pipeline": {"max_staleness": 1, "buffer_max_pairs": 16},
-        "checkpoint": {"dir": str(run_dir), "every": 2},
-        "metrics": {"tensorboard": False, "ray_metrics": False, "probe_every": 0},
-    })
+    # 200 prompts, 72 used at most: no epoch wraps, so each prompt is handed out in one epoch.
+    cfg = run_config(model_dir, run_dir, seed=3, data={"num_prompts": 200},
+                     rollout={"max_tokens": 8, "max_restarts": 3}, judge={"max_restarts": 3},
+                     learner={"max_steps": 30}, pipeline={"max_staleness": 1, "buffer_max_pairs": 16},
+                     checkpoint={"every": 2})
     model_path, _, prompts = prepare_inputs(cfg)
 
     def slow_learner(step, max_steps, metrics):
@@ -109,7 +90,8 @@ def main(model_dir: str, out: str) -> None:
         # Holding each step 3 s lets the operator's actions below land while the run trains.
         time.sleep(3)
 
-    result: dict = {"nodes": {"a": node_a.node_id, "learner": learner_node.node_id}, "events": []}
+    result: dict = {"nodes": {"head": cluster.head_node.node_id, "a": node_a.node_id, "learner": learner_node.node_id},
+                    "events": []}
 
     # -- run 1: scale out onto a new node, then lose node A -------------------------------
     # The loop runs in a thread: Ray adds and removes nodes from the main thread only.

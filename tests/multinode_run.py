@@ -20,37 +20,19 @@ from pathlib import Path
 
 
 def main(model_dir: str, out: str) -> None:
-    from core.env import apply_runtime_env
-
-    apply_runtime_env()
     import ray
-    from ray.cluster_utils import Cluster
 
     from cluster import checkpoint as ckpt
-    from cluster.config import config_from_dict
     from cluster.pipeline import Pipeline
-    from cluster.ray_setup import init_ray
     from cluster.train import prepare_inputs
+    from multinode_cluster import run_config, three_node_cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    rollout_node = cluster.add_node(num_cpus=2, resources={"rollout": 2})
-    learner_node = cluster.add_node(num_cpus=1, resources={"learner": 1})
-    cluster.wait_for_nodes()
-    init_ray(cluster.address)
+    cluster, rollout_node, learner_node = three_node_cluster()
     run_dir = Path(tempfile.mkdtemp(prefix="multinode-run-"))
-    cfg = config_from_dict({
-        "seed": 5,
-        "model": {"path": model_dir},
-        "data": {"num_prompts": 24, "prompts": "questions"},
-        "rollout": {"num_actors": 1, "k": 4, "max_tokens": 10, "prompts_per_batch": 2, "resources": {"rollout": 1}},
-        "judge": {"num_actors": 1, "kind": "self", "drop_ties": False, "resources": {"rollout": 1}},
-        "learner": {"num_ranks": 1, "pairs_per_step": 4, "max_steps": 3, "lr": 5e-3, "resources": {"learner": 1},
-                    "lora": {"enabled": True, "r": 4, "alpha": 8}},
-        "eval": {"prompts": None},
-        "pipeline": {"max_staleness": 1, "buffer_max_pairs": 16, "spill_dir": str(run_dir / "pairs")},
-        "checkpoint": {"dir": str(run_dir), "every": 0},
-        "metrics": {"tensorboard": False, "ray_metrics": False, "progress": False, "probe_every": 0},
-    })
+    cfg = run_config(model_dir, run_dir, seed=5, data={"num_prompts": 24}, rollout={"max_tokens": 10},
+                     learner={"max_steps": 3}, pipeline={"max_staleness": 1, "buffer_max_pairs": 16,
+                                                         "spill_dir": str(run_dir / "pairs")},
+                     checkpoint={"every": 0})
     model_path, _, prompts = prepare_inputs(cfg)
     pipeline = Pipeline(cfg, model_path, prompts, run_dir, ckpt.RunState(seed=cfg.seed))
     try:

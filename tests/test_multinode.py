@@ -1,6 +1,7 @@
 """The loop on a 3-node Ray cluster on one machine (tests/multinode_run.py): actors land on the
 nodes their resources name, the pushed weights cross object stores between nodes, and pairs
-judged on one node train on the other."""
+judged on one node train on the other. Heavy: `ray job submit` onto that cluster, scale-out
+onto an added node, and the loss of a rollout node and of the learner node."""
 
 from __future__ import annotations
 
@@ -17,15 +18,21 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture(scope="module")
-def multinode(tiny_model_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("multinode") / "result.json"
+def _scenario(script: str, tiny_model_dir: str, tmp_path_factory, timeout: float) -> dict:
+    """Run a multi-node scenario script in its own process (it starts its own Ray cluster;
+    the test session's Ray is a different one) and read the JSON it writes."""
+    out = tmp_path_factory.mktemp(Path(script).stem) / "result.json"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), str(HERE)])
-    done = subprocess.run([sys.executable, str(HERE / "multinode_run.py"), tiny_model_dir, str(out)],
-                          env=env, capture_output=True, text=True, timeout=800)
+    done = subprocess.run([sys.executable, str(HERE / script), tiny_model_dir, str(out)],
+                          env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def multinode(tiny_model_dir, tmp_path_factory):
+    return _scenario("multinode_run.py", tiny_model_dir, tmp_path_factory, 800)
 
 
 def test_actors_land_on_the_nodes_their_resources_name(multinode):
@@ -60,13 +67,7 @@ def test_pairs_judged_on_one_node_train_on_the_other(multinode):
 
 @pytest.fixture(scope="module")
 def node_faults(tiny_model_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("multinode-faults") / "result.json"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), str(HERE)])
-    done = subprocess.run([sys.executable, str(HERE / "multinode_faults_run.py"), tiny_model_dir, str(out)],
-                          env=env, capture_output=True, text=True, timeout=1500)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    return json.loads(out.read_text())
+    return _scenario("multinode_faults_run.py", tiny_model_dir, tmp_path_factory, 1500)
 
 
 def _where(actors: list[dict], alive_only: bool = True) -> dict[str, str]:
@@ -79,6 +80,7 @@ def test_scale_out_puts_the_new_rollout_actor_on_the_added_node(node_faults):
     where = _where(node_faults["after_scale_out"])
     nodes = node_faults["nodes"]
     assert where["rollout-0"] == nodes["a"] and where["rollout-1"] == nodes["b"]
+    assert where["osp-control"] == nodes["head"]  # the driver's node: a lost rollout node can't take it
 
 
 @pytest.mark.heavy
@@ -103,3 +105,18 @@ def test_losing_the_learner_node_stops_cleanly_and_resume_finishes(node_faults):
     run = node_faults["run2"]
     assert run["steps"] == 36 and run["pairs_trained"] == 144
     assert run["prompts_done"] + len(run["requeued"]) == run["next_prompt"]
+
+
+@pytest.fixture(scope="module")
+def submitted(tiny_model_dir, tmp_path_factory):
+    return _scenario("multinode_submit_run.py", tiny_model_dir, tmp_path_factory, 1200)
+
+
+@pytest.mark.heavy
+def test_ray_job_submit_onto_the_multinode_cluster_places_actors_by_resource(submitted):
+    assert submitted["returncode"] == 0 and submitted["statuses"] == ["SUCCEEDED"], submitted["logs"]
+    assert "done: 3 steps" in submitted["logs"] and submitted["checkpoint"]
+    nodes = submitted["nodes"]
+    where = {a["class"]: a["node"] for a in submitted["actors"]}
+    assert where == {"RolloutWorker": nodes["rollout"], "JudgeWorker": nodes["rollout"],
+                     "LearnerRank": nodes["learner"]}, submitted["actors"]
