@@ -20,7 +20,11 @@ class JudgePool:
         # Prompt text → its IFEval instructions: the verifier judge's input, and the pass rate
         # of fresh samples for any judge kind.
         instructions = {p.text: p.instructions.to_json() for p in prompts if p.instructions is not None}
-        self.judges = [make_judge_actor(cfg, model_path, i, instructions or None, prefix)
+        # Put once and passed as [ref]: the judges fetch it themselves. As a plain argument Ray
+        # would store it anyway and warn that a restart depends on it; this ref lives with the
+        # pool, so a restarted judge finds it too.
+        self.instructions = [ray.put(instructions)] if instructions else None
+        self.judges = [make_judge_actor(cfg, model_path, i, self.instructions, prefix)
                        for i in range(cfg.judge.num_actors)]
         self.load = [0] * len(self.judges)
         self.empty_in_a_row = 0  # judged batches in a row that kept no pair

@@ -45,7 +45,7 @@ def make_rollout_actor(cfg: Config, model_path: str, index: int, prefix: str | N
     return actor_cls.remote(model_path, r, cfg.model, seed=cfg.seed, name=f"rollout-{index}")
 
 
-def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: dict[str, dict] | None = None,
+def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: dict[str, dict] | list | None = None,
                      prefix: str | None = None):
     """`instructions`: prompt text → its IFEval instructions (JSON form), for the verifier
     judge and the pass rate of fresh samples."""

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import pyarrow as pa
+import ray
 import torch
 
 from core.config import DnoConfig, JudgeConfig
@@ -40,7 +41,7 @@ class JudgeWorker:
 
     def __init__(self, model_path: str, judge: JudgeConfig | None = None, dno: DnoConfig | None = None, *,
                  dtype: str = "float32", anchor_max_tokens: int = 32, threads: int | None = None,
-                 instructions: dict[str, dict] | None = None, seed: int = 0):
+                 instructions: dict[str, dict] | list | None = None, seed: int = 0):
         """`judge`: who judges and how (kind, anchor, template, ties, truncation); `dno`: with
         DNO on, the pair is picked by win rate (above `dno.margin`) and the reference is the
         sampling policy; `instructions`: prompt text → its IFEval instructions (JSON form)."""
@@ -62,6 +63,9 @@ class JudgeWorker:
             self.pad_id = self.tokenizer.eos_token_id
         # Prompt text → its verifiable instructions (prompt files in IFEval format): the
         # verifier judge's input, and the per-batch pass rate of fresh samples for any kind.
+        # From the driver as [ref]: a few hundred prompts' worth is too big to travel inline.
+        if isinstance(instructions, list):
+            instructions = ray.get(instructions[0])
         self.instructions = {text: parse_instructions(v["instruction_id_list"], v["kwargs"])
                              for text, v in (instructions or {}).items()}
         self.preference = make_preference(
