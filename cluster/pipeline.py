@@ -31,7 +31,7 @@ from cluster import checkpoint as ckpt
 from cluster import heldout
 from cluster.buffer import PairBuffer
 from cluster.engine_pool import EnginePool
-from cluster.flights import Flight, Inflight
+from cluster.flights import Flight, Inflight, StallWatch
 from cluster.judge_pool import JudgePool
 from cluster.learner_group import LearnerGroup
 from cluster.metrics import (MetricsLogger, StepWindow, format_line, peak_rss_of, run_metrics, step_metrics,
@@ -51,8 +51,8 @@ class Pipeline:
                  state: ckpt.RunState, resume_from: Path | None = None, progress=None,
                  eval_prompts: list[Prompt] | None = None):
         self.cfg, self.model_path, self.prompts = cfg, model_path, prompts
-        self.eval_prompts = eval_prompts  # held-out, with instructions: answered before and after training
-        self.heldout_sft = None
+        # Held-out prompts with instructions, answered before (heldout_sft) and after training.
+        self.eval_prompts, self.heldout_sft = eval_prompts, None
         self.run_dir, self.state, self.resume_from = run_dir, state, resume_from
         # A callable(step, max_steps, metrics): the live bar (cluster/progress.py), else a log line.
         self.progress = progress or (lambda step, max_steps, metrics: log.info(format_line(step, max_steps, metrics)))
@@ -75,6 +75,7 @@ class Pipeline:
         self.last_step_end: float | None = None  # perf_counter when the previous step's result arrived
         self.probe: pa.Table | None = None  # a fixed batch: its loss is logged every probe_every steps
         self.failures = 0
+        self.stall = StallWatch(cfg.actor_resources())
         self.metrics = MetricsLogger(run_dir, run_dir.name, cfg.metrics.tensorboard, cfg.metrics.ray_metrics,
                                      resume_step=state.step)
 
@@ -118,6 +119,7 @@ class Pipeline:
                 if not self.inflight:
                     raise RuntimeError("pipeline stalled: nothing in flight and no learner step possible")
                 ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=1.0)
+                self.stall.tick(bool(ready), self.inflight)
                 for ref in ready:
                     flight = self.inflight.pop(ref)
                     getattr(self, f"_on_{flight.kind.value}")(ref, flight)
@@ -191,8 +193,7 @@ class Pipeline:
             raise RuntimeError(f"too many failed {kind} calls; last error: {err}") from err
 
     def _scale(self) -> None:
-        added = self.pool.scale()
-        if added is None:
+        if (added := self.pool.scale()) is None:  # not polled this time
             return
         for ref, engine in added:
             self.inflight[ref] = Inflight(Flight.READY, engine=engine)
@@ -220,8 +221,7 @@ class Pipeline:
             self.inflight[r] = Inflight(Flight.STEP_RANK)
 
     def _on_step_rank(self, ref, flight: Inflight) -> None:
-        """Ranks other than 0: their metrics are gathered in _on_step; a failure surfaces
-        here at once (rank 0 may otherwise wait on a dead peer's collective)."""
+        """Ranks but 0: a failure surfaces here at once (rank 0 may wait on a dead peer)."""
         self.learner.results([ref], self.state.step + 1)
 
     def _on_step(self, ref, flight: Inflight) -> None:

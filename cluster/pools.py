@@ -70,7 +70,7 @@ def _rendezvous() -> tuple[str, int]:
 
 def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600, prefix: str | None = None):
     l = cfg.learner
-    bundle = {"CPU": l.cpus_per_rank, **({"GPU": l.gpus_per_rank} if l.gpus_per_rank else {}), **l.resources}
+    bundle = cfg.actor_resources()["learner"]
     bundles = [dict(bundle) for _ in range(l.num_ranks)]
     pg = placement_group(bundles, strategy="PACK", name="osp-learner")
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)

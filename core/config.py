@@ -208,6 +208,16 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def actor_resources(self) -> dict[str, dict[str, float]]:
+        """What one actor of each role asks Ray for: CPUs, GPUs and custom resources."""
+        def ask(cpus: float, gpus: float, custom: dict[str, float]) -> dict[str, float]:
+            return {"CPU": cpus, **({"GPU": gpus} if gpus else {}), **custom}
+
+        r, j, l = self.rollout, self.judge, self.learner
+        return {"rollout": ask(r.cpus_per_actor, r.gpus_per_actor, r.resources),
+                "judge": ask(j.cpus_per_actor, j.gpus_per_actor, j.resources),
+                "learner": ask(l.cpus_per_rank, l.gpus_per_rank, l.resources)}
+
     def resources_needed(self) -> dict[str, float]:
         """CPUs and GPUs the run's actors ask Ray for: learner ranks, rollout and judge actors."""
         l, r, j = self.learner, self.rollout, self.judge
