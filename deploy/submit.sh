@@ -22,7 +22,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export RAY_ADDRESS="${RAY_ADDRESS:-http://127.0.0.1:8265}"
 if [ -z "${RAY_AUTH_MODE+x}" ]; then
-  export RAY_AUTH_MODE=disabled   # the driver (cluster/env.py) pins it to disabled too
+  export RAY_AUTH_MODE=disabled   # as the driver (core/env.py) does unless token auth is chosen
 fi
 if [ -z "${RAY:-}" ]; then
   if [ -x "$ROOT/.venv/bin/ray" ]; then RAY="$ROOT/.venv/bin/ray"; else RAY=ray; fi
