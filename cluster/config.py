@@ -135,13 +135,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {str(p)!r} must be a mapping of sections, got {data!r}")
-    data = _merge(data, parse_overrides(overrides or []))
-    cfg = _build(Config, data)
-    validate(cfg)
-    return cfg
+    return config_from_dict(_merge(data, parse_overrides(overrides or [])))
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
+    """A validated Config from nested sections, as a YAML file would give them (the same
+    refusals as load_config: unknown keys, wrong types, impossible values)."""
     cfg = _build(Config, data)
     validate(cfg)
     return cfg

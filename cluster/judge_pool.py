@@ -11,6 +11,7 @@ import ray
 from cluster.pools import make_judge_actor
 from cluster.prompts import Prompt
 from core.config import Config
+from judge.pairing import comparisons_per_prompt, pairs_per_prompt
 
 log = logging.getLogger("osp")
 
@@ -27,6 +28,9 @@ class JudgePool:
         self.judges = [make_judge_actor(cfg, model_path, i, self.instructions, prefix)
                        for i in range(cfg.judge.num_actors)]
         self.load = [0] * len(self.judges)
+        j, k = cfg.judge, cfg.rollout.k
+        log.info("judge %s, anchor %s: %d comparisons per prompt of K=%d, %d pairs kept at most",
+                 j.kind, j.anchor, comparisons_per_prompt(k, j.anchor), k, pairs_per_prompt(k, j.anchor))
         self.empty_in_a_row = 0  # judged batches in a row that kept no pair
 
     def roles(self) -> list[tuple[str, Any]]:

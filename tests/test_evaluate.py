@@ -65,7 +65,7 @@ def test_head_to_head_on_the_tiny_model(ray_cluster, tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
     from cluster.evaluate import evaluate, write_report
-    from cluster.models import build_tiny_model
+    from tiny_model import build_tiny_model
     from cluster.prompts import SHIPPED_EVAL, load_prompts
 
     same = tmp_path / "ckpt-000010" / "hf"  # a checkpoint identical to the SFT model

@@ -238,7 +238,7 @@ def test_per_kind_table():
 def test_lm_kind_loads_another_model_and_judges_like_the_self_judge_on_it(tiny_model_dir, tiny_tokenizer, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from cluster.models import build_tiny_model
+    from tiny_model import build_tiny_model
 
     other = build_tiny_model(tmp_path / "judge", seed=5)
     judge = make_preference(f"lm:{other}")
@@ -295,7 +295,7 @@ def test_judge_worker_makes_the_documented_comparisons_and_never_judges_a_respon
 def test_sft_greedy_anchor_comes_from_the_sft_model_when_another_lm_judges(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cluster.models import build_tiny_model
+    from tiny_model import build_tiny_model
     from cluster.prompts import encode_chat
     from judge.judge_actor import JudgeWorker
 

@@ -14,12 +14,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from cluster.models import (
     EMBEDDED_GGUF,
     _atomic_save,
-    build_tiny_model,
     cache_dir,
     embedded_default_model,
     find_embedded_gguf,
     resolve_model_path,
 )
+from tiny_model import build_tiny_model
 from judge.strength import JudgeTemplate, answer_token_ids
 
 EMBEDDED_FOLDER = "smollm2-135m-instruct-q4_1"
