@@ -10,9 +10,9 @@ Arrow table never passes through the driver) to the least-loaded judge, and star
 learner step as soon as one step's worth of fresh pairs is buffered. So rollout for step
 t+1 overlaps learning on step t, bounded by `pipeline.max_staleness` (in weight pushes).
 
-The pieces: the engine pool (cluster/engine_pool.py), the prompt ledger (where every prompt
-is: cluster/prompt_ledger.py), the step policy (what to sample, when to train and push, DNO:
-cluster/step_policy.py) and the per-step metrics window (cluster/metrics.py).
+The pieces: the engine, judge and learner pools (engine_pool, judge_pool, learner_group), the
+prompt ledger (where every prompt is), the step policy (what to sample, when to train and push,
+DNO) and the per-step metrics window (metrics), all in cluster/.
 """
 
 from __future__ import annotations
