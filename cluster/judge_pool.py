@@ -21,9 +21,9 @@ class JudgePool:
         # Prompt text → its IFEval instructions: the verifier judge's input, and the pass rate
         # of fresh samples for any judge kind.
         instructions = {p.text: p.instructions.to_json() for p in prompts if p.instructions is not None}
-        # Put once and passed as [ref]: the judges fetch it themselves. As a plain argument Ray
-        # would store it anyway and warn that a restart depends on it; this ref lives with the
-        # pool, so a restarted judge finds it too.
+        # Put once and passed as [ref]: the judges fetch it themselves, and the ref lives with the
+        # pool for the whole run, so a restarted judge finds it too. (Ray still logs that the
+        # constructor has an argument in the object store: it counts nested refs.)
         self.instructions = [ray.put(instructions)] if instructions else None
         self.judges = [make_judge_actor(cfg, model_path, i, self.instructions, prefix)
                        for i in range(cfg.judge.num_actors)]
