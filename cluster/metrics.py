@@ -10,6 +10,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray.util.metrics import Gauge
 
 from core.env import peak_rss_bytes
@@ -205,8 +206,6 @@ def run_metrics(state: Any, buffered: int, rollout_actors: int, epoch: float) ->
 
 def peak_rss_of(roles: list[tuple[str, Any]]) -> dict[str, int]:
     """Peak RSS of this process (the driver) and of each (name, actor handle)."""
-    import ray  # lazy: this module is also used where Ray is not running (tests of the window)
-
     peaks = {"driver": peak_rss_bytes()}
     for name, handle in roles:
         try:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 from pathlib import Path
+
+import psutil
 
 from core.env import apply_runtime_env, runtime_env_vars
 
@@ -99,23 +100,18 @@ def reap_orphaned_ray_processes() -> list[str]:
     always a child of its node's raylet; one whose parent is not a raylet is an orphan. Returns
     the names of the processes killed."""
     killed = []
-    uid = os.getuid()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    me = os.getuid()
+    for proc in psutil.process_iter(["cmdline", "uids"]):
         try:
-            if proc.stat().st_uid != uid:
+            name = (proc.info["cmdline"] or [""])[0]
+            if proc.info["uids"] is None or proc.info["uids"].real != me or not name.startswith("ray::"):
                 continue
-            name = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            if not name.startswith("ray::"):
+            parent = proc.parent()
+            if parent is not None and parent.pid > 1 and any("raylet" in part for part in parent.cmdline()):
                 continue
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            parent = Path(f"/proc/{ppid}/cmdline").read_bytes() if ppid > 1 else b""
-            if b"raylet" in parent:
-                continue
-            os.kill(int(proc.name), signal.SIGKILL)
-            killed.append(f"{name} (pid {proc.name})")
-        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
+            proc.kill()
+            killed.append(f"{name} (pid {proc.pid})")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):  # gone meanwhile, or not ours to read
             continue
     return killed
 

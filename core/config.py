@@ -219,7 +219,7 @@ class Config:
                 "learner": ask(l.cpus_per_rank, l.gpus_per_rank, l.resources)}
 
     def resources_needed(self) -> dict[str, float]:
-        """CPUs and GPUs the run's actors ask Ray for: learner ranks, rollout and judge actors."""
-        l, r, j = self.learner, self.rollout, self.judge
-        return {"CPU": l.num_ranks * l.cpus_per_rank + r.num_actors * r.cpus_per_actor + j.num_actors * j.cpus_per_actor,
-                "GPU": l.num_ranks * l.gpus_per_rank + r.num_actors * r.gpus_per_actor + j.num_actors * j.gpus_per_actor}
+        """CPUs and GPUs the run's actors ask Ray for in all: each role's ask times its count."""
+        asks = self.actor_resources()
+        counts = {"rollout": self.rollout.num_actors, "judge": self.judge.num_actors, "learner": self.learner.num_ranks}
+        return {kind: sum(n * asks[role].get(kind, 0.0) for role, n in counts.items()) for kind in ("CPU", "GPU")}

@@ -30,6 +30,14 @@ def three_node_cluster(dashboard_port: int | None = None):
     return cluster, rollout_node, learner_node
 
 
+def stop(cluster) -> None:
+    """Leave the cluster (a node this process is connected to cannot be removed), then stop it."""
+    import ray
+
+    ray.shutdown()
+    cluster.shutdown()
+
+
 def run_config(model_dir: str, run_dir: Path, seed: int, **sections):
     """The tiny model, K=4, self-judge, LoRA learner: rollout and judge actors ask for the
     `rollout` resource, the learner rank for `learner`. `sections` update those of the base."""

@@ -36,6 +36,12 @@ def _actors() -> list[dict]:
             for a in ray._private.state.actors().values()]
 
 
+def _accounting(state) -> dict:
+    """What the run state says was trained and where every prompt is."""
+    return {"steps": state.step, "pairs_trained": state.pairs_trained, "prompts_done": state.prompts_done,
+            "next_prompt": state.next_prompt, "requeued": state.requeued}
+
+
 def _wait(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -74,7 +80,7 @@ def main(model_dir: str, out: str) -> None:
     from cluster.learner_group import LearnerFailed
     from cluster.pipeline import Pipeline
     from cluster.train import prepare_inputs
-    from multinode_cluster import run_config, three_node_cluster
+    from multinode_cluster import run_config, stop, three_node_cluster
 
     cluster, node_a, learner_node = three_node_cluster()
     run_dir = Path(tempfile.mkdtemp(prefix="multinode-faults-"))
@@ -115,9 +121,7 @@ def main(model_dir: str, out: str) -> None:
         result["after_node_loss"] = _actors()
         result["events"].append(["restarted", pipeline.state.step])
         state = loop.result()
-        result["run1"] = {"steps": state.step, "pairs_trained": state.pairs_trained,
-                          "prompts_done": state.prompts_done, "next_prompt": state.next_prompt,
-                          "requeued": state.requeued, "failures": pipeline.failures,
+        result["run1"] = {**_accounting(state), "failures": pipeline.failures,
                           "live_engines": len(pipeline.pool.live())}
     finally:
         pipeline.shutdown()
@@ -149,13 +153,10 @@ def main(model_dir: str, out: str) -> None:
     try:
         pipeline.start()
         state = pipeline.run()
-        result["run2"] = {"steps": state.step, "pairs_trained": state.pairs_trained,
-                          "prompts_done": state.prompts_done, "next_prompt": state.next_prompt,
-                          "requeued": state.requeued}
+        result["run2"] = _accounting(state)
     finally:
         pipeline.shutdown()
-        ray.shutdown()
-        cluster.shutdown()
+        stop(cluster)
     Path(out).write_text(json.dumps(result, indent=1))
 
 

@@ -25,7 +25,7 @@ def main(model_dir: str, out: str) -> None:
     from cluster import checkpoint as ckpt
     from cluster.pipeline import Pipeline
     from cluster.train import prepare_inputs
-    from multinode_cluster import run_config, three_node_cluster
+    from multinode_cluster import run_config, stop, three_node_cluster
 
     cluster, rollout_node, learner_node = three_node_cluster()
     run_dir = Path(tempfile.mkdtemp(prefix="multinode-run-"))
@@ -65,8 +65,7 @@ def main(model_dir: str, out: str) -> None:
         }
     finally:
         pipeline.shutdown()
-        ray.shutdown()
-        cluster.shutdown()
+        stop(cluster)
     Path(out).write_text(json.dumps(result, indent=1))
 
 

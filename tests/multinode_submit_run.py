@@ -28,10 +28,8 @@ def _get(url: str):
 
 
 def main(model_dir: str, out: str) -> None:
-    import ray
-
     from core.net import free_port
-    from multinode_cluster import three_node_cluster
+    from multinode_cluster import stop, three_node_cluster
 
     # The job's entrypoint runs with the head's environment: its `python` must be this one.
     bin_dir = Path(sys.executable).parent
@@ -67,8 +65,7 @@ def main(model_dir: str, out: str) -> None:
     finally:
         if job.poll() is None:
             job.kill()
-        ray.shutdown()
-        cluster.shutdown()
+        stop(cluster)
     result = {
         "nodes": nodes, "returncode": job.returncode, "statuses": [j["status"] for j in jobs], "logs": logs[-6000:],
         "actors": actors, "checkpoint": (run_dir / "ckpt-000003" / "hf" / "model.safetensors").exists(),

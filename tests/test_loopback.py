@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(300),
@@ -40,20 +41,8 @@ time.sleep(float(sys.argv[2]))
 
 
 def _descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(proc.name))
-    out, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        out.add(pid)
-        todo += children.get(pid, [])
-    return out
+    """`root` and every process under it (the GCS, raylet, agents and workers it started)."""
+    return {root} | {p.pid for p in psutil.Process(root).children(recursive=True)}
 
 
 def _listening(pids: set[int]) -> list[str]:
