@@ -58,6 +58,10 @@ class RolloutWorker:
             max_model_len=model.max_prompt_tokens + rollout.max_tokens + 8,  # +8: the chat template's tail
             worker_extension_cls=EXTENSION,
             enable_prefix_caching=True,
+            # The sampled tokens' log-probs are DNO's reference (log π_t): they must be the model's
+            # own distribution, before temperature, top-p or penalties. That is vLLM's default
+            # today; pinned so a change of default cannot quietly temper the reference.
+            logprobs_mode="raw_logprobs",
             **kwargs,
         )
         self.version = 0
@@ -151,7 +155,8 @@ class RolloutWorker:
             completions = sorted(out.outputs, key=lambda c: c.index)
             logps = []
             for c in completions:
-                # logprobs=0 returns the sampled token's raw log-prob at every position.
+                # logprobs=0 returns the sampled token's log-prob at every position, untempered
+                # (logprobs_mode="raw_logprobs" above).
                 logps.append(float(sum(step[t].logprob for step, t in zip(c.logprobs, c.token_ids))))
                 self.tokens_generated += len(c.token_ids)
             rows.append(

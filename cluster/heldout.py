@@ -17,21 +17,25 @@ from cluster.prompts import Prompt
 log = logging.getLogger("osp")
 
 
-def verdicts(engine: Any, prompts: list[Prompt], max_tokens: int, seed: int, who: str) -> list:
-    """Greedy answers of `engine` (a rollout actor) to the prompts, verified and logged."""
+def answers(engine: Any, prompts: list[Prompt], max_tokens: int, seed: int, who: str) -> list[str]:
+    """Greedy answers of `engine` (a rollout actor, with the weights it holds now) to the
+    prompts; their accuracy is logged."""
     start = time.perf_counter()
-    answers = ray.get(engine.complete.remote([list(p.tokens) for p in prompts], max_tokens))
-    out = instruction_eval.verdicts([p.instructions for p in prompts], [a["text"] for a in answers])
-    acc = instruction_eval.accuracy(out, seed)
-    log.info("held-out %s (%d prompts, %.0fs)", instruction_eval.format_accuracy(who, acc), len(out),
+    texts = [a["text"] for a in ray.get(engine.complete.remote([list(p.tokens) for p in prompts], max_tokens))]
+    acc = instruction_eval.accuracy(instruction_eval.verdicts([p.instructions for p in prompts], texts), seed)
+    log.info("held-out %s (%d prompts, %.0fs)", instruction_eval.format_accuracy(who, acc), len(texts),
              time.perf_counter() - start)
-    return out
+    return texts
 
 
-def write_result(run_dir: Path, step: int, prompts: list[Prompt], sft: list, final: list, seed: int) -> dict:
-    """heldout.json: both accuracies, the paired gain with its interval, per-kind rates."""
-    gain = instruction_eval.gain(final, sft, seed)
+def write_result(run_dir: Path, step: int, prompts: list[Prompt], sft_answers: list[str], final_answers: list[str],
+                 seed: int) -> dict:
+    """heldout.json: both accuracies, the paired gain with its interval, per-kind rates, and
+    every answer they were computed from (`step`: the learner step whose weights answered)."""
     instructions = [p.instructions for p in prompts]
+    sft = instruction_eval.verdicts(instructions, sft_answers)
+    final = instruction_eval.verdicts(instructions, final_answers)
+    gain = instruction_eval.gain(final, sft, seed)
     record = {
         "step": step,
         "prompts": len(final),
@@ -40,6 +44,8 @@ def write_result(run_dir: Path, step: int, prompts: list[Prompt], sft: list, fin
         "gain": gain,
         "per_kind": {"sft": instruction_eval.per_kind(instructions, sft),
                      "final": instruction_eval.per_kind(instructions, final)},
+        "prompt_ids": [p.prompt_id for p in prompts],
+        "answers": {"sft": list(sft_answers), "final": list(final_answers)},
     }
     (run_dir / "heldout.json").write_text(json.dumps(record, indent=1))
     g = gain["prompt_strict"]

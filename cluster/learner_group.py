@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 from cluster import checkpoint as ckpt
@@ -31,10 +32,13 @@ class LearnerGroup:
     def start_step(self, batch: pa.Table, probe: pa.Table | None) -> list[ray.ObjectRef]:
         """One learner step on `batch`, split into equal contiguous shards (pairs_per_step is a
         multiple of the rank count). Each shard is put once here and passed wrapped, so each
-        rank fetches its own (and times it). `probe`: a fixed batch whose loss is logged."""
+        rank fetches its own (and times it). `probe`: a fixed batch whose loss is logged.
+        Every rank is told how many of the step's pairs have a verdict (p ≠ 0.5): the loss is
+        their mean, so ties, on whichever rank, neither train nor dilute the step."""
         shards = [[ray.put(shard)] for shard in _split(batch, len(self.ranks))]
         probes = [[ray.put(p)] for p in _split(probe, len(self.ranks))] if probe is not None else [None] * len(self.ranks)
-        return [rank.train_step.remote(shard, p) for rank, shard, p in zip(self.ranks, shards, probes)]
+        decided = int(pc.sum(pc.not_equal(batch["strength"], 0.5)).as_py() or 0)
+        return [rank.train_step.remote(shard, p, decided) for rank, shard, p in zip(self.ranks, shards, probes)]
 
     def results(self, refs: list[ray.ObjectRef], step: int) -> list[dict[str, float]]:
         try:

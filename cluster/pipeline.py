@@ -123,6 +123,10 @@ class Pipeline:
                 for ref in ready:
                     flight = self.inflight.pop(ref)
                     getattr(self, f"_on_{flight.kind.value}")(ref, flight)
+            # The engines end on the final step's weights, whatever sync_every or DNO's iteration
+            # length: the held-out answers below are step N's, and a resume starts from them.
+            if self.state.version != self.state.step:
+                self._push(self.state.step)
             # Let every engine finish loading the final weights (the run ends in sync).
             for ref in [r for r, f in self.inflight.items() if f.kind is Flight.LOAD]:
                 self._on_load(ref, self.inflight.pop(ref))
@@ -274,9 +278,9 @@ class Pipeline:
             self.sync.invalidate()
 
     # -- reports and checkpoints -----------------------------------------------------------
-    def _heldout(self, who: str) -> list:
+    def _heldout(self, who: str) -> list[str]:
         max_tokens = self.cfg.eval.max_tokens or self.cfg.rollout.max_tokens
-        return heldout.verdicts(self.pool.live()[0].handle, self.eval_prompts, max_tokens, self.cfg.seed, who)
+        return heldout.answers(self.pool.live()[0].handle, self.eval_prompts, max_tokens, self.cfg.seed, who)
 
     def _checkpoint(self, final: bool = False) -> Path:
         start = time.perf_counter()

@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-# SPO's degradation ratios (arXiv 2409.xxxx-style preference degrees): the share of a
-# response's key content removed for each degree class. The default of loss.spo_ratios.
+# SPO's degradation ratios (preference degrees, arXiv 2409.17791): the share of a response's
+# key content removed for each degree class. The default of loss.spo_ratios.
 SPO_RATIOS = (0.0, 0.25, 0.5, 0.75)
 
 
@@ -67,9 +67,10 @@ class JudgeConfig:
     tau: float = 0.25  # reward and verifier kinds: p = σ(score difference / tau)
     flip_prob: float = 0.0  # a noisy judge: report 1 − p for this share of comparisons (ablation)
     # Drop pairs the judge scores as an exact tie (p = 0.5: e.g. a verifier that finds both
-    # responses follow the same share of instructions). They carry no preference, so they
-    # only pull h toward 0 while costing a learner pass. The self-judge never ties exactly.
-    drop_ties: bool = False
+    # responses follow the same share of instructions) before the learner. A tie has no
+    # verdict, so no loss trains on it (learner/losses.py); kept (false), it only takes a
+    # place in the step. Counted either way (judge/tie_share, pairs/ties).
+    drop_ties: bool = True
     # A pair with a response cut at rollout.max_tokens: keep (judge it as written, TRL's
     # default), drop (do not train on it) or lose (the cut response loses, p = 1, to a complete one).
     truncated: str = "keep"
@@ -115,7 +116,10 @@ class LossConfig:
     name: str = "spce"  # spce | dpo | cdpo | ipo | spo
     beta: float = 0.1
     label_smoothing: float = 0.1  # cdpo's ε
-    hard_labels: bool = False  # dpo-online: binarise the judge's strength before the loss
+    # Train on the judge's verdict (p → 1 if p > 0.5, 0 if p < 0.5; a tie stays 0.5 and trains
+    # nothing) instead of its strength. Only spce reads the strength, so this makes spce exactly
+    # dpo; dpo, cdpo, ipo and spo read the verdict alone either way.
+    hard_labels: bool = False
     spo_weight: float = 0.1  # λ of the SPO preference-degree loss
     spo_ratios: list[float] = field(default_factory=lambda: list(SPO_RATIOS))
     # Compare mean per-token log-probs instead of sums (SimPO-style; removes the length term

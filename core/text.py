@@ -56,13 +56,26 @@ def rake_keywords(text: str) -> list[str]:
     return sorted(scores, key=lambda ph: -scores[ph])
 
 
-def remove_key_content(text: str, ratio: float) -> str:
-    """Delete every occurrence of the top ceil(ratio·n) of the n keyword phrases."""
+def phrases_removed(ratio: float, phrases: int) -> int:
+    """How many of a response's `phrases` keyword phrases a degradation at `ratio` removes."""
     if not 0 <= ratio <= 1:
         raise ValueError(f"ratio must lie in [0, 1], got {ratio}")
-    phrases = rake_keywords(text)
     # The epsilon stops float noise (0.3 * 10 = 3.0000000000000004) rounding up a whole phrase.
-    k = math.ceil(ratio * len(phrases) - 1e-9)
+    return math.ceil(ratio * phrases - 1e-9)
+
+
+def degrees_distinct(text: str, ratios: Sequence[float]) -> bool:
+    """Whether every ratio removes a different number of `text`'s keyword phrases. A short
+    answer has too few phrases for the classes to differ ("Yes." has one: every non-zero
+    ratio removes it), so its degree label could not be learned from the text."""
+    n = len(rake_keywords(text))
+    return len({phrases_removed(r, n) for r in ratios}) == len(ratios)
+
+
+def remove_key_content(text: str, ratio: float) -> str:
+    """Delete every occurrence of the top ceil(ratio·n) of the n keyword phrases."""
+    phrases = rake_keywords(text)
+    k = phrases_removed(ratio, len(phrases))
     if k == 0:
         return text
     for phrase in phrases[:k]:

@@ -16,7 +16,9 @@ of three anchors (config `judge.anchor`):
 "dno" uses the round-robin matrix to select DNO's single large-margin pair instead
 (DNO-Prct, arXiv 2404.03715): each response's win rate is the share of the others it beats;
 the pair is (best, worst) if their gap is at least `dno.margin`, so that only clearly
-separated pairs drive the update.
+separated pairs drive the update. The pair keeps that orientation even when the judge's
+direct comparison of the two disagrees (an intransitive judge: DNO's reason to exist), and
+its strength is the win-rate gap mapped onto [0.5, 1]: (1 + r_chosen − r_rejected) / 2.
 """
 
 from __future__ import annotations
@@ -91,9 +93,7 @@ def judge_pairs(
         pref = preference_matrix(responses, judge_fn)
         if anchor == "dno":
             picked = select_dno_pair(pref, dno_margin)
-            if picked is None:
-                return []
-            return [orient(picked[0], picked[1], float(pref[picked[0], picked[1]]))]
+            return [] if picked is None else [dno_pair(pref, *picked)]
         scores = (pref.sum(1) - 0.5) / (len(responses) - 1)  # mean over j ≠ i
         return [orient(a, b, float(pref[a, b])) for a, b in rank_pairs(scores.tolist())]
     if anchor == "sft_greedy":
@@ -149,6 +149,15 @@ def win_rates(pref: Tensor) -> Tensor:
     wins = (pref > 0.5).double() + 0.5 * (pref == 0.5).double()
     wins.fill_diagonal_(0)  # a response is not compared with itself
     return wins.sum(dim=1) / (k - 1)
+
+
+def dno_pair(pref: Tensor, chosen: int, rejected: int) -> JudgedPair:
+    """DNO's pick as a pair: never re-oriented by the direct comparison pref[chosen, rejected]
+    (an intransitive judge may prefer the worst response head-to-head); the strength is the
+    win-rate gap on [0.5, 1], so a gap of 1 (beats all / loses to all) is certain. DNO trains
+    on the verdict (hard labels), so only its side of 0.5 matters to the loss."""
+    r = win_rates(pref)
+    return JudgedPair(chosen, rejected, float(0.5 + 0.5 * (r[chosen] - r[rejected])))
 
 
 def select_dno_pair(pref: Tensor, margin: float) -> tuple[int, int] | None:

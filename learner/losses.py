@@ -2,8 +2,16 @@
 
 Every loss is a function of the implicit-reward margin
     h = (log π(chosen) - log ref(chosen)) - (log π(rejected) - log ref(rejected))
-and returns one loss per pair (shape [B]); the caller reduces. The judge orients
-each pair so "chosen" is the response it prefers, with p = P(chosen ≻ rejected).
+and of the judge's strength p = P(chosen ≻ rejected), and returns one loss per pair (shape
+[B]); the caller reduces (`batch_mean`). The judge orients each pair so p ≥ 0.5, but every
+loss is also right for p < 0.5 (it then trains "rejected" over "chosen").
+
+One rule for every loss:
+- **a tie (p = 0.5 exactly) has no verdict and gives no gradient**, whatever h is: its
+  per-pair loss is 0 and `batch_mean` leaves it out of the mean;
+- only SPCE reads how far p is from 0.5; DPO, cDPO and IPO read the verdict alone
+  (which side p is on), so `loss.hard_labels` (p → its verdict 1 / 0.5 / 0) turns SPCE into
+  DPO exactly and changes nothing for the others.
 """
 
 from collections.abc import Callable
@@ -21,7 +29,7 @@ def _check_beta(beta: float) -> None:
 def _as_prob(p: Tensor | float | None, like: Tensor) -> Tensor:
     """p as a tensor broadcastable to `like`, after checking it is a probability."""
     if p is None:
-        raise ValueError("spce needs the soft preferences p, got None")
+        raise ValueError("the loss needs the judge's strengths p (a tie gives no gradient under every loss), got None")
     p = torch.as_tensor(p, dtype=like.dtype, device=like.device)
     bad = ~((p >= 0) & (p <= 1))  # NaN fails both comparisons, so it counts as bad
     if bad.any():
@@ -47,9 +55,14 @@ def length_normalized(
     return policy_chosen / lc, policy_rejected / lr, ref_chosen / lc, ref_rejected / lr
 
 
-def rpo_nll(policy_chosen: Tensor, chosen_lengths: Tensor) -> Tensor:
-    """RPO's extra term: the per-token negative log-likelihood of the chosen responses (batch mean)."""
-    return (-policy_chosen / chosen_lengths.to(policy_chosen.dtype).clamp(min=1)).mean()
+def rpo_nll(policy_chosen: Tensor, chosen_lengths: Tensor, p: Tensor | None = None) -> Tensor:
+    """RPO's extra term: the per-token negative log-likelihood of the chosen responses, mean
+    over the pairs with a verdict (`p`; a tie's "chosen" is not preferred, so it is left out)."""
+    per = -policy_chosen / chosen_lengths.to(policy_chosen.dtype).clamp(min=1)
+    if p is None:
+        return per.mean()
+    keep = decided(p.to(per.dtype))
+    return torch.where(keep, per, torch.zeros_like(per)).sum() / keep.sum().clamp(min=1)
 
 
 def uses_length_normalization(name: str, configured: bool | None) -> bool:
@@ -71,10 +84,15 @@ def spce_loss(h: Tensor, p: Tensor | float, beta: float) -> Tensor:
 
 
 def hard_labels(p: Tensor) -> Tensor:
-    """Online DPO's labels from oriented strengths (p ≥ 0.5): the judge's verdict, not its
-    confidence. An exact tie (p = 0.5, e.g. two answers a verifier scores equally) has no
-    verdict and keeps 0.5, rather than becoming a coin-flip label of 1."""
-    return torch.where(p > 0.5, torch.ones_like(p), torch.full_like(p, 0.5))
+    """The judge's verdict, not its confidence: 1 where p > 0.5, 0 where p < 0.5. An exact tie
+    (p = 0.5, e.g. two answers a verifier scores equally) has no verdict and keeps 0.5,
+    rather than becoming a coin-flip label."""
+    return torch.where(p > 0.5, torch.ones_like(p), torch.where(p < 0.5, torch.zeros_like(p), torch.full_like(p, 0.5)))
+
+
+def decided(p: Tensor) -> Tensor:
+    """Pairs with a verdict (p ≠ 0.5): the only ones any loss trains on."""
+    return p != 0.5
 
 
 def dpo_loss(h: Tensor, beta: float) -> Tensor:
@@ -98,13 +116,19 @@ def ipo_loss(h: Tensor, beta: float) -> Tensor:
     return (h - 1 / (2 * beta)) ** 2
 
 
-# name -> loss(h, p, beta, label_smoothing). Only SPCE reads p; the others treat the
-# judge's orientation as a hard label. SPO uses "dpo" here plus its own degree loss (spo.py).
-LOSSES: dict[str, Callable[[Tensor, Tensor | float | None, float, float], Tensor]] = {
+def _verdict_sign(p: Tensor) -> Tensor:
+    """+1 where the judge prefers chosen (p > 0.5), −1 where it prefers rejected, 0 for a tie."""
+    return torch.sign(p - 0.5)
+
+
+# name -> loss(h, p, beta, label_smoothing) on decided pairs. Only SPCE reads p's size; the
+# others train on its verdict, sign(p − 0.5)·h being the margin of the preferred side. SPO uses
+# "dpo" here plus its own degree loss (spo.py).
+LOSSES: dict[str, Callable[[Tensor, Tensor, float, float], Tensor]] = {
     "spce": lambda h, p, beta, eps: spce_loss(h, p, beta),
-    "dpo": lambda h, p, beta, eps: dpo_loss(h, beta),
-    "cdpo": lambda h, p, beta, eps: cdpo_loss(h, beta, eps),
-    "ipo": lambda h, p, beta, eps: ipo_loss(h, beta),
+    "dpo": lambda h, p, beta, eps: dpo_loss(_verdict_sign(p) * h, beta),
+    "cdpo": lambda h, p, beta, eps: cdpo_loss(_verdict_sign(p) * h, beta, eps),
+    "ipo": lambda h, p, beta, eps: ipo_loss(_verdict_sign(p) * h, beta),
 }
 # What loss.name may be: the pair losses, and SPO (DPO plus the degree loss).
 LOSS_NAMES = (*LOSSES, "spo")
@@ -113,10 +137,23 @@ LOSS_NAMES = (*LOSSES, "spo")
 def pair_loss(
     name: str, h: Tensor, p: Tensor | float | None, beta: float, label_smoothing: float = 0.0
 ) -> Tensor:
-    """Per-pair loss [B] for the loss called `name`."""
+    """Per-pair loss [B] for the loss called `name`; 0, with zero gradient, for a tie."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-    return LOSSES[name](h, p, beta, label_smoothing)
+    p = _as_prob(p, h).expand_as(h)
+    loss = LOSSES[name](h, p, beta, label_smoothing)
+    # where(), not a product: the tie's branch gets exactly zero gradient even if its loss
+    # were inf (an IPO margin of 1e300, say).
+    return torch.where(decided(p), loss, torch.zeros_like(loss))
+
+
+def batch_mean(per_pair: Tensor, p: Tensor, decided_in_step: int | None = None, world_size: int = 1) -> Tensor:
+    """The step's loss from this rank's per-pair losses: their sum over the decided pairs of
+    the whole step (`decided_in_step`, all ranks; default: this shard's), so a tie neither
+    trains nor dilutes the others. DeepSpeed averages the ranks' gradients, so each rank's
+    sum is scaled by the rank count to make the average the step's true mean."""
+    count = int(decided(p).sum()) if decided_in_step is None else decided_in_step
+    return per_pair.sum() * world_size / max(count, 1)
 
 
 @torch.no_grad()

@@ -23,17 +23,16 @@ from core.config import LearnerConfig, LossConfig
 from core.env import apply_runtime_env, disable_deepspeed_shm_comm, peak_rss_bytes
 from core.logprobs import pack_right_padded, sequence_logprobs, token_logprobs
 from core.records import validate_pair_batch
-from core.text import degrade
 from core.net import node_address_and_free_port
 from core.versions import installed
 from core.weight_group import join_group, send_tensors, spec_of
 from core.weight_payload import payload_bytes
 from learner.losses import (
-    hard_labels, length_normalized, pair_loss, preference_diagnostics, preference_margin, reward_metrics, rpo_nll,
-    uses_length_normalization,
+    batch_mean, decided, hard_labels, length_normalized, pair_loss, preference_diagnostics, preference_margin,
+    reward_metrics, rpo_nll, uses_length_normalization,
 )
 from learner.policy import build_policy, merged_state_dict, policy_payload
-from learner.spo import spo_degree_loss
+from learner.spo import spo_degree_term
 
 
 def _fetched(table: pa.Table | list | None) -> pa.Table | None:
@@ -111,7 +110,9 @@ class LearnerRank:
                 "versions": installed()}
 
     # -- loss ---------------------------------------------------------------------------
-    def _forward_loss(self, pairs: pa.Table) -> tuple[torch.Tensor, dict[str, float]]:
+    def _forward_loss(self, pairs: pa.Table, decided_in_step: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """The step's loss on this rank's shard. `decided_in_step`: pairs with a verdict (p ≠ 0.5)
+        in the whole step, all ranks (learner.losses.batch_mean); None: this shard's own."""
         cfg = self.loss_cfg
         convert_start = time.perf_counter()
         cols = pairs.to_pydict()
@@ -134,43 +135,43 @@ class LearnerRank:
             p = hard_labels(p)
         name = "dpo" if cfg.name == "spo" else cfg.name
         per_pair = pair_loss(name, h, p, cfg.beta, cfg.label_smoothing)
-        loss = per_pair.mean()
-        metrics = {"loss/pref": float(loss.detach())}
+        world = 1 if decided_in_step is None else self.world_size
+        loss = batch_mean(per_pair, p, decided_in_step, world)
+        metrics = {"loss/pref": float(loss.detach()), "pairs/ties": float((~decided(p)).sum())}
         if cfg.nll_weight:
-            nll = rpo_nll(logps[:n], lengths[:n])
+            nll = rpo_nll(logps[:n], lengths[:n], p)
             loss = loss + cfg.nll_weight * nll
             metrics["loss/nll_chosen"] = float(nll.detach())
         if cfg.name == "spo":
-            degraded, degree = [], []
-            for text in cols["chosen_text"]:
-                new_text, idx = degrade(text, cfg.spo_ratios, self.rng)
-                ids = self.tokenizer(new_text, add_special_tokens=False)["input_ids"] or [self.pad_id]
-                degraded.append(ids)
-                degree.append(idx)
-            _, hidden, mask = sequence_logprobs(policy.lm, cols["prompt_tokens"], degraded, self.pad_id, return_hidden=True)
-            logits = policy.degree_head(hidden, mask)
-            aux = spo_degree_loss(logits, torch.tensor(degree, device=logits.device))
+            aux, spo_metrics = spo_degree_term(policy, self.tokenizer, self.pad_id, cols["prompt_tokens"],
+                                               cols["chosen_text"], cfg.spo_ratios, self.rng)
             loss = loss + cfg.spo_weight * aux
-            metrics["loss/spo_degree"] = float(aux.detach())
+            metrics.update(spo_metrics)
         metrics.update(reward_metrics(pc, pr, rc, rr, cfg.beta))
         metrics.update(preference_diagnostics(*sums, p, cfg.beta, lengths[:n], lengths[n:], h=h))
         metrics["strength/mean"] = float(p.mean())
         metrics["arrow/convert_s"] = convert_s
         return loss, metrics
 
-    def train_step(self, pairs: pa.Table | list, probe: pa.Table | list | None = None) -> dict[str, float]:
+    def train_step(self, pairs: pa.Table | list, probe: pa.Table | list | None = None,
+                   decided_in_step: int | None = None) -> dict[str, float]:
         """One optimizer step on this rank's shard. `probe`: a fixed batch whose loss is
         measured first (before the step), to watch the loss fall on the same pairs. Either may
-        come as [ref] (the driver's put): fetched here, so the fetch is timed with the step."""
+        come as [ref] (the driver's put): fetched here, so the fetch is timed with the step.
+        `decided_in_step`: the step's pairs with a verdict, all ranks (ties train nothing); a
+        step with none is skipped on every rank alike (Adam's momentum would still move the
+        weights on a zero gradient)."""
         start = time.perf_counter()
         pairs, probe = _fetched(pairs), _fetched(probe)
         fetch_s = time.perf_counter() - start
         validate_pair_batch(pairs)
         probe_loss = self.eval_loss(probe) if probe is not None and probe.num_rows else None
         self.engine.train()
-        loss, metrics = self._forward_loss(pairs)
-        self.engine.backward(loss)
-        self.engine.step()
+        loss, metrics = self._forward_loss(pairs, decided_in_step)
+        if decided_in_step != 0:
+            self.engine.backward(loss)
+            self.engine.step()
+        metrics["step/skipped"] = float(decided_in_step == 0)
         self.steps += 1
         metrics["loss"] = float(loss.detach())
         grad_norm = self.engine.get_global_grad_norm()

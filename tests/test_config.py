@@ -316,7 +316,15 @@ def test_impossible_values_are_refused_naming_the_key(overrides, message):
     ],
 )
 def test_edge_values_that_can_run_are_accepted(overrides):
-    load_config(None, overrides)
+    """Would catch a validator that refuses a runnable edge value, or a loader that drops or
+    coerces one (the config must hold exactly what was asked)."""
+    cfg = load_config(None, overrides).to_dict()
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
+        assert value == yaml.safe_load(raw), item
 
 
 def test_validate_checks_a_config_edited_in_code():
@@ -332,8 +340,13 @@ def test_validate_checks_a_config_edited_in_code():
 # Resources the cluster can never place.
 
 
-def test_default_config_fits_on_three_cpus():
+def test_default_config_fits_on_three_cpus_and_not_on_two():
+    """Would catch a resource sum that forgets a role (the judge, say): 3 CPUs must pass and
+    2 must be refused."""
+    assert Config().resources_needed() == {"CPU": 3.0, "GPU": 0.0}  # rollout, judge, learner: 1 each
     check_resources(Config(), cpus=3, gpus=0)
+    with pytest.raises(ConfigError):
+        check_resources(Config(), cpus=2, gpus=0)
 
 
 def test_more_learner_ranks_than_cpus():

@@ -228,6 +228,38 @@ def test_paired_gain_and_its_interval():
     assert instruction_eval.mean_with_interval(diff) == pytest.approx(g)
 
 
+def test_pooled_over_runs_equals_the_prompt_interval_when_runs_agree():
+    """Identical runs: resampling them changes nothing, so the two-stage interval is exactly
+    the prompt bootstrap's (same prompt draws), and the between-run SD is 0. Would catch a
+    pooled interval that draws prompts differently, or averages runs wrongly."""
+    import numpy as np
+
+    diff = np.array([1.0] * 50 + [0.0] * 30 + [-1.0] * 20)
+    pooled = instruction_eval.pooled_over_runs([(1.0, np.stack([diff, diff, diff]))], np.ones(100))
+    single = instruction_eval.mean_with_interval(diff)
+    assert (pooled["value"], pooled["ci_low"], pooled["ci_high"]) == pytest.approx(
+        (single["value"], single["ci_low"], single["ci_high"]), abs=1e-12)
+    assert pooled["between_run_sd"] == 0.0 and pooled["runs"] == [[0.3, 0.3, 0.3]]
+
+
+def test_pooled_over_runs_spans_run_to_run_variance_by_hand():
+    """Two runs that differ and prompts that do not: a replicate's mean is run A's (0.2), the
+    average (0.3) or run B's (0.4), with chances 1/4, 1/2, 1/4, so the 95% interval is [0.2, 0.4];
+    the prompt-only bootstrap of the pooled answers would say [0.3, 0.3]. SD of (0.2, 0.4) = 0.1414."""
+    import numpy as np
+
+    a, b = np.full(10, 0.2), np.full(10, 0.4)
+    pooled = instruction_eval.pooled_over_runs([(1.0, np.stack([a, b]))], np.ones(10))
+    assert pooled["value"] == pytest.approx(0.3)
+    assert (pooled["ci_low"], pooled["ci_high"]) == pytest.approx((0.2, 0.4))
+    assert pooled["between_run_sd"] == pytest.approx(2 ** 0.5 / 10)
+    assert instruction_eval.mean_with_interval((a + b) / 2)["ci_high"] == pytest.approx(0.3)
+    # A difference of two methods: groups resampled separately, weights +1 and −1.
+    diff = instruction_eval.pooled_over_runs([(1.0, np.stack([a, b])), (-1.0, np.stack([a, a]))], np.ones(10))
+    assert diff["value"] == pytest.approx(0.1) and (diff["ci_low"], diff["ci_high"]) == pytest.approx((0.0, 0.2))
+    assert diff["between_run_sd"] == [pytest.approx(2 ** 0.5 / 10), 0.0]
+
+
 def test_per_kind_table():
     ins = [BOTH, Instructions((NO_COMMA,), ({},))]
     table = instruction_eval.per_kind(ins, [_v(True, False), _v(False)])

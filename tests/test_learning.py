@@ -66,45 +66,68 @@ def _instruction_file(path, questions, instructions):
 
 @pytest.mark.engine
 @pytest.mark.timeout(600)
-def test_verifier_run_reports_fresh_sample_pass_rate_and_held_out_accuracy(ray_cluster, tiny_model_dir, tmp_path):
+def test_verifier_run_judges_by_the_instructions_and_scores_the_final_weights_held_out(
+        ray_cluster, tiny_model_dir, tmp_path):
+    """A verifier run with sync_every=3 and max_steps=4. Bugs it catches:
+    - the held-out "step 4" answers coming from step 3's weights (the last push was at step 3):
+      they must equal what cluster.evaluate answers from ckpt-000004/hf;
+    - the SFT baseline not being the SFT model's greedy answers (recomputed with transformers);
+    - the verifier judging a pair by the wrong prompt's instructions: every spilled pair's
+      strength is recomputed from its two answers, p = σ((s_a − s_b)/τ)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cluster import instruction_eval
+    from cluster.evaluate import evaluate
     from cluster.prompts import load_prompts
     from cluster.train import run
+    from judge.preferences import sigmoid
+    from judge.verifier import verify
 
     no_comma = ("punctuation:no_comma", {}, "Do not use any commas.")
     short = ("length_constraints:number_words", {"relation": "less than", "num_words": 4}, "Use under 4 words.")
     words = ["tea", "rain", "bread", "maps", "snow", "music", "glass", "trains", "clocks", "salt", "paper", "wind"]
     train = _instruction_file(tmp_path / "train.jsonl", [f"Tell me about {w}." for w in words], [no_comma, short] * 6)
     held = _instruction_file(tmp_path / "held.jsonl", [f"Describe {w}." for w in words[:6]], [short, no_comma] * 3)
+    run_dir = tmp_path / "run"
     cfg = load_config(None, [
         f"model.path={tiny_model_dir}", "judge.kind=verifier", "judge.tau=0.5", f"data.prompts={train}",
-        f"eval.prompts={held}", "eval.max_tokens=6", "rollout.k=4", "rollout.max_tokens=6", "learner.max_steps=2",
-        "learner.pairs_per_step=2", "model.max_prompt_tokens=128", "checkpoint.every=0",
-        f"checkpoint.dir={tmp_path / 'run'}", "metrics.tensorboard=false", "metrics.progress=false",
-        "metrics.probe_every=0",
+        f"eval.prompts={held}", "eval.max_tokens=6", "rollout.k=4", "rollout.max_tokens=6", "learner.max_steps=4",
+        "learner.sync_every=3", "learner.pairs_per_step=2", "learner.lr=0.05", "model.max_prompt_tokens=128",
+        "checkpoint.every=0", f"checkpoint.dir={run_dir}", f"pipeline.spill_dir={run_dir / 'pairs'}",
+        "metrics.tensorboard=false", "metrics.progress=false", "metrics.probe_every=0",
     ])
-    assert run(cfg).step == 2
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    # Each step reports the samples judged since the previous one (a step fed from the buffer alone has none).
-    judged = [r for r in rows if "samples/verifier_pass" in r]
-    assert judged and all(0.0 <= r["samples/verifier_pass"] <= 1.0 and 0.0 <= r["samples/truncated"] <= 1.0
-                          for r in judged)
-    report = json.loads((tmp_path / "run" / "heldout.json").read_text())
-    assert report["prompts"] == 6 and report["step"] == 2
+    assert run(cfg).step == 4
+    report = json.loads((run_dir / "heldout.json").read_text())
+    assert report["prompts"] == 6 and report["step"] == 4
 
-    # The SFT numbers are the verifier on the SFT model's greedy answers (vLLM's greedy tokens
-    # equal transformers'): recompute them here, independently of the engines.
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     prompts = load_prompts(held, tokenizer, 128)
+    # Step 4's weights, answered by the evaluation CLI's engine from the final checkpoint.
+    [result] = evaluate([run_dir / "ckpt-000004" / "hf"], tiny_model_dir, prompts, [], max_tokens=6)
+    assert report["answers"]["final"] == result["answers"]
+    assert report["answers"]["sft"] == result["baseline_answers"]
+
+    # The SFT answers recomputed independently of the engines (vLLM's greedy tokens equal transformers').
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     answers = []
     for p in prompts:
         out = model.generate(torch.tensor([p.tokens]), max_new_tokens=6, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
         answers.append(tokenizer.decode(out[0, len(p.tokens):], skip_special_tokens=True))
+    # vLLM holds back a trailing incomplete UTF-8 character where transformers decodes it as U+FFFD.
+    assert [a.rstrip("\ufffd") for a in report["answers"]["sft"]] == [a.rstrip("\ufffd") for a in answers]
     expected = instruction_eval.accuracy(instruction_eval.verdicts([p.instructions for p in prompts], answers))
     assert report["sft"]["prompt_strict"]["value"] == pytest.approx(expected["prompt_strict"]["value"])
-    assert report["gain"]["prompt_strict"]["value"] == pytest.approx(
-        report["final"]["prompt_strict"]["value"] - report["sft"]["prompt_strict"]["value"])
+
+    # Every trained pair's strength from its own prompt's instructions.
+    by_text = {p.text: p.instructions for p in load_prompts(train, tokenizer, 128)}
+    pairs = pa.concat_tables([pq.read_table(f) for f in sorted((run_dir / "pairs").glob("*.parquet"))]).to_pylist()
+    prompt_text = {p.prompt_id: p.text for p in load_prompts(train, tokenizer, 128)}
+    assert pairs
+    for pair in pairs:
+        instructions = by_text[prompt_text[pair["prompt_id"]]]
+        share = lambda text: verify(text, instructions).fraction  # noqa: E731
+        assert pair["strength"] == pytest.approx(sigmoid((share(pair["chosen_text"]) - share(pair["rejected_text"])) / 0.5))
+        assert pair["strength"] > 0.5  # judge.drop_ties (the default): no tie reaches the learner

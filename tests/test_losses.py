@@ -96,8 +96,68 @@ def test_pair_loss_dispatch():
     assert torch.equal(pair_loss("spce", h, p, 0.5), spce_loss(h, p, 0.5))
     assert torch.equal(pair_loss("dpo", h, p, 0.5), dpo_loss(h, 0.5))
     assert torch.equal(pair_loss("cdpo", h, p, 0.5, 0.2), cdpo_loss(h, 0.5, 0.2))
-    assert torch.equal(pair_loss("ipo", h, None, 0.5), ipo_loss(h, 0.5))
+    assert torch.equal(pair_loss("ipo", h, p, 0.5), ipo_loss(h, 0.5))
     assert set(LOSSES) == {"spce", "dpo", "cdpo", "ipo"}
+
+
+def _grad(name: str, h: float, p: float, beta: float, eps: float = 0.0) -> float:
+    x = t(h).requires_grad_()
+    pair_loss(name, x, t(p), beta, eps).sum().backward()
+    return x.grad.item()
+
+
+@pytest.mark.parametrize("name", ["spce", "dpo", "cdpo", "ipo"])
+@pytest.mark.parametrize("h", [-3.0, -0.4, 0.0, 0.7, 25.0])
+def test_a_tie_gives_no_gradient_under_every_loss(name, h):
+    """p = 0.5 exactly has no verdict. The bugs this catches: DPO/cDPO/IPO ignoring p and
+    training a tie as a full preference for whichever answer came first (DPO's gradient at
+    h = 0 is −β/2), and SPCE pulling a tie's h toward 0."""
+    assert _grad(name, h, 0.5, 0.5, 0.1) == 0.0
+    assert pair_loss(name, t(h), t(0.5), 0.5, 0.1).item() == 0.0
+
+
+def test_every_loss_gradient_by_hand_for_a_verdict_either_way():
+    """dL/dh in float64 against the formulas, at p = 0.8 (chosen preferred) and p = 0.2
+    (rejected preferred: the verdict's sign flips the margin for DPO, cDPO and IPO)."""
+    beta, eps, h = 0.5, 0.1, 0.7
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    z = beta * h
+    # SPCE: β(σ(βh) − p), whatever side p is on.
+    assert _grad("spce", h, 0.8, beta) == pytest.approx(beta * (sig(z) - 0.8), abs=1e-15)
+    assert _grad("spce", h, 0.2, beta) == pytest.approx(beta * (sig(z) - 0.2), abs=1e-15)
+    # DPO: −logσ(βsh) → −βs(1 − σ(βsh)), s = sign(p − 0.5); p's size is ignored.
+    assert _grad("dpo", h, 0.8, beta) == pytest.approx(-beta * (1 - sig(z)), abs=1e-15)
+    assert _grad("dpo", h, 0.6, beta) == pytest.approx(-beta * (1 - sig(z)), abs=1e-15)
+    assert _grad("dpo", h, 0.2, beta) == pytest.approx(beta * (1 - sig(-z)), abs=1e-15)
+    # cDPO: s·β(σ(βsh) − (1 − ε)).
+    assert _grad("cdpo", h, 0.8, beta, eps) == pytest.approx(beta * (sig(z) - (1 - eps)), abs=1e-15)
+    assert _grad("cdpo", h, 0.2, beta, eps) == pytest.approx(-beta * (sig(-z) - (1 - eps)), abs=1e-15)
+    # IPO: (sh − 1/(2β))² → 2s(sh − 1/(2β)).
+    assert _grad("ipo", h, 0.8, beta) == pytest.approx(2 * (h - 1 / (2 * beta)), abs=1e-15)
+    assert _grad("ipo", h, 0.2, beta) == pytest.approx(-2 * (-h - 1 / (2 * beta)), abs=1e-15)
+
+
+def test_hard_labels_are_the_verdict_either_way_and_make_spce_dpo():
+    from learner.losses import hard_labels
+
+    p = t(0.5, 0.51, 0.9, 0.49, 0.1)
+    assert hard_labels(p).tolist() == [0.5, 1.0, 1.0, 0.0, 0.0]
+    h = t(0.3, -1.2, 2.0, 0.4, -0.7)
+    assert torch.allclose(pair_loss("spce", h, hard_labels(p), 0.3), pair_loss("dpo", h, p, 0.3), atol=1e-15)
+    # Hard labels change nothing for a loss that reads the verdict alone.
+    for name in ("dpo", "cdpo", "ipo"):
+        assert torch.equal(pair_loss(name, h, hard_labels(p), 0.3, 0.1), pair_loss(name, h, p, 0.3, 0.1))
+
+
+def test_batch_mean_leaves_ties_out_and_spans_ranks():
+    from learner.losses import batch_mean
+
+    per_pair, p = t(0.6, 0.0, 0.2), t(0.9, 0.5, 0.7)  # the middle pair is a tie
+    assert batch_mean(per_pair, p).item() == pytest.approx(0.4)  # (0.6 + 0.2) / 2, not / 3
+    # Two ranks, 5 decided pairs in the step: each rank's sum × 2 / 5; DeepSpeed's average
+    # of the two is then (sum_0 + sum_1) / 5.
+    assert batch_mean(per_pair, p, decided_in_step=5, world_size=2).item() == pytest.approx(0.8 * 2 / 5)
+    assert batch_mean(t(0.0), t(0.5)).item() == 0.0  # a batch of ties: zero, not NaN
 
 
 def test_pair_loss_unknown_name():

@@ -32,10 +32,18 @@ def test_default_run_is_osp_with_the_verifier_and_a_held_out_check():
     assert (cfg.loss.name, cfg.loss.hard_labels, cfg.judge.kind) == ("spce", False, "verifier")
     assert cfg.data.prompts == "instructions" and cfg.eval.prompts == "instructions-eval"
     osp, dpo = load_config(CONFIGS / "ifeval-osp.yaml"), load_config(CONFIGS / "ifeval-dpo.yaml")
-    # The experiment's two arms differ only in the labels.
-    osp.loss.hard_labels = True
+    # The experiment's two arms differ only in the loss: soft strengths or the verdict.
+    osp.loss.name = "dpo"
     osp.checkpoint.dir = dpo.checkpoint.dir
     assert osp == dpo
+
+
+@pytest.mark.parametrize("method", METHODS + ["ifeval-dpo"])
+def test_no_shipped_config_sets_a_label_option_its_loss_ignores(method):
+    """hard_labels only changes spce (the others read the verdict alone): a config that sets it
+    for another loss promises a choice the code does not make."""
+    cfg = load_config(CONFIGS / f"{method}.yaml")
+    assert not (cfg.loss.hard_labels and cfg.loss.name != "spce")
 
 
 def _tiny_overrides(model: str, run_dir: Path) -> list[str]:
@@ -67,11 +75,18 @@ def test_method_runs_end_to_end(method, ray_cluster, tiny_model_dir, tmp_path):
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert (run_dir / f"ckpt-{STEPS:06d}" / "hf" / "model.safetensors").exists()
     if method == "spo":
-        # The degree head's cross-entropy over 4 degrees starts near log 4 and is added in.
-        assert all("loss/spo_degree" in r for r in rows)
-        assert 0.5 < rows[0]["loss/spo_degree"] < 3.0
+        # The degree head's cross-entropy over 4 degrees starts near log 4 and is added in, on
+        # the chosen answers long enough for the 4 classes to differ (the others are counted).
+        assert all(0.0 <= r["spo/skipped_share"] <= 1.0 for r in rows)
+        learned = [r for r in rows if r["spo/skipped_share"] < 1.0]
+        assert learned and all(0.5 < r["loss/spo_degree"] < 3.0 for r in learned)
     if method == "dno":
         assert cfg.rollout.k == 5  # the paper's K, odd: DNO keeps one pair a prompt
+        # Step 1: the policy is the SFT model (LoRA's B is zero) and the reference is the
+        # sampling policy's log-probs from vLLM at T = 0.7, so h = 0 and DPO = log 2. Tempered
+        # log-probs (vLLM's processed modes) would put the reference off by tens of nats.
+        assert cfg.rollout.temperature == 0.7
+        assert rows[0]["loss/pref"] == pytest.approx(math.log(2), abs=1e-3)
         assert state.dno_iteration == STEPS // 2
         # The sampling policy (= the reference) moves only at iteration boundaries.
         assert [r["step"] for r in rows if "push_s" in r] == [2, 4]

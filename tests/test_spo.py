@@ -133,3 +133,42 @@ def test_degree_head_reads_the_response_tokens_own_states(tiny_model_dir):
             pooled = hidden[row][mask[row]].mean(0)
             assert torch.allclose(pooled, states[len(p):].mean(0), atol=1e-5)
             assert not torch.allclose(pooled, states[len(p) - 1 : -1].mean(0), atol=1e-3)  # the old, shifted read
+
+
+def test_degree_classes_collapse_on_a_one_phrase_answer():
+    """"Yes." has one keyword phrase: every non-zero ratio removes it, so classes 1–3 are the
+    same text. Three phrases are enough for the default four classes (0, 1, 2, 3 removed)."""
+    from core.text import degrees_distinct
+
+    assert rake_keywords("Yes.") == ["yes"]
+    assert {remove_key_content("Yes.", r) for r in DEGREE_RATIOS[1:]} == {"."}
+    assert not degrees_distinct("Yes.", DEGREE_RATIOS)
+    assert not degrees_distinct("Red apples and green pears.", DEGREE_RATIOS)  # 2 phrases: 0, 1, 1, 2
+    assert degrees_distinct("Red apples, green pears and ripe plums.", DEGREE_RATIOS)  # 3 phrases
+    assert degrees_distinct("Yes.", [0.0, 1.0])  # two classes: one phrase is enough
+
+
+def test_spo_degree_term_skips_answers_whose_classes_collapse(tiny_model_dir, tiny_tokenizer):
+    """The bug this catches: "Yes." trained with a label the text cannot carry. Its pair is
+    left out of the degree loss (the loss equals the one on the other answer alone) and the
+    skipped share is reported."""
+    from core.config import LoraConfig
+    from learner.policy import build_policy
+    from learner.spo import spo_degree_term
+
+    torch.manual_seed(0)
+    policy = build_policy(tiny_model_dir, lora=LoraConfig(enabled=False), num_degrees=len(DEGREE_RATIOS))
+    long = "Red apples, green pears and ripe plums fill the old wooden bowl."
+    prompts = [tiny_tokenizer("Fruit?")["input_ids"]] * 2
+    both, m_both = spo_degree_term(policy, tiny_tokenizer, 0, prompts, ["Yes.", long], DEGREE_RATIOS,
+                                   random.Random(5))
+    # The same draws for the long answer alone: the rng advances once per answer either way.
+    rng = random.Random(5)
+    degrade("Yes.", DEGREE_RATIOS, rng)
+    alone, m_alone = spo_degree_term(policy, tiny_tokenizer, 0, prompts[1:], [long], DEGREE_RATIOS, rng)
+    assert m_both["spo/skipped_share"] == 0.5 and m_alone["spo/skipped_share"] == 0.0
+    assert both.item() == pytest.approx(alone.item(), abs=1e-6)
+    none, m_none = spo_degree_term(policy, tiny_tokenizer, 0, prompts[:1], ["Yes."], DEGREE_RATIOS, random.Random(5))
+    assert m_none["spo/skipped_share"] == 1.0 and none.item() == 0.0
+    none.backward()  # reaches the head, so every rank's backward covers it
+    assert policy.degree_head.proj.weight.grad is not None
