@@ -17,7 +17,7 @@ import yaml
 
 from core.config import Config, ConfigError
 from judge.pairing import ANCHORS
-from judge.preferences import KINDS, check_kind
+from judge.preferences import KINDS, NOISES, check_kind
 from learner.losses import LOSS_NAMES
 
 # ---------------------------------------------------------------------------------------
@@ -176,7 +176,12 @@ def validate(cfg: Config) -> None:
     except ValueError:
         raise ConfigError(f"judge.kind: unknown {j.kind!r}; choose one of {', '.join(KINDS)}") from None
     _require(j.tau > 0, "judge.tau", f"must be > 0, got {j.tau}")
-    _require(0.0 <= j.flip_prob < 1.0, "judge.flip_prob", f"must be in [0, 1), got {j.flip_prob}")
+    _require(not j.partial_credit or j.kind == "verifier", "judge.partial_credit",
+             f"grades the verifier's instructions; judge.kind is {j.kind!r}")
+    _require(j.noise in NOISES, "judge.noise", f"unknown {j.noise!r}; choose one of {NOISES}")
+    if j.noise == "flip":
+        _require(0.0 <= j.noise_scale < 1.0, "judge.noise_scale", f"a flip share must be in [0, 1), got {j.noise_scale}")
+    _require(j.noise_scale >= 0.0, "judge.noise_scale", f"must be ≥ 0, got {j.noise_scale}")
     _require(j.truncated in ("keep", "drop", "lose"), "judge.truncated",
              f"must be keep, drop or lose, got {j.truncated!r}")
     _require(cfg.eval.num_prompts is None or cfg.eval.num_prompts >= 1, "eval.num_prompts", "must be ≥ 1 or null")

@@ -101,17 +101,21 @@ def prompt_counts(vs: Sequence[Verdict], metric: str = "prompt_strict") -> tuple
     return _counts(vs, metric)
 
 
+def ratio_with_interval(num: np.ndarray, den: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """{value, ci_low, ci_high} of Σ num / Σ den over prompts (per-prompt numerators and
+    denominators: an instruction-level rate, a judge's agreement), resampling prompts."""
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    idx = _resample(len(num), seed)
+    totals = den[idx].sum(1)
+    lo, hi = _interval(num[idx].sum(1) / np.where(totals > 0, totals, 1))
+    return {"value": float(num.sum() / den.sum()), "ci_low": lo, "ci_high": hi}
+
+
 def accuracy(vs: Sequence[Verdict], seed: int = 0) -> dict[str, dict[str, float]]:
     """{metric: {value, ci_low, ci_high}} for the four IFEval accuracies."""
     if not vs:
         raise ValueError("no answers to score")
-    idx = _resample(len(vs), seed)
-    out = {}
-    for metric in METRICS:
-        num, den = _counts(vs, metric)
-        lo, hi = _interval(num[idx].sum(1) / den[idx].sum(1))
-        out[metric] = {"value": float(num.sum() / den.sum()), "ci_low": lo, "ci_high": hi}
-    return out
+    return {metric: ratio_with_interval(*_counts(vs, metric), seed) for metric in METRICS}
 
 
 def gain(policy: Sequence[Verdict], baseline: Sequence[Verdict], seed: int = 0) -> dict[str, dict[str, float]]:

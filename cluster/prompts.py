@@ -21,13 +21,16 @@ log = logging.getLogger(__name__)
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SHIPPED_TRAIN = DATA_DIR / "prompts_train.jsonl"
 SHIPPED_EVAL = DATA_DIR / "prompts_eval.jsonl"
-# Shipped sets by name (`data.prompts`, `eval.prompts`, `--prompts`): everyday questions, and the
-# same kind of questions with verifiable instructions (scripts/make_instruction_prompts.py).
+# Shipped sets by name (`data.prompts`, `eval.prompts`, `--prompts`): everyday questions; the
+# same questions with verifiable instructions of 8 kinds (scripts/make_instruction_prompts.py);
+# and with instructions of every checkable IFEval kind, as IFEval draws them (scripts/make_broad_prompts.py).
 SHIPPED = {
     "questions": SHIPPED_TRAIN,
     "questions-eval": SHIPPED_EVAL,
     "instructions": DATA_DIR / "instructions_train.jsonl",
     "instructions-eval": DATA_DIR / "instructions_eval.jsonl",
+    "broad": DATA_DIR / "broad_train.jsonl",
+    "broad-eval": DATA_DIR / "broad_eval.jsonl",
 }
 
 

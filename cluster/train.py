@@ -93,10 +93,10 @@ def prepare_inputs(cfg: Config):
             raise ConfigError(f"judge.kind: {err}") from None
     prompts = load_prompts(cfg.data.prompts, tokenizer, cfg.model.max_prompt_tokens, cfg.data.on_bad_rows,
                            cfg.data.num_prompts)
-    if kind == "verifier":
+    if kind in ("verifier", "checklist"):
         missing = [p.prompt_id for p in prompts if p.instructions is None]
         if missing:
-            raise ConfigError(f"judge.kind: verifier needs instructions on every prompt; {len(missing)} prompt(s) of "
+            raise ConfigError(f"judge.kind: {kind} needs instructions on every prompt; {len(missing)} prompt(s) of "
                               f"data.prompts have none (first: {missing[0]}). Use data.prompts=instructions or a "
                               "file whose rows carry instruction_id_list and kwargs")
     return model_path, judge, prompts

@@ -61,11 +61,19 @@ class RolloutConfig:
 class JudgeConfig:
     num_actors: int = 1
     # Who judges (judge/preferences.py): self (the frozen SFT model, the OSP paper's judge) |
+    # checklist (the SFT model asked one yes/no question per instruction of the prompt) |
     # lm:<path> | reward:<path> | verifier (the prompts' IFEval instructions) | python:<module>:<fn>.
     # The SFT model stays the reference whatever judges.
     kind: str = "self"
-    tau: float = 0.25  # reward and verifier kinds: p = σ(score difference / tau)
-    flip_prob: float = 0.0  # a noisy judge: report 1 − p for this share of comparisons (ablation)
+    tau: float = 0.25  # reward, verifier and checklist kinds: p = σ(score difference / tau)
+    # A noisy judge (ablations; judge/preferences.py): none | flip (report 1 − p for a
+    # noise_scale share of comparisons) | logit (p = σ(logit p + ε), ε ~ N(0, noise_scale²):
+    # wrong mostly where the true margin is small, like an LLM judge).
+    noise: str = "none"
+    noise_scale: float = 0.0
+    # verifier kind: a failed instruction scores its closeness to passing (≤ ½; a pass scores 1),
+    # so two failing answers are still ranked (judge/partial_credit.py). Evaluation stays strict.
+    partial_credit: bool = False
     # Drop pairs the judge scores as an exact tie (p = 0.5: e.g. a verifier that finds both
     # responses follow the same share of instructions) before the learner. A tie has no
     # verdict, so no loss trains on it (learner/losses.py); kept (false), it only takes a

@@ -72,7 +72,8 @@ class JudgeWorker:
             judge.kind, self.model, self.tokenizer, instructions=self.instructions, tau=judge.tau,
             template=JudgeTemplate(**({"text": judge.template} if judge.template else {}),
                                    answer_tokens=tuple(judge.answer_tokens)),
-            batch_size=judge.batch_size, flip_prob=judge.flip_prob, seed=seed, dtype=dtype)
+            batch_size=judge.batch_size, noise=judge.noise, noise_scale=judge.noise_scale, seed=seed, dtype=dtype,
+            partial_credit=judge.partial_credit)
         self.anchor, self.batch_size, self.dno_margin = judge.anchor, judge.batch_size, dno.margin
         self.drop_ties = judge.drop_ties
         if judge.truncated not in TRUNCATED:

@@ -4,15 +4,25 @@
 
 - `self`: the frozen SFT model reads a judging prompt (judge/strength.py) and p is the
   swap-averaged probability of its answer token — the OSP paper's self-judge;
+- `checklist`: the frozen SFT model answers one yes/no question per instruction of the prompt
+  about each answer (judge/checklist.py), p = σ((s_a − s_b)/τ) with s the mean P(yes);
 - `lm:<path>`: another local causal LM judging the same way (the SFT model stays the reference);
 - `reward:<path>`: a local sequence-classification reward model, p = σ((r_a − r_b)/τ);
 - `verifier`: the prompt's verifiable instructions (judge/verifier.py), p = σ((s_a − s_b)/τ)
   with s the share of instructions a response follows;
 - `python:<module>:<function>`: the user's function (prompt, a, b) → p.
 
-`judge.flip_prob` ε wraps any kind in a noisy judge that reports 1 − p for a random ε share of
-comparisons (the preference-strength ablation). Every judge's `compare` is a pure function of
-its inputs, so judging is reproducible across retries, restarts and resumes.
+`judge.noise` wraps any kind in a noisy judge (the preference-strength ablations), with
+`judge.noise_scale` its size:
+- `flip`: report 1 − p for a random share (noise_scale) of comparisons: a confident wrong
+  verdict as often on a clear pair as on a close one;
+- `logit`: p = σ(logit(p) + ε), ε ~ N(0, noise_scale²) per comparison: like an LLM judge, wrong
+  mostly where the true margin is small, and as unsure as it is likely to be wrong. For the
+  verifier, p = σ((s_a − s_b)/τ + ε). An exact tie (p = 0.5) becomes a coin flip with a small
+  margin, as a judge that cannot say "tie" would give.
+Every draw is a hash of (seed, prompt, the two responses), so every judge's `compare` is a
+pure function of its inputs: the same comparison gets the same noise in either order, on every
+retry, restart and resume, and in every arm of an experiment that meets it.
 """
 
 from __future__ import annotations
@@ -24,10 +34,12 @@ from typing import Callable, Protocol
 
 import torch
 
-from judge.strength import JudgeTemplate, answer_token_ids, first_is_better, swap_averaged_strength
+from judge.checklist import ChecklistJudge
+from judge.partial_credit import instruction_score
+from judge.strength import JudgeTemplate, answer_token_ids, first_is_better, sigmoid, swap_averaged_strength
 from judge.verifier import Instructions, verify
 
-KINDS = ("self", "lm:<path>", "reward:<path>", "verifier", "python:<module>:<function>")
+KINDS = ("self", "checklist", "lm:<path>", "reward:<path>", "verifier", "python:<module>:<function>")
 
 
 class Preference(Protocol):
@@ -40,14 +52,10 @@ class Preference(Protocol):
 def check_kind(kind: str) -> None:
     """Refuse a malformed `judge.kind` (ValueError naming the accepted forms)."""
     head, _, rest = kind.partition(":")
-    ok = (kind in ("self", "verifier") or (head in ("lm", "reward") and rest)
+    ok = (kind in ("self", "checklist", "verifier") or (head in ("lm", "reward") and rest)
           or (head == "python" and rest.count(":") == 1 and all(rest.split(":"))))
     if not ok:
         raise ValueError(f"unknown judge kind {kind!r}; choose one of {', '.join(KINDS)}")
-
-
-def sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 class LMJudge:
@@ -129,18 +137,25 @@ class RewardJudge:
 class VerifierJudge:
     """IFEval instructions as the judge: p = σ((s_a − s_b)/τ), s = share of instructions followed.
 
-    Equal shares give p = 0.5 exactly (no preference), so the pair carries no direction."""
+    Equal shares give p = 0.5 exactly (no preference), so the pair carries no direction. With
+    `partial_credit`, a failed instruction counts its closeness to passing (judge/partial_credit.py):
+    pairs of answers that both fail are ranked by how nearly they follow."""
 
-    name = "verifier"
-
-    def __init__(self, instructions: dict[str, Instructions], tau: float = 0.25):
-        self.instructions, self.tau = instructions, tau
+    def __init__(self, instructions: dict[str, Instructions], tau: float = 0.25, partial_credit: bool = False):
+        self.instructions, self.tau, self.partial_credit = instructions, tau, partial_credit
+        self.name = "verifier+partial" if partial_credit else "verifier"
 
     def share(self, prompt: str, response: str) -> float:
         if prompt not in self.instructions:
             raise KeyError(f"the verifier judge has no instructions for prompt {prompt[:80]!r}: "
                            "use a prompt file whose rows carry instruction_id_list and kwargs")
-        return verify(response, self.instructions[prompt]).fraction
+        instructions = self.instructions[prompt]
+        verdict = verify(response, instructions)
+        if not self.partial_credit:
+            return verdict.fraction
+        scores = [instruction_score(i, kw, response, ok)
+                  for i, kw, ok in zip(instructions.ids, instructions.kwargs, verdict.strict)]
+        return sum(scores) / len(scores)
 
     def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
         return [sigmoid((self.share(p, x) - self.share(p, y)) / self.tau) for p, x, y in zip(prompts, a, b)]
@@ -167,30 +182,72 @@ class PythonJudge:
         return out
 
 
-class FlippedJudge:
-    """A noisy judge: reports 1 − p for a random `prob` share of comparisons.
+NOISES = ("none", "flip", "logit")
 
-    Whether a comparison is flipped is a hash of (seed, prompt, the two responses in sorted
-    order), so the same comparison is flipped the same way in either presentation order,
-    on every retry and after a resume."""
+
+def _comparison_uniforms(seed: int, prompt: str, a: str, b: str) -> tuple[float, float, bool]:
+    """Two uniforms in (0, 1) from a hash of the comparison, and whether (a, b) is in the
+    hash's canonical (sorted) order: the draw is the same for (b, a), its sign is not."""
+    first, second = sorted((a, b))
+    digest = hashlib.blake2b("\x00".join([str(seed), prompt, first, second]).encode(), digest_size=16).digest()
+    u1 = (int.from_bytes(digest[:8], "big") + 0.5) / 2**64
+    u2 = (int.from_bytes(digest[8:], "big") + 0.5) / 2**64
+    return u1, u2, (a, b) == (first, second)
+
+
+class FlippedJudge:
+    """judge.noise=flip: reports 1 − p for a random `prob` share of comparisons, the same
+    comparisons in either presentation order."""
 
     def __init__(self, inner: Preference, prob: float, seed: int = 0):
         self.inner, self.prob, self.seed = inner, prob, seed
         self.name = f"{inner.name}+flip{prob:g}"
 
     def flipped(self, prompt: str, a: str, b: str) -> bool:
-        key = "\x00".join([str(self.seed), prompt, *sorted((a, b))]).encode()
-        u = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
-        return u < self.prob
+        return _comparison_uniforms(self.seed, prompt, a, b)[0] < self.prob
 
     def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
         ps = self.inner.compare(prompts, a, b)
         return [1.0 - p if self.flipped(q, x, y) else p for p, q, x, y in zip(ps, prompts, a, b)]
 
 
+class LogitNoiseJudge:
+    """judge.noise=logit: p = σ(logit(p) + ε), ε ~ N(0, scale²) per comparison (Box–Muller on the
+    comparison's hash). ε changes sign with the presentation order, so p(b ≻ a) = 1 − p(a ≻ b)
+    still holds exactly."""
+
+    def __init__(self, inner: Preference, scale: float, seed: int = 0):
+        self.inner, self.scale, self.seed = inner, scale, seed
+        self.name = f"{inner.name}+logit{scale:g}"
+
+    def epsilon(self, prompt: str, a: str, b: str) -> float:
+        u1, u2, canonical = _comparison_uniforms(self.seed, prompt, a, b)
+        z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+        return self.scale * z if canonical else -self.scale * z
+
+    def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
+        out = []
+        for p, q, x, y in zip(self.inner.compare(prompts, a, b), prompts, a, b):
+            p = min(max(p, 1e-12), 1.0 - 1e-12)  # a certain verdict stays finite in logit space
+            out.append(sigmoid(math.log(p / (1.0 - p)) + self.epsilon(q, x, y)))
+        return out
+
+
+def with_noise(judge: Preference, noise: str, scale: float, seed: int) -> Preference:
+    """`judge` wrapped in the noise model `noise` (judge.noise) of size `scale`."""
+    if noise == "none" or scale == 0:
+        return judge
+    if noise == "flip":
+        return FlippedJudge(judge, scale, seed)
+    if noise == "logit":
+        return LogitNoiseJudge(judge, scale, seed)
+    raise ValueError(f"unknown judge.noise {noise!r}; choose one of {NOISES}")
+
+
 def make_preference(kind: str, sft_model=None, sft_tokenizer=None, *, instructions: dict[str, Instructions] | None = None,
                     tau: float = 0.25, template: JudgeTemplate | None = None, batch_size: int = 8,
-                    flip_prob: float = 0.0, seed: int = 0, dtype: str = "float32") -> Preference:
+                    noise: str = "none", noise_scale: float = 0.0, seed: int = 0, dtype: str = "float32",
+                    partial_credit: bool = False) -> Preference:
     """Build the judge `kind`. `self` judges with the given SFT model (no second copy)."""
     check_kind(kind)
     head, _, rest = kind.partition(":")
@@ -205,11 +262,16 @@ def make_preference(kind: str, sft_model=None, sft_tokenizer=None, *, instructio
         judge = LMJudge(model, AutoTokenizer.from_pretrained(rest), kind, template, batch_size)
     elif head == "reward":
         judge = RewardJudge(rest, tau, batch_size)
+    elif kind == "checklist":
+        if not instructions:
+            raise ValueError("judge kind 'checklist' needs prompts with verifiable instructions "
+                             "(rows with instruction_id_list and kwargs, e.g. data.prompts=instructions)")
+        judge = ChecklistJudge(sft_model, sft_tokenizer, instructions, tau, batch_size)
     elif kind == "verifier":
         if not instructions:
             raise ValueError("judge kind 'verifier' needs prompts with verifiable instructions "
                              "(rows with instruction_id_list and kwargs, e.g. data.prompts=instructions)")
-        judge = VerifierJudge(instructions, tau)
+        judge = VerifierJudge(instructions, tau, partial_credit)
     else:
         judge = PythonJudge(rest)
-    return FlippedJudge(judge, flip_prob, seed) if flip_prob > 0 else judge
+    return with_noise(judge, noise, noise_scale, seed)

@@ -9,6 +9,7 @@ position bias cancels exactly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +74,11 @@ def answer_token_ids(tokenizer, answers: tuple[str, str]) -> tuple[int, int]:
     if ids[0] == ids[1]:
         raise ValueError(f"judge answers {answers} map to the same token id {ids[0]}")
     return ids[0], ids[1]
+
+
+def sigmoid(x: float) -> float:
+    """σ(x) for a float, finite for any x (a score gap over τ can be large)."""
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 def first_is_better(logit_first: torch.Tensor, logit_second: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,9 @@ IFEval's format: `instruction_id_list` (e.g. "punctuation:no_comma") and one `kw
 per id. Strict: the response as written follows the instruction. Loose (IFEval's definition):
 some variant of it does — with its first and/or last line removed, or with `*` stripped.
 
-Kinds whose checkers need nltk data (punkt, which cannot be downloaded here) are refused,
-as are kinds that need text the prompt row does not carry.
+Every IFEval kind is checked. The two that count sentences need nltk's punkt data, built
+offline on first use (judge/punkt.py); `combination:repeat_prompt` reads the text to repeat
+from its kwargs (`prompt_to_repeat`), as IFEval's rows carry it.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ import langdetect
 from if_verifiable.common import get_loose_transformations
 from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
 
-langdetect.DetectorFactory.seed = 0  # langdetect is random unless seeded: the case checkers use it
+from judge import punkt
 
-UNSUPPORTED = {
-    "length_constraints:number_sentences": "needs nltk's punkt data, which cannot be downloaded here",
-    "change_case:capital_word_frequency": "needs nltk's punkt data, which cannot be downloaded here",
-    "combination:repeat_prompt": "needs the text to repeat, which a prompt row does not carry",
-}
+langdetect.DetectorFactory.seed = 0  # langdetect is random unless seeded: the case checkers use it
+punkt.install()  # sentence splitting for number_sentences and capital_word_frequency, offline
+
+UNSUPPORTED: dict[str, str] = {}  # instruction id → why it cannot be checked here (none today)
 INSTRUCTIONS = sorted(set(INSTRUCTION_DICT) - set(UNSUPPORTED))
 
 

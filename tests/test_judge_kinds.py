@@ -48,12 +48,28 @@ def test_loose_drops_a_first_line_as_ifeval_does():
     assert verify('"Tea is a drink."', quoted) == Verdict((True,), (True,))
 
 
+def test_every_ifeval_kind_is_checked_offline_the_sentence_counters_included():
+    """The kinds that need nltk's punkt data count sentences the way punkt does (abbreviations
+    are not sentence ends). Would catch missing punkt data (a LookupError) or a naive splitter."""
+    from judge.verifier import INSTRUCTIONS, verify
+
+    assert len(INSTRUCTIONS) == 25
+    ins = parse_instructions(["length_constraints:number_sentences", "change_case:capital_word_frequency"],
+                             [{"num_sentences": 4, "relation": "less than"},
+                              {"capital_frequency": 2, "capital_relation": "at least"}])
+    # Three sentences ("Dr." and "p.m." do not end one); THIS and BIG are capital words.
+    assert verify("Dr. Smith came at 5 p.m. on Monday. THIS IS BIG. Was it fun?", ins).strict == (True, True)
+    assert verify("One. Two. Three. Four. five", ins).strict == (False, False)
+    repeat = parse_instructions(["combination:repeat_prompt"], [{"prompt_to_repeat": "Why is tea good?"}])
+    assert verify("Why is tea good? Because it is warm.", repeat).strict == (True,)
+
+
 def test_parse_instructions_refuses_what_cannot_be_checked():
     assert parse_instructions([NO_COMMA], None) == Instructions((NO_COMMA,), ({},))
     with pytest.raises(ValueError, match="unknown instruction id 'punctuation:no_colon'"):
         parse_instructions(["punctuation:no_colon"], [{}])
-    with pytest.raises(ValueError, match="needs nltk's punkt data"):
-        parse_instructions(["length_constraints:number_sentences"], [{"relation": "less than", "num_sentences": 3}])
+    with pytest.raises(ValueError, match=r"needs kwargs \['prompt_to_repeat'\], missing"):
+        parse_instructions(["combination:repeat_prompt"], [{}])
     with pytest.raises(ValueError, match=r"takes kwargs \['num_words', 'relation'\], got unknown \['words'\]"):
         parse_instructions([FEW_WORDS], [{"words": 3}])
     with pytest.raises(ValueError, match="bad kwargs"):
@@ -133,6 +149,43 @@ def test_flipped_judge_flips_a_share_deterministically_and_symmetrically():
     reverse = noisy.compare(["q"] * 400, b, a)
     assert [x + y for x, y in zip(p, reverse)] == pytest.approx([1.0] * 400)
     assert FlippedJudge(base, 0.35, seed=4).compare(["q"] * 400, a, b) != p
+
+
+def test_logit_noise_is_gaussian_in_logit_space_antisymmetric_and_wrong_mostly_on_close_pairs():
+    """p = σ((s_a − s_b)/τ + ε), ε ~ N(0, σ²). Would catch: noise that breaks p(b≻a) = 1 − p(a≻b),
+    draws that change between calls, a scale that is not σ, and a noise that is as often wrong
+    on a clear pair as on a close one (the flip model's behaviour, not an LLM judge's)."""
+    import statistics
+
+    from judge.preferences import LogitNoiseJudge
+
+    base = VerifierJudge({"q": BOTH}, tau=0.5)
+    noisy = LogitNoiseJudge(base, scale=2.0, seed=3)
+    n = 2000
+    clear_a, clear_b = [f"short {i}" for i in range(n)], [f"a, b, c, d, e {i}" for i in range(n)]  # shares 1 vs 0
+    close_a, close_b = [f"a, b {i}" for i in range(n)], [f"a, b, c, d, e {i}" for i in range(n)]   # shares 0.5 vs 0
+    p = noisy.compare(["q"] * n, clear_a, clear_b)
+    eps = [math.log(x / (1 - x)) - 2.0 for x in p]  # logit p − (1 − 0)/0.5
+    assert abs(statistics.mean(eps)) < 0.15 and statistics.stdev(eps) == pytest.approx(2.0, rel=0.06)
+    assert p == noisy.compare(["q"] * n, clear_a, clear_b)
+    assert [x + y for x, y in zip(p, noisy.compare(["q"] * n, clear_b, clear_a))] == pytest.approx([1.0] * n)
+    wrong_clear = sum(x < 0.5 for x in p) / n  # P(ε < −2) = Φ(−1) = 0.159
+    wrong_close = sum(x < 0.5 for x in noisy.compare(["q"] * n, close_a, close_b)) / n  # P(ε < −1) = Φ(−0.5) = 0.309
+    assert wrong_clear == pytest.approx(0.159, abs=0.025) and wrong_close == pytest.approx(0.309, abs=0.03)
+    # A tie becomes a coin flip: right half the time.
+    ties = noisy.compare(["q"] * n, [f"short {i}" for i in range(n)], [f"tiny {i}" for i in range(n)])
+    assert sum(x > 0.5 for x in ties) / n == pytest.approx(0.5, abs=0.035)
+
+
+def test_noise_is_chosen_by_config_and_refused_when_unknown():
+    from judge.preferences import LogitNoiseJudge, with_noise
+
+    base = VerifierJudge({"q": BOTH}, tau=0.5)
+    assert with_noise(base, "none", 2.0, 0) is base and with_noise(base, "logit", 0.0, 0) is base
+    assert isinstance(with_noise(base, "logit", 1.0, 0), LogitNoiseJudge)
+    assert isinstance(with_noise(base, "flip", 0.2, 0), FlippedJudge)
+    with pytest.raises(ValueError, match="unknown judge.noise 'gauss'"):
+        with_noise(base, "gauss", 1.0, 0)
 
 
 def test_reward_judge_is_sigmoid_of_reward_difference_over_tau(tiny_model_dir, tmp_path):

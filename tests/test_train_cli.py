@@ -354,5 +354,5 @@ def test_python_judge_that_cannot_be_imported_is_refused_before_any_actor(tiny_m
 
 
 def test_unknown_judge_kind_is_refused_by_the_config():
-    with pytest.raises(ConfigError, match=r"^judge.kind: unknown 'oracle'; choose one of self, lm:<path>"):
+    with pytest.raises(ConfigError, match=r"^judge.kind: unknown 'oracle'; choose one of self, checklist, lm:<path>"):
         load_config(None, ["judge.kind=oracle"])

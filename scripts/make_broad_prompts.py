@@ -1,0 +1,111 @@
+"""Write the broad instruction-following prompt sets (IFEval format) over every checkable kind.
+
+    .venv/bin/python scripts/make_broad_prompts.py          # cluster/data/broad_{train,eval}.jsonl
+    .venv/bin/python scripts/make_broad_prompts.py --scan   # runs/broad_scan.jsonl: 10 held-out rows per kind
+
+Each row is one of the shipped everyday questions followed by one, two or three verifiable
+instructions (two thirds of rows have one, a quarter two, a twelfth three, about as IFEval
+mixes them). Every instruction is drawn by IFEval's own checker: `build_description()` with no
+arguments draws its kwargs from IFEval's own ranges (word counts 100–500, up to 5 paragraphs,
+a random language, random keywords from its word list, ...) and phrases it as IFEval does;
+nothing is narrowed to what a small model can pass. Kinds that IFEval forbids together
+(its INSTRUCTION_CONFLICTS) never share a row. Training rows use only the training questions
+(cluster/data/prompts_train.jsonl, 5 rows each: 1,200), held-out rows only the held-out
+questions (prompts_eval.jsonl, 3 rows each: 300). Kinds are dealt from a shuffled deck so each
+appears about equally often. Deterministic: IFEval draws from Python's `random`, seeded here.
+
+All 25 of IFEval's kinds are used: the two that count sentences check with nltk's punkt data,
+built offline (judge/punkt.py); repeat_prompt's text to repeat is the row's question.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+from pathlib import Path
+
+from if_verifiable.ifeval.instructions_registry import INSTRUCTION_CONFLICTS, INSTRUCTION_DICT, conflict_make
+
+from judge.verifier import INSTRUCTIONS
+
+DATA = Path(__file__).resolve().parent.parent / "cluster" / "data"
+KINDS = list(INSTRUCTIONS)  # every kind the verifier can check here
+CONFLICTS = conflict_make(copy.deepcopy(INSTRUCTION_CONFLICTS))
+SEED = 20261204
+INSTRUCTIONS_PER_ROW = ((1, 8 / 12), (2, 3 / 12), (3, 1 / 12))
+
+
+def read_questions(path: Path) -> list[str]:
+    return [json.loads(line)["prompt"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def draw(kind: str, question: str) -> tuple[str, dict]:
+    """IFEval's own phrasing and kwargs for `kind` (its checker draws them from `random`)."""
+    checker = INSTRUCTION_DICT[kind](kind)
+    if kind == "combination:repeat_prompt":
+        text = checker.build_description(prompt_to_repeat=question)
+    else:
+        text = checker.build_description()
+    kwargs = {k: v for k, v in (checker.get_instruction_args() or {}).items() if v is not None}
+    return text, kwargs
+
+
+def row(prompt_id: str, question: str, kinds: list[str]) -> dict:
+    texts, kwargs = zip(*(draw(k, question) for k in kinds))
+    return {"id": prompt_id, "prompt": " ".join([question, *texts]), "instruction_id_list": list(kinds),
+            "kwargs": list(kwargs)}
+
+
+def compatible(kind: str, chosen: list[str]) -> bool:
+    return all(kind not in CONFLICTS[c] and c not in CONFLICTS[kind] for c in chosen)
+
+
+def make_split(questions: list[str], prefix: str, per_question: int, rng: random.Random) -> list[dict]:
+    rows, deck = [], []
+    for question in questions:
+        for _ in range(per_question):
+            n = rng.choices([n for n, _ in INSTRUCTIONS_PER_ROW], [w for _, w in INSTRUCTIONS_PER_ROW])[0]
+            chosen: list[str] = []
+            tries = 0
+            while len(chosen) < n and tries < 3 * len(KINDS):
+                if not deck:
+                    deck = list(KINDS)
+                    rng.shuffle(deck)
+                kind = deck.pop()
+                tries += 1
+                if compatible(kind, chosen):
+                    chosen.append(kind)
+                else:
+                    deck.insert(0, kind)  # dealt later, so every kind keeps its share
+            rows.append(row(f"{prefix}-{len(rows) + 1:04d}", question, chosen))
+    return rows
+
+
+def write(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"wrote {len(rows)} rows to {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scan", action="store_true",
+                        help="one-instruction rows: 10 held-out questions × every kind (SFT's pass rate per kind)")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    random.seed(SEED)  # IFEval's checkers draw their kwargs from the module-level random
+    rng = random.Random(SEED)
+    if args.scan:
+        questions = read_questions(DATA / "prompts_eval.jsonl")
+        picked = rng.sample(questions, 10)
+        write([row(f"scan-{i:04d}", q, [k]) for i, (k, q) in enumerate(((k, q) for k in KINDS for q in picked), 1)],
+              Path(args.out or "runs/broad_scan.jsonl"))
+        return
+    write(make_split(read_questions(DATA / "prompts_train.jsonl"), "broad-train", 5, rng), DATA / "broad_train.jsonl")
+    write(make_split(read_questions(DATA / "prompts_eval.jsonl"), "broad-eval", 3, rng), DATA / "broad_eval.jsonl")
+
+
+if __name__ == "__main__":
+    main()
