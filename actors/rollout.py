@@ -1,6 +1,6 @@
 """Rollout worker: a vLLM engine sampling K responses per prompt from the current policy.
 
-A plain class; `cluster.pools` wraps it as a Ray actor (restartable, placed by a placement
+A plain class; `cluster.driver.actors` wraps it as a Ray actor (restartable, placed by a placement
 group). Every batch is stamped with the policy version that generated it, and `generate`
 accepts the latest weights so a restarted worker catches up before sampling again.
 """
@@ -21,13 +21,14 @@ from safetensors.torch import load_file, save
 from core.config import ModelConfig, RolloutConfig
 from core.env import apply_runtime_env, peak_rss_bytes
 from core.records import rollout_batch
+from core.refs import fetch
 from core.versions import installed
-from core.weight_payload import ADAPTER, adapter_factors, full_state, payload_bytes
+from core.weights import ADAPTER, adapter_factors, full_state, payload_bytes
 
-EXTENSION = "actors.weight_receiver.WeightReceiver"
+EXTENSION = "actors.engine_weights.EngineWeightLoader"  # runs in vLLM's worker: loads pushed weights
 
 
-class RolloutWorker:
+class RolloutActor:
     def __init__(self, model_path: str, rollout: RolloutConfig, model: ModelConfig | None = None, seed: int = 0,
                  name: str = "rollout-0"):
         """`rollout`: sampling (k, temperature, top_p, max_tokens) and the engine's memory;
@@ -74,11 +75,10 @@ class RolloutWorker:
 
     # -- weights -----------------------------------------------------------------------
     def update_weights(self, payload: bytes | dict | list, version: int) -> dict[str, float]:
-        """Load new policy weights and stamp `version`. `payload`: a `core.weight_payload`
+        """Load new policy weights and stamp `version`. `payload`: a `core.weights`
         dict (full weights or LoRA factors) or safetensors bytes of a full state dict; passed
         as [ref] so Ray hands over the reference, not an inline copy."""
-        if isinstance(payload, list):
-            payload = ray.get(payload[0])
+        payload = fetch(payload)
         start = time.perf_counter()
         if isinstance(payload, bytes):
             self.llm.collective_rpc("load_safetensors", args=(payload,))
@@ -133,10 +133,13 @@ class RolloutWorker:
         return {"load_s": time.perf_counter() - start}
 
     # -- sampling ----------------------------------------------------------------------
-    def generate(self, prompts: list[dict[str, Any]], latest: tuple[int, list] | None = None) -> pa.Table:
-        """K samples for each prompt dict (prompt_id, prompt_index, prompt_text, prompt_tokens).
+    @ray.method(num_returns=2)
+    def generate(self, prompts: list[dict[str, Any]], latest: tuple[int, list] | None = None) -> tuple[pa.Table, int]:
+        """K samples for each prompt dict (prompt_id, prompt_index, prompt_text, prompt_tokens):
+        (the rollout batch, its number of response tokens). Two return values, so the driver
+        fetches the count and hands the batch's ref to a judge without fetching the batch.
 
-        `latest` = (version, [weights ref]): loaded first if this worker is behind (after a
+        `latest` = (version, [weights ref]): loaded first if this actor is behind (after a
         restart it starts again from the SFT weights at version 0).
         """
         if latest is not None and latest[0] > self.version:
@@ -150,7 +153,7 @@ class RolloutWorker:
             seed = (self.seed * 1_000_003 + int(p["prompt_index"]) * 7919 + self.version) % (2**31)
             params.append(SamplingParams(n=self.k, seed=seed, logprobs=0, **self.sampling))
         outputs = self.llm.generate(requests, params, use_tqdm=False)
-        rows = []
+        rows, tokens = [], 0
         for p, out in zip(prompts, outputs):
             completions = sorted(out.outputs, key=lambda c: c.index)
             logps = []
@@ -158,7 +161,7 @@ class RolloutWorker:
                 # logprobs=0 returns the sampled token's log-prob at every position, untempered
                 # (logprobs_mode="raw_logprobs" above).
                 logps.append(float(sum(step[t].logprob for step, t in zip(c.logprobs, c.token_ids))))
-                self.tokens_generated += len(c.token_ids)
+                tokens += len(c.token_ids)
             rows.append(
                 {
                     "prompt_id": p["prompt_id"],
@@ -173,10 +176,12 @@ class RolloutWorker:
                     "actor": self.name,
                 }
             )
-        return rollout_batch(rows)
+        self.tokens_generated += tokens
+        return rollout_batch(rows), tokens
 
-    def sequence_logprobs(self, prompt_tokens: list[int], response_tokens: list[int]) -> list[float]:
-        """Per-token log-probs of a given response under the engine's current weights (tests)."""
+    def logprobs_of(self, prompt_tokens: list[int], response_tokens: list[int]) -> list[float]:
+        """Per-token log-probs of a given response under the weights the engine holds: the
+        driver compares them with the learner's after the final push (core/weights.check_push)."""
         from vllm import SamplingParams, TokensPrompt
 
         ids = list(prompt_tokens) + list(response_tokens)

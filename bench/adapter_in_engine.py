@@ -73,7 +73,7 @@ def main() -> None:
         return
     import torch
 
-    from cluster.models import resolve_model_path
+    from cluster.data.models import resolve_model_path
     from core.config import LoraConfig
     from learner.policy import build_policy
 

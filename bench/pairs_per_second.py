@@ -49,7 +49,7 @@ def run_osp(model: str, steps: int, warmup: int, variant: str) -> dict:
     import ray
 
     from cluster.config import load_config
-    from cluster.train import run
+    from cluster.run import run
 
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench-osp-{variant}-"))
     overrides = [
@@ -58,7 +58,7 @@ def run_osp(model: str, steps: int, warmup: int, variant: str) -> dict:
         "judge.kind=self", "judge.drop_ties=false", "data.prompts=questions", "eval.prompts=",
         f"learner.pairs_per_step={PAIRS_PER_STEP}", f"learner.max_steps={warmup + steps}", "learner.lora.r=8",
         "learner.lora.alpha=16", "learner.lr=5e-5", "loss.name=spce", "loss.beta=0.1", "checkpoint.every=0",
-        f"checkpoint.dir={run_dir}", "metrics.tensorboard=false", "metrics.progress=false", "metrics.probe_every=0",
+        f"checkpoint.dir={run_dir}", "metrics.trackers=[]", "metrics.progress=false", "metrics.probe_every=0",
     ] + OSP_VARIANTS[variant]
     start = time.time()
     run(load_config(None, overrides))
@@ -85,9 +85,9 @@ class SelfJudgeReward:
     __name__ = "self_judge"
 
     def __init__(self, model: str):
-        from judge.judge_actor import JudgeWorker
+        from judge.judge_actor import JudgeActor
 
-        self.judge = JudgeWorker(model)
+        self.judge = JudgeActor(model)
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
         b = len(prompts) // 2
@@ -107,10 +107,10 @@ def run_trl(model: str, steps: int, warmup: int) -> dict:
     from transformers import AutoTokenizer, TrainerCallback
     from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
-    from cluster.prompts import SHIPPED_TRAIN, read_prompt_rows
+    from cluster.data.prompts import SHIPPED_TRAIN, read_prompt_rows
 
     rows, _ = read_prompt_rows(SHIPPED_TRAIN)
-    data = Dataset.from_list([{"prompt": [{"role": "user", "content": text}]} for _, _, text, _ in rows[:200]])
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": text}]} for text in [r.text for r in rows[:200]]])
     tokenizer = AutoTokenizer.from_pretrained(model)
     times: list[float] = []
 
@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--osp-variants", default="k2", help=f"comma-separated, from {', '.join(OSP_VARIANTS)}")
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args()
-    from cluster.models import resolve_model_path
+    from cluster.data.models import resolve_model_path
 
     model = str(resolve_model_path(args.model))
     results = {}

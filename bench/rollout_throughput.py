@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.env import apply_runtime_env  # noqa: E402
+from core.env import apply_runtime_env
 
 apply_runtime_env()
 
@@ -35,10 +35,10 @@ def main() -> None:
     import ray
     from transformers import AutoTokenizer
 
-    from actors.rollout import RolloutWorker
-    from cluster.models import resolve_model_path
-    from cluster.prompts import SHIPPED_TRAIN, load_prompts
-    from cluster.ray_setup import init_ray
+    from actors.rollout import RolloutActor
+    from cluster.data.models import resolve_model_path
+    from cluster.data.prompts import SHIPPED_TRAIN, load_prompts
+    from cluster.driver.ray_setup import init_ray
     from core.config import ModelConfig, RolloutConfig
 
     model = str(resolve_model_path(args.model))
@@ -48,13 +48,13 @@ def main() -> None:
     rollout = RolloutConfig(k=args.k, temperature=0.8, top_p=0.95, max_tokens=args.max_tokens)
 
     init_ray(None, num_cpus=2)
-    actor = ray.remote(RolloutWorker).options(num_cpus=1).remote(
+    actor = ray.remote(RolloutActor).options(num_cpus=1).remote(
         model, rollout, ModelConfig(max_prompt_tokens=256 - args.max_tokens - 8))
-    ray.get(actor.generate.remote(batch[:2]))  # warm-up
+    ray.get(actor.generate.remote(batch[:2])[0])  # warm-up
     tokens, elapsed = 0, 0.0
     for _ in range(args.rounds):
         start = time.perf_counter()
-        table = ray.get(actor.generate.remote(batch))
+        table = ray.get(actor.generate.remote(batch)[0])
         elapsed += time.perf_counter() - start
         tokens += sum(len(t) for row in table["response_tokens"].to_pylist() for t in row)
     actor_tps = tokens / elapsed

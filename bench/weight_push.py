@@ -3,7 +3,7 @@
     .venv/bin/python bench/weight_push.py [--model PATH] [--repeats 5] [--json OUT]
 
 The push a run makes every `sync_every` steps, timed from the learner's weights to an engine
-sampling with them: export (merge + `ray.put` of a `core.weight_payload` dict) and a vLLM
+sampling with them: export (merge + `ray.put` of a `core.weights` dict) and a vLLM
 rollout actor loading it (fetch from the object store, `reload_weights` with CPU repacking,
 prefix-cache reset). Three payloads, one engine, one after the other:
 - `full` — the merged state dict as numpy arrays (what a run without LoRA pushes);
@@ -67,11 +67,11 @@ def main() -> None:
     import torch
     from safetensors.torch import save
 
-    from actors.rollout import RolloutWorker
-    from cluster.models import resolve_model_path
-    from cluster.ray_setup import init_ray
+    from actors.rollout import RolloutActor
+    from cluster.data.models import resolve_model_path
+    from cluster.driver.ray_setup import init_ray
     from core.config import LoraConfig, ModelConfig, RolloutConfig
-    from core.weight_payload import payload_bytes
+    from core.weights import payload_bytes
     from learner.policy import build_policy, merged_state_dict, policy_payload
 
     model = str(resolve_model_path(args.model))
@@ -82,7 +82,7 @@ def main() -> None:
             if "lora_B" in name:
                 p.normal_(0, 0.01)
     init_ray(None, num_cpus=2)
-    engine = ray.remote(RolloutWorker).options(num_cpus=1).remote(
+    engine = ray.remote(RolloutActor).options(num_cpus=1).remote(
         model, RolloutConfig(k=2, temperature=0.8, top_p=1.0, max_tokens=16), ModelConfig(max_prompt_tokens=232))
     ray.get(engine.info.remote())
 

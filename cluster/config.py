@@ -15,7 +15,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from core.config import Config, ConfigError
+from cluster.driver.trackers import TRACKERS
+from core.config import TRUNCATED, Config, ConfigError
 from judge.pairing import ANCHORS
 from judge.preferences import KINDS, NOISES, check_kind
 from learner.losses import LOSS_NAMES
@@ -176,13 +177,15 @@ def validate(cfg: Config) -> None:
     except ValueError:
         raise ConfigError(f"judge.kind: unknown {j.kind!r}; choose one of {', '.join(KINDS)}") from None
     _require(j.tau > 0, "judge.tau", f"must be > 0, got {j.tau}")
+    unknown = [t for t in cfg.metrics.trackers if t not in TRACKERS]
+    _require(not unknown, "metrics.trackers", f"unknown {unknown}; choose from {list(TRACKERS)}")
     _require(not j.partial_credit or j.kind == "verifier", "judge.partial_credit",
              f"grades the verifier's instructions; judge.kind is {j.kind!r}")
     _require(j.noise in NOISES, "judge.noise", f"unknown {j.noise!r}; choose one of {NOISES}")
     if j.noise == "flip":
         _require(0.0 <= j.noise_scale < 1.0, "judge.noise_scale", f"a flip share must be in [0, 1), got {j.noise_scale}")
     _require(j.noise_scale >= 0.0, "judge.noise_scale", f"must be ≥ 0, got {j.noise_scale}")
-    _require(j.truncated in ("keep", "drop", "lose"), "judge.truncated",
+    _require(j.truncated in TRUNCATED, "judge.truncated",
              f"must be keep, drop or lose, got {j.truncated!r}")
     _require(cfg.eval.num_prompts is None or cfg.eval.num_prompts >= 1, "eval.num_prompts", "must be ≥ 1 or null")
     _require(cfg.eval.max_tokens is None or cfg.eval.max_tokens >= 1, "eval.max_tokens", "must be ≥ 1 or null")
@@ -219,7 +222,8 @@ def validate(cfg: Config) -> None:
     _require(not (cfg.weight_sync.payload == "adapter" and cfg.weight_sync.method == "broadcast"),
              "weight_sync.payload", "adapter travels through the object store: use weight_sync.method=auto or "
              "object_store, or payload=full with broadcast")
-    _require(cfg.data.on_bad_rows in ("error", "skip"), "data.on_bad_rows", f"must be error or skip, got {cfg.data.on_bad_rows!r}")
+    _require(cfg.data.on_bad_rows in ("error", "skip"), "data.on_bad_rows",
+             f"must be error or skip, got {cfg.data.on_bad_rows!r}")
     _require(cfg.data.num_prompts is None or cfg.data.num_prompts >= 1, "data.num_prompts", "must be ≥ 1 or null")
     _require(cfg.model.max_prompt_tokens >= 1, "model.max_prompt_tokens", "must be ≥ 1")
     _require(cfg.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype", f"unsupported {cfg.model.dtype!r}")

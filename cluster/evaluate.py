@@ -14,7 +14,7 @@ paper's length-bias warning), and a win bought by length alone should be visible
 When the held-out prompts carry verifiable instructions (IFEval format), every answer set,
 the baseline's included, also gets IFEval accuracy (prompt- and instruction-level, strict
 and loose, with 95% bootstrap intervals), a per-instruction-kind table, and each
-checkpoint's paired gain over the baseline with its interval (cluster/instruction_eval.py).
+checkpoint's paired gain over the baseline with its interval (cluster/evaluation/instruction_eval.py).
 Results: <out>/eval.json, <out>/eval.md and <out>/eval.png (win rate and loss over training).
 """
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,19 +31,20 @@ from core.env import apply_runtime_env
 
 apply_runtime_env()  # before Ray, vLLM and transformers read the environment at import
 
-import ray  # noqa: E402
-import yaml  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
+import ray
+import yaml
+from transformers import AutoTokenizer
 
-from actors.rollout import RolloutWorker  # noqa: E402
-from cluster import instruction_eval  # noqa: E402
-from cluster.eval_report import write_report  # noqa: E402
-from cluster.models import resolve_model_path  # noqa: E402
-from cluster.progress import setup_logging  # noqa: E402
-from cluster.prompts import SHIPPED_EVAL, PromptFileError, load_prompts  # noqa: E402
-from cluster.ray_setup import init_ray  # noqa: E402
-from core.config import ModelConfig, RolloutConfig  # noqa: E402
-from judge.scorers import make_scorer  # noqa: E402
+from actors.rollout import RolloutActor
+from cluster.data.models import resolve_model_path
+from cluster.data.prompts import SHIPPED, SHIPPED_EVAL, PromptFileError, load_prompts
+from cluster.driver.progress import CountBar, setup_logging
+from cluster.driver.ray_setup import init_ray, link_worker_logs
+from cluster.evaluation import instruction_eval
+from cluster.evaluation.intervals import mean_with_interval
+from cluster.evaluation.report import write_report
+from core.config import ModelConfig, RolloutConfig
+from judge.scorers import make_scorer
 
 log = logging.getLogger("osp")
 
@@ -69,30 +69,26 @@ def outcome_values(strengths: list[float]) -> list[float]:
     return [1.0 if p > 0.5 else 0.0 if p < 0.5 else 0.5 for p in strengths]
 
 
-def bootstrap_interval(values: list[float], samples: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean, resampling prompts with replacement."""
-    if not values:
-        raise ValueError("no outcomes to bootstrap")
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
-    lo = means[int((1 - level) / 2 * samples)]
-    hi = means[min(samples - 1, int((1 + level) / 2 * samples))]
-    return lo, hi
-
-
 def summarise(scorer: str, strengths: list[float], seed: int = 0) -> Outcome:
     values = outcome_values(strengths)
-    lo, hi = bootstrap_interval(values, seed=seed)
+    rate = mean_with_interval(values, seed)
     return Outcome(scorer, values.count(1.0), values.count(0.5), values.count(0.0),
-                   sum(values) / len(values), lo, hi)
+                   rate["value"], rate["ci_low"], rate["ci_high"])
 
 
 # ---------------------------------------------------------------------------------------
 
 
-def _answers(engine, prompts, max_tokens: int, temperature: float, seed: int) -> list[dict]:
-    return ray.get(engine.complete.remote([list(p.tokens) for p in prompts], max_tokens, temperature, seed))
+CHUNK = 50  # prompts per engine call: the bar moves, vLLM still batches
+
+
+def _answers(engine, prompts, max_tokens: int, temperature: float, seed: int, bar: CountBar) -> list[dict]:
+    out = []
+    for start in range(0, len(prompts), CHUNK):
+        chunk = [list(p.tokens) for p in prompts[start:start + CHUNK]]
+        out += ray.get(engine.complete.remote(chunk, max_tokens, temperature, seed))
+        bar.advance(len(chunk))
+    return out
 
 
 def evaluate(checkpoints: list[Path], sft_path: str, prompts, scorer_specs: list[str], max_tokens: int,
@@ -101,19 +97,21 @@ def evaluate(checkpoints: list[Path], sft_path: str, prompts, scorer_specs: list
     `baseline` names another checkpoint); one result dict each. The SFT model stays the
     self-judge either way."""
     # Nothing else runs during an evaluation: the engine may use every core it is given.
-    engine = ray.remote(RolloutWorker).options(
+    engine = ray.remote(RolloutActor).options(
         num_cpus=cpus, runtime_env={"env_vars": {"OMP_NUM_THREADS": str(int(cpus))}}).remote(
         sft_path, RolloutConfig(k=1, temperature=1.0, top_p=1.0, max_tokens=max_tokens),
         ModelConfig(max_prompt_tokens=max(len(p.tokens) for p in prompts)), seed=seed, name="eval")
+    bar = CountBar("answers", len(prompts) * (1 + len(checkpoints)))
     try:
         if baseline is not None:
             ray.get(engine.load_checkpoint.remote(str(baseline)))
-        base = _answers(engine, prompts, max_tokens, temperature, seed)
+        base = _answers(engine, prompts, max_tokens, temperature, seed, bar)
         policies = []
         for ckpt in checkpoints:
             ray.get(engine.load_checkpoint.remote(str(ckpt)))
-            policies.append(_answers(engine, prompts, max_tokens, temperature, seed))
+            policies.append(_answers(engine, prompts, max_tokens, temperature, seed, bar))
     finally:
+        bar.close()
         ray.kill(engine)
     texts = [p.text for p in prompts]
     base_texts = [a["text"] for a in base]
@@ -163,6 +161,23 @@ def evaluate(checkpoints: list[Path], sft_path: str, prompts, scorer_specs: list
     return results
 
 
+def summary_lines(results: list[dict]) -> list[str]:
+    """One line per checkpoint for the console: IFEval accuracy and gain (instruction prompts),
+    then each scorer's win rate. The full tables are in eval.md."""
+    lines = []
+    for r in results:
+        head = f"{r['checkpoint']} vs {r['baseline']} ({r['prompts']} prompts):"
+        if "ifeval" in r:
+            a, g = r["ifeval"]["accuracy"]["prompt_strict"], r["ifeval"]["gain"]["prompt_strict"]
+            b = r["ifeval_baseline"]["accuracy"]["prompt_strict"]
+            head += (f" prompt-level {b['value']:.3f} → {a['value']:.3f}, gain {g['value']:+.3f} "
+                     f"(95% CI {g['ci_low']:+.3f} to {g['ci_high']:+.3f});")
+        for o in r["outcomes"]:
+            head += f" {o['scorer']} win rate {o['win_rate']:.3f} ({o['ci_low']:.3f}–{o['ci_high']:.3f})"
+        lines.append(head)
+    return lines
+
+
 def run_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p / "hf" for p in run_dir.glob("ckpt-*") if (p / "hf").is_dir())
 
@@ -188,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cpus", type=int, default=None, help="threads for the answering engine (default: all cores)")
     parser.add_argument("--out", default=None, help="output folder (default: <run>/eval or ./eval)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print the engine's own logs (vLLM, Ray); else they go to <out>/worker-logs")
     args = parser.parse_args(argv)
 
     run_dir = Path(args.run) if args.run else None
@@ -208,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = AutoTokenizer.from_pretrained(sft_path)
         max_prompt = run_cfg.get("model", {}).get("max_prompt_tokens", 256)
         trained_on = run_cfg.get("data", {}).get("prompts")
-        default_prompts = "instructions-eval" if trained_on == "instructions" else SHIPPED_EVAL
+        default_prompts = f"{trained_on}-eval" if f"{trained_on}-eval" in SHIPPED else SHIPPED_EVAL
         prompts = load_prompts(args.prompts or default_prompts, tokenizer, max_prompt, "error", args.num_prompts)
     except (FileNotFoundError, PromptFileError, ValueError) as err:
         log.error("%s", err)
@@ -216,7 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     max_tokens = args.max_tokens or run_cfg.get("rollout", {}).get("max_tokens", 64)
     if args.scorers is None:
         args.scorers = ["verifier"] if all(p.instructions for p in prompts) else ["self", "heuristic"]
-    init_ray(None, num_cpus=max(4, args.cpus or 0))
+    out = Path(args.out) if args.out else (run_dir / "eval" if run_dir else Path("eval"))
+    out.mkdir(parents=True, exist_ok=True)
+    init_ray(None, num_cpus=max(4, args.cpus or 0), worker_logs=args.verbose)
+    if not args.verbose:
+        log.info("the engine's logs: %s (--verbose prints them here)", link_worker_logs(out) or "the Ray dashboard")
     log.info("evaluating %d checkpoint(s) on %d prompts against %s; scorers: %s", len(checkpoints), len(prompts),
              sft_path, ", ".join(args.scorers))
     baseline = None
@@ -225,10 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     cpus = args.cpus or os.cpu_count() or 1
     results = evaluate(checkpoints, sft_path, prompts, args.scorers, max_tokens, args.temperature, args.seed, baseline,
                        cpus)
-    out = Path(args.out) if args.out else (run_dir / "eval" if run_dir else Path("eval"))
     write_report(results, out, run_dir / "metrics.jsonl" if run_dir else None)
-    print((out / "eval.md").read_text())
-    log.info("wrote %s/eval.json, eval.md, eval.png", out)
+    for line in summary_lines(results):
+        print(line)
+    log.info("wrote %s/eval.json, eval.md (every table), eval.png", out)
     return 0
 
 

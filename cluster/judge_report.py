@@ -38,19 +38,19 @@ from core.env import apply_runtime_env
 
 apply_runtime_env()  # before Ray, vLLM and transformers read the environment at import
 
-import ray  # noqa: E402
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+import ray
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from actors.rollout import RolloutWorker  # noqa: E402
-from cluster import instruction_eval  # noqa: E402
-from cluster.models import resolve_model_path  # noqa: E402
-from cluster.progress import setup_logging  # noqa: E402
-from cluster.prompts import PromptFileError, load_prompts  # noqa: E402
-from cluster.ray_setup import init_ray  # noqa: E402
-from core.config import ModelConfig, RolloutConfig  # noqa: E402
-from judge.preferences import NOISES, check_kind, make_preference  # noqa: E402
-from judge.verifier import verify  # noqa: E402
+from actors.rollout import RolloutActor
+from cluster.data.models import resolve_model_path
+from cluster.data.prompts import PromptFileError, load_prompts
+from cluster.driver.progress import setup_logging
+from cluster.driver.ray_setup import init_ray, link_worker_logs
+from cluster.evaluation.intervals import ratio_with_interval
+from core.config import ModelConfig, RolloutConfig
+from judge.preferences import NOISES, check_kind, make_preference
+from judge.verifier import verify
 
 log = logging.getLogger("osp")
 BINS = 10
@@ -79,7 +79,7 @@ def report_card(p: np.ndarray, gold: np.ndarray, prompt_of: np.ndarray, seed: in
     prompts = np.unique(prompt_of)
     num = np.array([(right * decided)[prompt_of == q].sum() for q in prompts])
     den = np.array([decided[prompt_of == q].sum() for q in prompts], dtype=float)
-    agreement = instruction_eval.ratio_with_interval(num, den, seed) if den.sum() else None
+    agreement = ratio_with_interval(num, den, seed) if den.sum() else None
     y = np.where(gold > 0, 1.0, np.where(gold < 0, 0.0, 0.5))
     both_p, both_y = np.concatenate([p, 1 - p]), np.concatenate([y, 1 - y])
     index = np.minimum((both_p * BINS).astype(int), BINS - 1)
@@ -97,11 +97,12 @@ def report_card(p: np.ndarray, gold: np.ndarray, prompt_of: np.ndarray, seed: in
 
 def sample_answers(model_path: str, prompts, k: int, max_tokens: int, seed: int) -> list[dict]:
     """K answers per prompt from one vLLM engine (T = 0.8, top-p 0.95, as the default training)."""
-    engine = ray.remote(RolloutWorker).options(num_cpus=1).remote(
+    engine = ray.remote(RolloutActor).options(num_cpus=1).remote(
         model_path, RolloutConfig(k=k, max_tokens=max_tokens), ModelConfig(max_prompt_tokens=max(len(p.tokens) for p in prompts)),
         seed=seed, name="judge-report")
     try:
-        table = ray.get(engine.generate.remote([p.request(i) for i, p in enumerate(prompts)]))
+        table_ref, _ = engine.generate.remote([p.request(i) for i, p in enumerate(prompts)])
+        table = ray.get(table_ref)
     finally:
         ray.kill(engine)
     return [{"prompt_id": r["prompt_id"], "prompt": r["prompt_text"], "answers": r["response_texts"]}
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.answers:
         rows = json.loads(Path(args.answers).read_text())
     else:
-        init_ray(None, num_cpus=2)
+        init_ray(None, num_cpus=2, worker_logs=False)
+        link_worker_logs(out)
         log.info("sampling %d answers to each of %d prompts", args.k, len(prompts))
         rows = sample_answers(str(resolve_model_path(args.policy or args.model)), prompts, args.k, args.max_tokens,
                               args.seed)

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_runtime_env()
     import ray  # lazy: Ray reads the environment applied just above at import
 
-    from cluster.engine_pool import CONTROL_NAME, CONTROL_NAMESPACE
+    from cluster.driver.pools import CONTROL_NAME, CONTROL_NAMESPACE
 
     if not ray.is_initialized():
         ray.init(address=args.address, namespace=CONTROL_NAMESPACE, log_to_driver=False)

@@ -16,6 +16,12 @@ from typing import Any
 SPO_RATIOS = (0.0, 0.25, 0.5, 0.75)
 
 
+# What happens to a pair with a response cut at rollout.max_tokens (finish reason "length"):
+# keep: judged as written (TRL's default: no missing-EOS penalty); drop: the pair is not
+# trained; lose: a cut response loses outright (p = 1) to a complete one.
+TRUNCATED = ("keep", "drop", "lose")
+
+
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the key and the problem."""
 
@@ -29,9 +35,13 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    # A JSONL path or a shipped set: "questions" (everyday questions, what null means) or
-    # "instructions" (the same kind of questions with IFEval instructions; cluster/data/README.md).
+    # A prompt set: a JSONL or Parquet file, a `datasets` folder (save_to_disk), a dataset name
+    # in the local Hugging Face cache, or a shipped set: "questions" (everyday questions, what
+    # null means), "instructions" (with IFEval instructions of 8 kinds), "broad" (of all 25
+    # kinds); cluster/data/README.md.
     prompts: str | None = None
+    prompt_column: str = "prompt"  # a string, or a chat: a list of {role, content} (TRL's formats)
+    split: str = "train"  # the split of a DatasetDict folder or of a cached dataset
     num_prompts: int | None = 200  # the OSP paper's low-data setting
     on_bad_rows: str = "error"  # "error": refuse the file; "skip": report and skip bad rows
     shuffle: bool = True
@@ -79,9 +89,7 @@ class JudgeConfig:
     # verdict, so no loss trains on it (learner/losses.py); kept (false), it only takes a
     # place in the step. Counted either way (judge/tie_share, pairs/ties).
     drop_ties: bool = True
-    # A pair with a response cut at rollout.max_tokens: keep (judge it as written, TRL's
-    # default), drop (do not train on it) or lose (the cut response loses, p = 1, to a complete one).
-    truncated: str = "keep"
+    truncated: str = "keep"  # a pair with a response cut at rollout.max_tokens: one of TRUNCATED
     anchor: str = "round_robin"  # round_robin | sample0 | sft_greedy | dno
     template: str | None = None  # None: judge.strength.DEFAULT_TEMPLATE
     answer_tokens: list[str] = field(default_factory=lambda: ["A", "B"])
@@ -152,6 +160,7 @@ class EvalConfig:
     # first step and with the final weights after the last, and reports IFEval accuracy of
     # both with the gain's 95% interval. null: no in-run evaluation.
     prompts: str | None = None
+    split: str = "train"  # as data.split; the column is data.prompt_column
     num_prompts: int | None = None  # null: all of them
     max_tokens: int | None = None  # null: rollout.max_tokens
 
@@ -180,7 +189,9 @@ class CheckpointConfig:
 
 @dataclass
 class MetricsConfig:
-    tensorboard: bool = True
+    # Where each step's metrics go besides metrics.jsonl: tensorboard | wandb | mlflow
+    # (cluster/driver/trackers.py; wandb and mlflow are optional extras).
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
     ray_metrics: bool = True
     progress: bool = True
     # Every N learner steps, log `loss/probe`: the loss on a fixed batch (the first one),

@@ -35,9 +35,9 @@ CPU_ENV: dict[str, str] = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
     # DeepSpeed picks its accelerator by probing; pin it so a stray CUDA wheel cannot confuse it.
     "DS_ACCELERATOR": "cpu",
-    # gloo must bind to loopback on a single machine (the default picks the first interface).
-    "GLOO_SOCKET_IFNAME": "lo",
 }
+# gloo's interface is set by each process that forms a group, from its node's address
+# (core/net.bind_gloo_to): `lo` on a local cluster, the node's own interface on a real one.
 
 
 def has_cuda() -> bool:

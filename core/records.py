@@ -49,7 +49,8 @@ PAIR_SCHEMA = pa.schema(
         pa.field("ref_logp_chosen", pa.float64(), nullable=False),
         pa.field("ref_logp_rejected", pa.float64(), nullable=False),
         pa.field("policy_version", pa.int64(), nullable=False),
-        # Who made the pair: "ranked", "dno", "replay", ...
+        # Who made the pair: the judge's anchor ("round_robin", "sample0", "sft_greedy", "dno"), or
+        # "replay" for a DNO pair of the previous iteration trained again.
         pa.field("source", pa.string(), nullable=False),
     ]
 )

@@ -20,30 +20,38 @@ from __future__ import annotations
 
 import torch
 
+from core.tokens import encode_chat, pad_token_id
 from judge.strength import answer_token_ids, sigmoid
 from judge.verifier import Instructions, describe
 
 QUESTION = "Rule: {rule}\n\nText: {text}\n\nDoes the text follow the rule? Answer Yes or No."
+# The answer tokens, in order of preference: the first pair the tokenizer keeps whole.
+ANSWERS = (("Yes", "No"), ("yes", "no"), (" Yes", " No"), ("Y", "N"))
+
+
+def yes_no_ids(tokenizer) -> tuple[int, int]:
+    """Token ids of "Yes" and "No" (or the first variant the tokenizer does not split)."""
+    for pair in ANSWERS:
+        try:
+            return answer_token_ids(tokenizer, pair)
+        except ValueError:
+            continue
+    raise ValueError(f"the checklist judge needs single-token yes/no answers; this tokenizer splits all of {ANSWERS}")
 
 
 class ChecklistJudge:
     name = "checklist"
 
     def __init__(self, model, tokenizer, instructions: dict[str, Instructions], tau: float = 0.25,
-                 batch_size: int = 8, answers: tuple[str, str] = ("Yes", "No")):
+                 batch_size: int = 8):
         self.model, self.tokenizer, self.instructions, self.tau = model, tokenizer, instructions, tau
         self.batch_size = batch_size
-        self.answer_ids = answer_token_ids(tokenizer, answers)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.answer_ids = yes_no_ids(tokenizer)
+        self.pad_id = pad_token_id(tokenizer)
         self.cache: dict[tuple[str, str], float] = {}  # (rule, answer) → P(yes)
 
     def render(self, rule: str, text: str) -> list[int]:
-        content = QUESTION.format(rule=rule, text=text)
-        if getattr(self.tokenizer, "chat_template", None):
-            ids = self.tokenizer.apply_chat_template([{"role": "user", "content": content}],
-                                                     add_generation_prompt=True, tokenize=True)
-            return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "input_ids") else ids)
-        return self.tokenizer(content + "\n", add_special_tokens=True)["input_ids"]
+        return encode_chat(self.tokenizer, QUESTION.format(rule=rule, text=text))
 
     @torch.no_grad()
     def yes_probabilities(self, questions: list[tuple[str, str]]) -> list[float]:

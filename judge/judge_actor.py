@@ -18,33 +18,30 @@ import pyarrow as pa
 import ray
 import torch
 
-from core.config import DnoConfig, JudgeConfig
+from core.config import TRUNCATED, DnoConfig, JudgeConfig
 from core.env import apply_runtime_env, peak_rss_bytes
+from core.logprobs import sequence_logprobs
 from core.records import pair_batch, validate_rollout_batch
+from core.tokens import pad_token_id
 from core.versions import installed
 from judge.pairing import JudgedPair, judge_pairs
 from judge.preferences import make_preference
 from judge.strength import JudgeTemplate
 from judge.verifier import parse_instructions, verify
-from core.logprobs import sequence_logprobs
-
-# What happens to a pair with a response cut at rollout.max_tokens (finish reason "length"):
-# keep: judged as written (TRL's default: no missing-EOS penalty); drop: the pair is not
-# trained; lose: a cut response loses outright (p = 1) to a complete one.
-TRUNCATED = ("keep", "drop", "lose")
 
 
-class JudgeWorker:
+class JudgeActor:
     """Judges rollout batches with `kind` (judge/preferences.py); the SFT model at
     `model_path` is always loaded: it is the reference (SPCE, DPO) and makes the
     `sft_greedy` anchor, whatever the judge kind."""
 
     def __init__(self, model_path: str, judge: JudgeConfig | None = None, dno: DnoConfig | None = None, *,
                  dtype: str = "float32", anchor_max_tokens: int = 32, threads: int | None = None,
-                 instructions: dict[str, dict] | list | None = None, seed: int = 0):
+                 instructions: dict[str, dict] | str | None = None, seed: int = 0):
         """`judge`: who judges and how (kind, anchor, template, ties, truncation); `dno`: with
         DNO on, the pair is picked by win rate (above `dno.margin`) and the reference is the
-        sampling policy; `instructions`: prompt text → its IFEval instructions (JSON form)."""
+        sampling policy; `instructions`: prompt text → its IFEval instructions (JSON form), or the
+        name of the actor that holds them (cluster/driver/actors.SharedValue)."""
         judge, dno = judge or JudgeConfig(), dno or DnoConfig()
         apply_runtime_env()
         # Lazy: transformers reads the environment applied just above at import (HF_HUB_OFFLINE),
@@ -58,14 +55,12 @@ class JudgeWorker:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
         self.model.eval().requires_grad_(False)
-        self.pad_id = self.tokenizer.pad_token_id
-        if self.pad_id is None:
-            self.pad_id = self.tokenizer.eos_token_id
+        self.pad_id = pad_token_id(self.tokenizer)
         # Prompt text → its verifiable instructions (prompt files in IFEval format): the
         # verifier judge's input, and the per-batch pass rate of fresh samples for any kind.
-        # From the driver as [ref]: a few hundred prompts' worth is too big to travel inline.
-        if isinstance(instructions, list):
-            instructions = ray.get(instructions[0])
+        # From the driver by name: a named actor holds it (a restarted judge fetches it again).
+        if isinstance(instructions, str):
+            instructions = ray.get(ray.get_actor(instructions).get.remote())
         self.instructions = {text: parse_instructions(v["instruction_id_list"], v["kwargs"])
                              for text, v in (instructions or {}).items()}
         self.preference = make_preference(
@@ -127,7 +122,7 @@ class JudgeWorker:
                 prompt = row["prompt_text"]
                 waiting = [False]  # this row has missed this round: what it asks next is moot
 
-                def judge_fn(pairs, prompt=prompt, waiting=waiting):
+                def judge_fn(pairs, prompt=prompt, waiting=waiting, misses=misses):
                     keys = [(prompt, a, b) for a, b in pairs]
                     if not waiting[0]:
                         for key in keys:

@@ -35,9 +35,8 @@ from typing import Callable, Protocol
 import torch
 
 from judge.checklist import ChecklistJudge
-from judge.partial_credit import instruction_score
-from judge.strength import JudgeTemplate, answer_token_ids, first_is_better, sigmoid, swap_averaged_strength
-from judge.verifier import Instructions, verify
+from judge.strength import JudgeTemplate, LMJudge, sigmoid
+from judge.verifier import Instructions, VerifierJudge
 
 KINDS = ("self", "checklist", "lm:<path>", "reward:<path>", "verifier", "python:<module>:<function>")
 
@@ -56,51 +55,6 @@ def check_kind(kind: str) -> None:
           or (head == "python" and rest.count(":") == 1 and all(rest.split(":"))))
     if not ok:
         raise ValueError(f"unknown judge kind {kind!r}; choose one of {', '.join(KINDS)}")
-
-
-class LMJudge:
-    """A causal LM reading a judging prompt; p is swap-averaged over both presentation orders."""
-
-    def __init__(self, model, tokenizer, name: str, template: JudgeTemplate | None = None, batch_size: int = 8):
-        self.model, self.tokenizer, self.name, self.batch_size = model, tokenizer, name, batch_size
-        self.template = template or JudgeTemplate()
-        # Fails here, before any pair is made, if the tokenizer splits an answer token.
-        self.answer_ids = answer_token_ids(tokenizer, self.template.answer_tokens)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        # Position consistency of the comparisons made so far: Σ|p_ab − (1 − p_ba)| and their count
-        # (0 for a judge without position bias; swap averaging cancels a constant bias).
-        self.position_gap_sum, self.position_gap_count = 0.0, 0
-
-    @torch.no_grad()
-    def first_better_probs(self, rendered: list[list[int]]) -> torch.Tensor:
-        """P(first shown is better) for each rendered judging prompt (left-padded batches)."""
-        device = next(self.model.parameters()).device
-        out = []
-        for start in range(0, len(rendered), self.batch_size):
-            chunk = rendered[start : start + self.batch_size]
-            width = max(len(x) for x in chunk)
-            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for i, seq in enumerate(chunk):  # left padding: the answer is read at the last column
-                ids[i, width - len(seq) :] = torch.tensor(seq)
-                mask[i, width - len(seq) :] = 1
-            # Position ids must count from the first real token, not from the padding.
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                position_ids=positions.to(device), logits_to_keep=1).logits[:, -1]
-            logits = logits.double().cpu()
-            out.append(first_is_better(logits[:, self.answer_ids[0]], logits[:, self.answer_ids[1]]))
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
-
-    def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
-        rendered = []
-        for prompt, x, y in zip(prompts, a, b):
-            rendered.append(self.template.render(self.tokenizer, prompt, x, y))
-            rendered.append(self.template.render(self.tokenizer, prompt, y, x))
-        probs = self.first_better_probs(rendered)
-        self.position_gap_sum += float((probs[0::2] - (1.0 - probs[1::2])).abs().sum())
-        self.position_gap_count += len(prompts)
-        return swap_averaged_strength(probs[0::2], probs[1::2]).tolist()
 
 
 class RewardJudge:
@@ -132,33 +86,6 @@ class RewardJudge:
     def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
         ra, rb = self.rewards(prompts, a), self.rewards(prompts, b)
         return [sigmoid((x - y) / self.tau) for x, y in zip(ra, rb)]
-
-
-class VerifierJudge:
-    """IFEval instructions as the judge: p = σ((s_a − s_b)/τ), s = share of instructions followed.
-
-    Equal shares give p = 0.5 exactly (no preference), so the pair carries no direction. With
-    `partial_credit`, a failed instruction counts its closeness to passing (judge/partial_credit.py):
-    pairs of answers that both fail are ranked by how nearly they follow."""
-
-    def __init__(self, instructions: dict[str, Instructions], tau: float = 0.25, partial_credit: bool = False):
-        self.instructions, self.tau, self.partial_credit = instructions, tau, partial_credit
-        self.name = "verifier+partial" if partial_credit else "verifier"
-
-    def share(self, prompt: str, response: str) -> float:
-        if prompt not in self.instructions:
-            raise KeyError(f"the verifier judge has no instructions for prompt {prompt[:80]!r}: "
-                           "use a prompt file whose rows carry instruction_id_list and kwargs")
-        instructions = self.instructions[prompt]
-        verdict = verify(response, instructions)
-        if not self.partial_credit:
-            return verdict.fraction
-        scores = [instruction_score(i, kw, response, ok)
-                  for i, kw, ok in zip(instructions.ids, instructions.kwargs, verdict.strict)]
-        return sum(scores) / len(scores)
-
-    def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
-        return [sigmoid((self.share(p, x) - self.share(p, y)) / self.tau) for p, x, y in zip(prompts, a, b)]
 
 
 class PythonJudge:

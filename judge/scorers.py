@@ -18,19 +18,11 @@ tie (p = 0.5).
 from __future__ import annotations
 
 import re
-from typing import Protocol
 
 from core.text import rake_keywords
-from judge.preferences import check_kind, make_preference
+from judge.preferences import Preference, check_kind, make_preference
 
 _WORD = re.compile(r"[a-z0-9']+")
-
-
-class Scorer(Protocol):
-    name: str
-
-    def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
-        """p(a ≻ b) for each (prompt, a, b)."""
 
 
 def heuristic_score(prompt: str, response: str) -> float:
@@ -56,7 +48,7 @@ class HeuristicScorer:
         return out
 
 
-def make_scorer(spec: str, sft_path: str, instructions: dict | None = None) -> Scorer:
+def make_scorer(spec: str, sft_path: str, instructions: dict | None = None) -> Preference:
     """`heuristic`, `self` (or `self:<path>`), or any judge kind (judge/preferences.py):
     `lm:<path>`, `reward:<path>`, `verifier` (needs the prompts' `instructions`), `python:<module>:<fn>`."""
     kind, _, path = spec.partition(":")

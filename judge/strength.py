@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from core.tokens import encode_chat, pad_token_id
+
 DEFAULT_TEMPLATE = (
     "Which response answers the user's request better: more helpful, correct and clear?\n\n"
     "[User request]\n{prompt}\n\n"
@@ -46,13 +48,8 @@ class JudgeTemplate:
     def render(self, tokenizer, prompt: str, response_a: str, response_b: str) -> list[int]:
         """Token ids of the judging prompt; the answer token is predicted after the last id."""
         text = self.text.format(prompt=prompt, response_a=response_a, response_b=response_b)
-        if self.chat and getattr(tokenizer, "chat_template", None):
-            ids = tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
-            )
-            if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # BatchEncoding in newer transformers
-                ids = ids["input_ids"]
-            ids = list(ids)
+        if self.chat:
+            ids = encode_chat(tokenizer, text)
         else:
             ids = tokenizer(text, add_special_tokens=True)["input_ids"]
         if self.answer_prefix:
@@ -93,3 +90,48 @@ def swap_averaged_strength(p_a_first: torch.Tensor, p_b_first: torch.Tensor) -> 
     p_b_first: P("first is better") with b shown first  (an estimate of p(b ≻ a)).
     """
     return 0.5 * (p_a_first + (1.0 - p_b_first))
+
+
+class LMJudge:
+    """A causal LM reading a judging prompt; p is swap-averaged over both presentation orders."""
+
+    def __init__(self, model, tokenizer, name: str, template: JudgeTemplate | None = None, batch_size: int = 8):
+        self.model, self.tokenizer, self.name, self.batch_size = model, tokenizer, name, batch_size
+        self.template = template or JudgeTemplate()
+        # Fails here, before any pair is made, if the tokenizer splits an answer token.
+        self.answer_ids = answer_token_ids(tokenizer, self.template.answer_tokens)
+        self.pad_id = pad_token_id(tokenizer)
+        # Position consistency of the comparisons made so far: Σ|p_ab − (1 − p_ba)| and their count
+        # (0 for a judge without position bias; swap averaging cancels a constant bias).
+        self.position_gap_sum, self.position_gap_count = 0.0, 0
+
+    @torch.no_grad()
+    def first_better_probs(self, rendered: list[list[int]]) -> torch.Tensor:
+        """P(first shown is better) for each rendered judging prompt (left-padded batches)."""
+        device = next(self.model.parameters()).device
+        out = []
+        for start in range(0, len(rendered), self.batch_size):
+            chunk = rendered[start : start + self.batch_size]
+            width = max(len(x) for x in chunk)
+            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, seq in enumerate(chunk):  # left padding: the answer is read at the last column
+                ids[i, width - len(seq) :] = torch.tensor(seq)
+                mask[i, width - len(seq) :] = 1
+            # Position ids must count from the first real token, not from the padding.
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                position_ids=positions.to(device), logits_to_keep=1).logits[:, -1]
+            logits = logits.double().cpu()
+            out.append(first_is_better(logits[:, self.answer_ids[0]], logits[:, self.answer_ids[1]]))
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+    def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
+        rendered = []
+        for prompt, x, y in zip(prompts, a, b):
+            rendered.append(self.template.render(self.tokenizer, prompt, x, y))
+            rendered.append(self.template.render(self.tokenizer, prompt, y, x))
+        probs = self.first_better_probs(rendered)
+        self.position_gap_sum += float((probs[0::2] - (1.0 - probs[1::2])).abs().sum())
+        self.position_gap_count += len(prompts)
+        return swap_averaged_strength(probs[0::2], probs[1::2]).tolist()

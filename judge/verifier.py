@@ -22,6 +22,8 @@ from if_verifiable.common import get_loose_transformations
 from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
 
 from judge import punkt
+from judge.partial_credit import instruction_score
+from judge.strength import sigmoid
 
 langdetect.DetectorFactory.seed = 0  # langdetect is random unless seeded: the case checkers use it
 punkt.install()  # sentence splitting for number_sentences and capital_word_frequency, offline
@@ -64,6 +66,8 @@ def parse_instructions(ids: Any, kwargs: Any) -> Instructions:
         raise ValueError(f"instruction_id_list must be a non-empty list of strings, got {ids!r}")
     if kwargs is None:
         kwargs = [{} for _ in ids]
+    if isinstance(kwargs, list):  # IFEval's own rows name every kwarg of every kind, unused ones None
+        kwargs = [{k: v for k, v in kw.items() if v is not None} if isinstance(kw, dict) else kw for kw in kwargs]
     if not isinstance(kwargs, list) or len(kwargs) != len(ids) or not all(isinstance(k, dict) for k in kwargs):
         raise ValueError(f"kwargs must be a list of {len(ids)} objects (one per instruction id), got {kwargs!r}")
     for instruction_id, kw in zip(ids, kwargs):
@@ -106,3 +110,30 @@ def verify(response: str, instructions: Instructions) -> Verdict:
         strict.append(ok)
         loose.append(ok or any(checker.check_following(v) for v in variants))
     return Verdict(tuple(strict), tuple(loose))
+
+
+class VerifierJudge:
+    """IFEval instructions as the judge: p = σ((s_a − s_b)/τ), s = share of instructions followed.
+
+    Equal shares give p = 0.5 exactly (no preference), so the pair carries no direction. With
+    `partial_credit`, a failed instruction counts its closeness to passing (judge/partial_credit.py):
+    pairs of answers that both fail are ranked by how nearly they follow."""
+
+    def __init__(self, instructions: dict[str, Instructions], tau: float = 0.25, partial_credit: bool = False):
+        self.instructions, self.tau, self.partial_credit = instructions, tau, partial_credit
+        self.name = "verifier+partial" if partial_credit else "verifier"
+
+    def share(self, prompt: str, response: str) -> float:
+        if prompt not in self.instructions:
+            raise KeyError(f"the verifier judge has no instructions for prompt {prompt[:80]!r}: "
+                           "use a prompt file whose rows carry instruction_id_list and kwargs")
+        instructions = self.instructions[prompt]
+        verdict = verify(response, instructions)
+        if not self.partial_credit:
+            return verdict.fraction
+        scores = [instruction_score(i, kw, response, ok)
+                  for i, kw, ok in zip(instructions.ids, instructions.kwargs, verdict.strict)]
+        return sum(scores) / len(scores)
+
+    def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
+        return [sigmoid((self.share(p, x) - self.share(p, y)) / self.tau) for p, x, y in zip(prompts, a, b)]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from core.config import LoraConfig
-from core.weight_payload import ADAPTER, adapter_payload, full_payload
+from core.weights import ADAPTER, adapter_payload, full_payload
 from learner.spo import PreferenceDegreeHead
 
 

@@ -1,4 +1,4 @@
-"""One DeepSpeed rank of the learner group (a Ray actor per rank, wrapped by cluster.pools).
+"""One DeepSpeed rank of the learner group (a Ray actor per rank, wrapped by cluster.driver.actors).
 
 Each rank receives its shard of the step's pairs as an Arrow table, computes the configured
 preference loss against the reference log-probs carried in the pairs (so no reference model
@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +23,26 @@ from safetensors.torch import save_file
 from core.config import LearnerConfig, LossConfig
 from core.env import apply_runtime_env, disable_deepspeed_shm_comm, peak_rss_bytes
 from core.logprobs import pack_right_padded, sequence_logprobs, token_logprobs
+from core.net import bind_gloo_to, node_address_and_free_port, tcp_store
 from core.records import validate_pair_batch
-from core.net import node_address_and_free_port
+from core.refs import fetch
+from core.tokens import pad_token_id
 from core.versions import installed
-from core.weight_group import join_group, send_tensors, spec_of
-from core.weight_payload import payload_bytes
+from core.weights import join_group, payload_bytes, send_tensors, spec_of
 from learner.losses import (
-    batch_mean, decided, hard_labels, length_normalized, pair_loss, preference_diagnostics, preference_margin,
-    reward_metrics, rpo_nll, uses_length_normalization,
+    batch_mean,
+    decided,
+    hard_labels,
+    length_normalized,
+    pair_loss,
+    preference_diagnostics,
+    preference_margin,
+    reward_metrics,
+    rpo_nll,
+    uses_length_normalization,
 )
 from learner.policy import build_policy, merged_state_dict, policy_payload
 from learner.spo import spo_degree_term
-
-
-def _fetched(table: pa.Table | list | None) -> pa.Table | None:
-    if isinstance(table, list):  # [ref]: wrapped so Ray passes the reference, not the value
-        return ray.get(table[0])
-    return table
 
 
 def deepspeed_config(micro_batch: int, zero_stage: int, grad_clip: float, dtype: str) -> dict[str, Any]:
@@ -72,9 +76,8 @@ class LearnerRank:
     ):
         apply_runtime_env()
         os.environ.update(
-            RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK="0" if not torch.cuda.is_available() else os.environ.get("LOCAL_RANK", "0"),
-            MASTER_ADDR=master_addr, MASTER_PORT=str(master_port),
-        )
+            RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR=master_addr, MASTER_PORT=str(master_port),
+            LOCAL_RANK="0" if not torch.cuda.is_available() else os.environ.get("LOCAL_RANK", "0"))
         if threads:
             torch.set_num_threads(int(threads))
         # Lazy (here and below): DeepSpeed and transformers read the environment applied just
@@ -83,6 +86,13 @@ class LearnerRank:
 
         disable_deepspeed_shm_comm()
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        # The group's store is served on the first rank's node address only, and gloo uses this
+        # node's own interface (core/net.py): nothing of the learner listens beyond them.
+        # DeepSpeed adopts a process group that is already initialised.
+        bind_gloo_to(ray.util.get_node_ip_address())
+        store = tcp_store(master_addr, master_port, rank, world_size, timedelta(minutes=30))
+        torch.distributed.init_process_group(backend, store=store, rank=rank, world_size=world_size,
+                                             timeout=timedelta(minutes=30))
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
         torch.manual_seed(seed + rank)
         self.rng = random.Random(seed * 9973 + rank)
@@ -91,7 +101,7 @@ class LearnerRank:
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.pad_id = pad_token_id(self.tokenizer)
         num_degrees = len(loss.spo_ratios) if loss.name == "spo" else 0
         policy = build_policy(model_path, dtype, learner.lora, num_degrees)
         params = [p for p in policy.parameters() if p.requires_grad]
@@ -162,7 +172,7 @@ class LearnerRank:
         step with none is skipped on every rank alike (Adam's momentum would still move the
         weights on a zero gradient)."""
         start = time.perf_counter()
-        pairs, probe = _fetched(pairs), _fetched(probe)
+        pairs, probe = fetch(pairs), fetch(probe)
         fetch_s = time.perf_counter() - start
         validate_pair_batch(pairs)
         probe_loss = self.eval_loss(probe) if probe is not None and probe.num_rows else None
@@ -181,7 +191,8 @@ class LearnerRank:
         metrics["arrow/rank_s"] = fetch_s + metrics.pop("arrow/convert_s")
         if probe_loss is not None:
             metrics["loss/probe"] = probe_loss
-        metrics["tokens"] = float(sum(len(x) for x in pairs["chosen_tokens"].to_pylist()) + sum(len(x) for x in pairs["rejected_tokens"].to_pylist()))
+        metrics["tokens"] = float(sum(len(x) for side in ("chosen_tokens", "rejected_tokens")
+                                      for x in pairs[side].to_pylist()))
         return metrics
 
     @torch.no_grad()
@@ -208,7 +219,7 @@ class LearnerRank:
             return {k: v.detach().to("cpu", copy=True) for k, v in merged_state_dict(self.engine.module.lm).items()}
 
     def export_weights(self, payload: str = "full") -> dict[str, Any] | None:
-        """Rank 0: put the weights in the object store as a `core.weight_payload` dict:
+        """Rank 0: put the weights in the object store as a `core.weights` dict:
         `full` (the merged policy) or `adapter` (the LoRA factors only). All ranks call it
         (ZeRO-3 gathers); one copy, into the store, inside the gather."""
         start = time.perf_counter()
@@ -240,8 +251,9 @@ class LearnerRank:
         sent = send_tensors(self.weight_group, state)
         return {"bytes": float(sent), "broadcast_s": time.perf_counter() - start}
 
-    def sequence_logprobs(self, prompt_tokens: list[int], response_tokens: list[int]) -> list[float]:
-        """Per-token log-probs under the learner's current weights (to compare with an engine)."""
+    def logprobs_of(self, prompt_tokens: list[int], response_tokens: list[int]) -> list[float]:
+        """Per-token log-probs under the learner's current weights: what the rollout engines must
+        compute after a push (core/weights.check_push)."""
         with torch.no_grad(), self._gathered():
             self.engine.eval()
             ids, attn, resp = pack_right_padded([prompt_tokens], [response_tokens], self.pad_id)

@@ -1,6 +1,6 @@
 """What the experiment summaries share: read an experiment's evaluations, score every answer
 with the shipped verifier, and pool a method's runs (seeds) with intervals that resample runs
-as well as prompts (cluster.instruction_eval.pooled_over_runs).
+as well as prompts (cluster.evaluation.pooled_over_runs).
 
 Imported by scripts/summarise_*.py (run as `python scripts/<name>.py`, so this folder is on
 sys.path). A run is named `<method>-s<seed>` (e.g. osp-s2, dpo-sigma1-s0); its checkpoints'
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cluster import instruction_eval
-from cluster.prompts import SHIPPED, read_prompt_rows
+from cluster.data.prompts import SHIPPED, read_prompt_rows
+from cluster.evaluation import instruction_eval
+from cluster.evaluation.intervals import mean_with_interval, pooled_over_runs
 
 RUN_NAME = re.compile(r"^(?P<method>.+)-s(?P<seed>\d+)$")
 
@@ -36,7 +37,7 @@ def load_evaluations(exp: Path, prompts: str = "instructions-eval") -> tuple[dic
     "report", "truncated", "mean_tokens"}}."""
     path = Path(SHIPPED.get(prompts, prompts))
     rows, _ = read_prompt_rows(path)
-    instructions_by_id = {prompt_id: ins for _, prompt_id, _, ins in rows}
+    instructions_by_id = {r.prompt_id: r.instructions for r in rows}
     sft, results = None, {}
     for eval_dir in sorted(d for d in exp.glob("eval-*") if (d / "eval.json").exists()):
         for r in json.loads((eval_dir / "eval.json").read_text()):
@@ -84,9 +85,9 @@ def method_stats(results: dict, sft: dict, method: str, step: int, metric: str =
         return None
     num, den = _counts(runs, metric)
     base, _ = instruction_eval.prompt_counts(sft["verdicts"], metric)
-    accuracy = instruction_eval.pooled_over_runs([(1.0, num)], den)
-    gain = instruction_eval.pooled_over_runs([(1.0, num - base)], den)
-    prompt_only = instruction_eval.mean_with_interval((num.mean(0) - base) / den.mean(), 0) if metric.startswith(
+    accuracy = pooled_over_runs([(1.0, num)], den)
+    gain = pooled_over_runs([(1.0, num - base)], den)
+    prompt_only = mean_with_interval((num.mean(0) - base) / den.mean(), 0) if metric.startswith(
         "prompt") else None
     return {"seeds": [s for s, _ in runs], "step": step, "metric": metric,
             "accuracy": accuracy, "gain": gain, "gain_prompt_only_ci": prompt_only,
@@ -102,7 +103,7 @@ def difference(results: dict, a: str, b: str, step: int, metric: str = "prompt_s
     if not ra or not rb:
         return None
     (na, den), (nb, _) = _counts(ra, metric), _counts(rb, metric)
-    return instruction_eval.pooled_over_runs([(1.0, na), (-1.0, nb)], den)
+    return pooled_over_runs([(1.0, na), (-1.0, nb)], den)
 
 
 def per_kind_mean(reports: list[dict]) -> dict[str, dict[str, float]]:

@@ -16,8 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from experiment_summary import (METHOD_HEADER, ci, difference, load_evaluations, method_row, method_stats,
-                                training_summary)
+from experiment_summary import METHOD_HEADER, ci, difference, load_evaluations, method_row, method_stats, training_summary
 
 METHODS = {"osp": "OSP (SPCE, soft p)", "dpo": "online DPO (the verdict)", "dno": "DNO-Prct", "spo": "SPO"}
 STEP = 15

@@ -44,7 +44,7 @@ def ray_cluster():
     actors here are mostly idle, waiting on each other)."""
     import ray
 
-    from cluster.ray_setup import init_ray
+    from cluster.driver.ray_setup import init_ray
 
     # Workers import test-only modules (judge_fixtures, for the python: judge kind) from here.
     tests_dir = os.path.dirname(os.path.abspath(__file__))

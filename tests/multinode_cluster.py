@@ -17,7 +17,7 @@ def three_node_cluster(dashboard_port: int | None = None):
     apply_runtime_env()
     from ray.cluster_utils import Cluster
 
-    from cluster.ray_setup import init_ray
+    from cluster.driver.ray_setup import init_ray
 
     head = {"num_cpus": 0, "include_dashboard": dashboard_port is not None}
     if dashboard_port is not None:
@@ -53,7 +53,7 @@ def run_config(model_dir: str, run_dir: Path, seed: int, **sections):
                     "lora": {"enabled": True, "r": 4, "alpha": 8}},
         "eval": {"prompts": None},
         "checkpoint": {"dir": str(run_dir)},
-        "metrics": {"tensorboard": False, "ray_metrics": False, "probe_every": 0},
+        "metrics": {"trackers": [], "ray_metrics": False, "probe_every": 0},
     }
     for section, values in sections.items():
         base[section] = {**base.get(section, {}), **values}

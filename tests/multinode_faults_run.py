@@ -75,12 +75,12 @@ class _Loop:
 
 def main(model_dir: str, out: str) -> None:
     import ray
-
-    from cluster import checkpoint as ckpt
-    from cluster.learner_group import LearnerFailed
-    from cluster.pipeline import Pipeline
-    from cluster.train import prepare_inputs
     from multinode_cluster import run_config, stop, three_node_cluster
+
+    from cluster.driver import checkpoint as ckpt
+    from cluster.driver.pipeline import Pipeline
+    from cluster.driver.pools import LearnerFailed
+    from cluster.run import build_run
 
     cluster, node_a, learner_node = three_node_cluster()
     run_dir = Path(tempfile.mkdtemp(prefix="multinode-faults-"))
@@ -89,7 +89,7 @@ def main(model_dir: str, out: str) -> None:
                      rollout={"max_tokens": 8, "max_restarts": 3}, judge={"max_restarts": 3},
                      learner={"max_steps": 30}, pipeline={"max_staleness": 1, "buffer_max_pairs": 16},
                      checkpoint={"every": 2})
-    model_path, _, prompts = prepare_inputs(cfg)
+    spec = build_run(cfg)
 
     def slow_learner(step, max_steps, metrics):
         # The tiny model trains a step in well under a second; a real learner takes seconds.
@@ -101,41 +101,42 @@ def main(model_dir: str, out: str) -> None:
 
     # -- run 1: scale out onto a new node, then lose node A -------------------------------
     # The loop runs in a thread: Ray adds and removes nodes from the main thread only.
-    pipeline = Pipeline(cfg, model_path, prompts, run_dir, ckpt.RunState(seed=cfg.seed), progress=slow_learner)
+    pipeline = Pipeline(spec, spec.initial_state(), slow_learner)
     try:
         pipeline.start()
         loop = _Loop(pipeline)
-        _wait(lambda: pipeline.state.step >= 2 or loop.done, 600, "step 2")
+        _wait(lambda: pipeline.ledger.step >= 2 or loop.done, 600, "step 2")
         node_b = cluster.add_node(num_cpus=3, resources={"rollout": 3})
         result["nodes"]["b"] = node_b.node_id
-        ray.get(pipeline.pool.control.set_rollout_actors.remote(2))  # what `cluster.scale --add 1` does
-        _wait(lambda: len(pipeline.pool.live()) == 2 or loop.done, 600, "the second rollout actor")
+        ray.get(pipeline.rollouts.control.set_rollout_actors.remote(2))  # what `cluster.scale --add 1` does
+        _wait(lambda: len(pipeline.rollouts.live()) == 2 or loop.done, 600, "the second rollout actor")
         result["after_scale_out"] = _actors()
-        result["events"].append(["scaled out", pipeline.state.step])
-        lose_at = pipeline.state.step + 2
-        _wait(lambda: pipeline.state.step >= lose_at or loop.done, 600, f"step {lose_at}")
+        result["events"].append(["scaled out", pipeline.ledger.step])
+        lose_at = pipeline.ledger.step + 2
+        _wait(lambda: pipeline.ledger.step >= lose_at or loop.done, 600, f"step {lose_at}")
         cluster.remove_node(node_a)  # its raylet killed: the node is gone
-        result["events"].append(["node A removed", pipeline.state.step])
-        restarted = lambda: all(a["state"] == "ALIVE" for a in _actors() if a["name"].endswith(("/rollout-0", "/judge-0")))
+        result["events"].append(["node A removed", pipeline.ledger.step])
+        def restarted() -> bool:
+            return all(a["state"] == "ALIVE" for a in _actors() if a["name"].endswith(("/rollout-0", "/judge-0")))
+
         _wait(lambda: restarted() or loop.done, 600, "rollout-0 and judge-0 restarted")
         result["after_node_loss"] = _actors()
-        result["events"].append(["restarted", pipeline.state.step])
+        result["events"].append(["restarted", pipeline.ledger.step])
         state = loop.result()
         result["run1"] = {**_accounting(state), "failures": pipeline.failures,
-                          "live_engines": len(pipeline.pool.live())}
+                          "live_engines": len(pipeline.rollouts.live())}
     finally:
         pipeline.shutdown()
 
     # -- run 2: lose the learner node, then resume on a new one ---------------------------
     cfg.learner.max_steps = 36
-    state = ckpt.load_state(ckpt.latest_checkpoint(run_dir))
-    pipeline = Pipeline(cfg, model_path, prompts, run_dir, state, resume_from=ckpt.latest_checkpoint(run_dir),
-                        progress=slow_learner)
+    spec = build_run(cfg, resume=True)
+    pipeline = Pipeline(spec, spec.initial_state(), slow_learner)
     try:
         pipeline.start()
         loop = _Loop(pipeline)
-        _wait(lambda: pipeline.state.step >= 33 or loop.done, 600, "step 33")
-        result["learner_lost_at"] = pipeline.state.step
+        _wait(lambda: pipeline.ledger.step >= 33 or loop.done, 600, "step 33")
+        result["learner_lost_at"] = pipeline.ledger.step
         cluster.remove_node(learner_node)
         try:
             loop.result()
@@ -146,10 +147,9 @@ def main(model_dir: str, out: str) -> None:
         pipeline.shutdown()
     cluster.add_node(num_cpus=1, resources={"learner": 1})
     cluster.wait_for_nodes()
-    latest = ckpt.latest_checkpoint(run_dir)
-    state = ckpt.load_state(latest)
-    result["resumed_from_step"] = state.step
-    pipeline = Pipeline(cfg, model_path, prompts, run_dir, state, resume_from=latest)
+    spec = build_run(cfg, resume=True)
+    result["resumed_from_step"] = ckpt.load_state(spec.resume_from).step
+    pipeline = Pipeline(spec, spec.initial_state())
     try:
         pipeline.start()
         state = pipeline.run()

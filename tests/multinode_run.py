@@ -21,11 +21,10 @@ from pathlib import Path
 
 def main(model_dir: str, out: str) -> None:
     import ray
-
-    from cluster import checkpoint as ckpt
-    from cluster.pipeline import Pipeline
-    from cluster.train import prepare_inputs
     from multinode_cluster import run_config, stop, three_node_cluster
+
+    from cluster.driver.pipeline import Pipeline
+    from cluster.run import build_run
 
     cluster, rollout_node, learner_node = three_node_cluster()
     run_dir = Path(tempfile.mkdtemp(prefix="multinode-run-"))
@@ -33,23 +32,24 @@ def main(model_dir: str, out: str) -> None:
                      learner={"max_steps": 3}, pipeline={"max_staleness": 1, "buffer_max_pairs": 16,
                                                          "spill_dir": str(run_dir / "pairs")},
                      checkpoint={"every": 0})
-    model_path, _, prompts = prepare_inputs(cfg)
-    pipeline = Pipeline(cfg, model_path, prompts, run_dir, ckpt.RunState(seed=cfg.seed))
+    spec = build_run(cfg)
+    prompts = spec.prompts
+    pipeline = Pipeline(spec, spec.initial_state())
     try:
         pipeline.start()
         state = pipeline.run()
-        engine = pipeline.pool.engines[0].handle
+        engine = pipeline.rollouts.members[0].handle
         # The pushed weights: put by the learner rank, fetched by the engine on the other node.
-        version, (weights_ref,) = pipeline.sync.latest
+        version, (weights_ref,) = pipeline.ledger.version, pipeline.sync.latest_payload()
         # A pair batch: made by the judge on the rollout node, fetched by the learner's node.
-        rollout = engine.generate.remote([{"prompt_id": "x", "prompt_index": 0, "prompt_text": prompts[0].text,
+        rollout, _ = engine.generate.remote([{"prompt_id": "x", "prompt_index": 0, "prompt_text": prompts[0].text,
                                            "prompt_tokens": list(prompts[0].tokens)}])
         pairs, _ = pipeline.judges.judges[0].score.options(num_returns=2).remote(rollout)
         loss = ray.get(pipeline.learner.ranks[0].eval_loss.remote(pairs))
         locations = ray.experimental.get_object_locations([weights_ref, pairs])
         prompt, response = list(prompts[1].tokens), list(prompts[2].tokens)[-6:]
-        learner = ray.get(pipeline.learner.ranks[0].sequence_logprobs.remote(prompt, response))
-        vllm = ray.get(engine.sequence_logprobs.remote(prompt, response))
+        learner = ray.get(pipeline.learner.ranks[0].logprobs_of.remote(prompt, response))
+        vllm = ray.get(engine.logprobs_of.remote(prompt, response))
         # The GCS's actor table (what the dashboard's state API serves; no dashboard runs here).
         actors = [{"class": a["ActorClassName"], "node": a["Address"]["NodeID"]}
                   for a in ray._private.state.actors().values() if a["State"] == "ALIVE"]

@@ -28,8 +28,9 @@ def _get(url: str):
 
 
 def main(model_dir: str, out: str) -> None:
-    from core.net import free_port
     from multinode_cluster import stop, three_node_cluster
+
+    from core.net import free_port
 
     # The job's entrypoint runs with the head's environment: its `python` must be this one.
     bin_dir = Path(sys.executable).parent
@@ -54,7 +55,7 @@ def main(model_dir: str, out: str) -> None:
             try:
                 listed = _get(f"{url}/api/v0/actors?limit=1000&detail=true")["data"]["result"]["result"]
                 alive = [a for a in listed if a["state"] == "ALIVE" and a["class_name"] in
-                         ("RolloutWorker", "JudgeWorker", "LearnerRank")]
+                         ("RolloutActor", "JudgeActor", "LearnerRank")]
                 if len(alive) == 3:
                     actors = [{"class": a["class_name"], "name": a.get("name"), "node": a["node_id"]} for a in alive]
             except OSError:

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.buffer import PairBuffer
+from cluster.driver.scheduler import PairBuffer
 from core.records import PAIR_SCHEMA, pair_batch, validate_pair_batch
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster import checkpoint as ckpt
-from cluster.checkpoint import RunState
+from cluster.driver import checkpoint as ckpt
+from cluster.driver.checkpoint import RunState
 
 
 def _write(run_dir: Path, step: int, keep: int = 0, **state) -> Path:

@@ -93,7 +93,7 @@ def test_parse_overrides_builds_a_nested_tree():
         ("learner.lr=1e-5", lambda c: c.learner.lr, 1e-5, float),  # YAML reads "1e-5" as a string
         ("learner.lr=0.001", lambda c: c.learner.lr, 0.001, float),
         ("loss.beta=1", lambda c: c.loss.beta, 1.0, float),
-        ("metrics.tensorboard=false", lambda c: c.metrics.tensorboard, False, bool),
+        ("metrics.ray_metrics=false", lambda c: c.metrics.ray_metrics, False, bool),
         ("data.shuffle=no", lambda c: c.data.shuffle, False, bool),
         ("learner.lora.enabled=False", lambda c: c.learner.lora.enabled, False, bool),
         ("metrics.progress=0", lambda c: c.metrics.progress, False, bool),
@@ -153,8 +153,8 @@ def test_empty_yaml_file_gives_the_defaults(tmp_path):
         ("rollout.k=", "rollout.k: may not be null"),
         ("learner.lr=fast", "learner.lr: expected a number, got 'fast'"),
         ("loss.beta=yes", "loss.beta: expected a number, got True"),
-        ("metrics.tensorboard=maybe", "metrics.tensorboard: expected true/false, got 'maybe'"),
-        ("metrics.tensorboard=2", "metrics.tensorboard: expected true/false, got 2"),
+        ("metrics.ray_metrics=maybe", "metrics.ray_metrics: expected true/false, got 'maybe'"),
+        ("metrics.ray_metrics=2", "metrics.ray_metrics: expected true/false, got 2"),
         ("judge.answer_tokens=X", "judge.answer_tokens: expected a list, got 'X'"),
         ("loss.spo_ratios=[0, half]", "loss.spo_ratios[1]: expected a number, got 'half'"),
         # YAML reads yes/no/on/off as bools; a string field must not silently become "True"
@@ -267,7 +267,8 @@ def test_yaml_file_that_is_not_a_mapping(tmp_path, text, shown):
         (["learner.max_steps=0"], "learner.max_steps: must be ≥ 1, got 0"),
         (["learner.sync_every=0"], "learner.sync_every: must be ≥ 1, got 0"),
         (["learner.num_ranks=3"], "learner.pairs_per_step: must be a positive multiple of learner.num_ranks=3, got 4"),
-        (["learner.pairs_per_step=2", "learner.num_ranks=4"], "learner.pairs_per_step: must be a positive multiple of learner.num_ranks=4, got 2"),
+        (["learner.pairs_per_step=2", "learner.num_ranks=4"],
+         "learner.pairs_per_step: must be a positive multiple of learner.num_ranks=4, got 2"),
         (["learner.lora.r=0"], "learner.lora.r: must be ≥ 1, got 0"),
         (["loss.name=ppo"], "loss.name: unknown 'ppo'; choose one of ('spce', 'dpo', 'cdpo', 'ipo', 'spo')"),
         (["loss.beta=0"], "loss.beta: must be > 0, got 0.0"),
@@ -393,7 +394,7 @@ def test_dump_then_load_round_trips(tmp_path):
             "loss.name=spo",
             "loss.spo_ratios=[0, 0.5, 1]",
             "judge.answer_tokens=[X, Y]",
-            "metrics.tensorboard=false",
+            "metrics.trackers=[]",
             "pipeline.spill_dir=/tmp/spill",
         ],
     )

@@ -3,7 +3,7 @@ import random
 import pytest
 import torch
 
-from cluster.step_policy import replay_mix
+from cluster.driver.scheduler import replay_mix
 from judge.pairing import select_dno_pair, win_rates
 
 # 0 beats 1 and 2, 1 beats 2: win rates [1, 0.5, 0]. Diagonal holds junk on purpose.

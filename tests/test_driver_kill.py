@@ -14,30 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import kill_processes_under
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parent.parent
 CANARY = "hf_osp_canary_credential_81723"
-
-
-def _kill_tree_under(temp: Path) -> None:
-    import psutil
-
-    mine = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(str(temp) in part for part in proc.info["cmdline"] or []):
-                mine.append(proc)
-                mine += proc.children(recursive=True)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    for proc in mine:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(mine, timeout=30)
 
 
 def _driver(args: list[str], temp: Path) -> subprocess.Popen:
@@ -49,10 +31,10 @@ def _driver(args: list[str], temp: Path) -> subprocess.Popen:
 
 
 def test_kill_9_driver_then_resume(tiny_model_dir, tmp_path):
-    from cluster import checkpoint as ckpt
-
     import socket
     import tempfile
+
+    from cluster.driver import checkpoint as ckpt
 
     run_dir = tmp_path / "run"
     # Short: Ray's unix socket paths under it must stay below ~107 characters.
@@ -65,7 +47,7 @@ def test_kill_9_driver_then_resume(tiny_model_dir, tmp_path):
     args = [f"model.path={tiny_model_dir}", "judge.kind=self", "judge.drop_ties=false", "data.prompts=questions",
             "eval.prompts=", "data.num_prompts=40", "rollout.k=2", "rollout.max_tokens=8",
             "learner.pairs_per_step=2", "learner.max_steps=30", "learner.lora.enabled=false",
-            "checkpoint.every=3", f"checkpoint.dir={run_dir}", "metrics.progress=false", "metrics.tensorboard=false",
+            "checkpoint.every=3", f"checkpoint.dir={run_dir}", "metrics.progress=false", "metrics.trackers=[]",
             f"ray.dashboard_port={dashboard_port}"]
     first = _driver(args, temp)
     try:
@@ -83,7 +65,7 @@ def test_kill_9_driver_then_resume(tiny_model_dir, tmp_path):
     finally:
         if first.poll() is None:
             first.kill()
-        _kill_tree_under(temp)
+        kill_processes_under(temp)
 
     at_kill = ckpt.load_state(ckpt.latest_checkpoint(run_dir))
     assert at_kill.step >= 6 and at_kill.step % 3 == 0
@@ -92,7 +74,7 @@ def test_kill_9_driver_then_resume(tiny_model_dir, tmp_path):
     try:
         out, _ = second.communicate(timeout=600)
     finally:
-        _kill_tree_under(temp)
+        kill_processes_under(temp)
         import shutil
 
         shutil.rmtree(temp, ignore_errors=True)

@@ -21,10 +21,9 @@ STEPS = 6
 
 @pytest.fixture(scope="module")
 def finished_run(ray_cluster, tiny_model_dir, tmp_path_factory):
-    from cluster import checkpoint as ckpt
     from cluster.config import config_from_dict
-    from cluster.pipeline import Pipeline
-    from cluster.train import prepare_inputs
+    from cluster.driver.pipeline import Pipeline
+    from cluster.run import build_run
 
     run_dir = tmp_path_factory.mktemp("e2e-run")
     cfg = config_from_dict({
@@ -38,10 +37,10 @@ def finished_run(ray_cluster, tiny_model_dir, tmp_path_factory):
         "loss": {"name": "spce", "beta": 0.5},
         "pipeline": {"max_staleness": 1, "buffer_max_pairs": 16, "spill_dir": str(run_dir / "pairs")},
         "checkpoint": {"dir": str(run_dir), "every": 3, "keep": 2},
-        "metrics": {"tensorboard": True, "ray_metrics": True, "progress": False},
+        "metrics": {"trackers": ["tensorboard"], "ray_metrics": True, "progress": False},
     })
-    model_path, _, prompts = prepare_inputs(cfg)
-    pipeline = Pipeline(cfg, model_path, prompts, run_dir, ckpt.RunState(seed=cfg.seed))
+    spec = build_run(cfg)
+    pipeline = Pipeline(spec, spec.initial_state())
     try:
         pipeline.start()
         state = pipeline.run()
@@ -64,6 +63,8 @@ def test_run_finishes_with_every_prompt_accounted_for(finished_run):
     assert state.prompts_done >= state.pairs_trained // 2  # K=4: two pairs per prompt
     rows = _metrics(run_dir)
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+    # The final push reached both engines: their log-probs are the learner's (weights_check.json).
+    assert json.loads((run_dir / "weights_check.json").read_text())["max_abs_logprob_gap"] < 1e-4
     for r in rows:
         for key in ("loss", "strength/mean", "rewards/margin", "rewards/accuracy", "pairs_per_s",
                     "rollout_tokens_per_s", "push_s", "push_bytes", "staleness/mean"):
@@ -88,7 +89,7 @@ def test_actors_are_named_by_run_and_role(finished_run):
     pipeline, _, run_dir = finished_run
     prefix = pipeline.actor_prefix
     assert prefix.startswith(run_dir.name + "-")
-    for role, handle in [("rollout-0", pipeline.pool.engines[0].handle), ("judge-0", pipeline.judges.judges[0]),
+    for role, handle in [("rollout-0", pipeline.rollouts.members[0].handle), ("judge-0", pipeline.judges.judges[0]),
                          ("learner-0", pipeline.learner.ranks[0]), ("learner-1", pipeline.learner.ranks[1])]:
         found = ray.get_actor(f"{prefix}/{role}")
         assert found._actor_id == handle._actor_id, role
@@ -112,7 +113,7 @@ def test_pairs_flowed_with_valid_strengths(finished_run):
     import torch
     from transformers import AutoModelForCausalLM
 
-    sft = AutoModelForCausalLM.from_pretrained(finished_run[0].model_path).eval()
+    sft = AutoModelForCausalLM.from_pretrained(finished_run[0].spec.model_path).eval()
     for row in pairs.slice(0, 6).to_pylist():
         assert row["chosen_tokens"] and row["rejected_tokens"]
         for side in ("chosen", "rejected"):
@@ -130,15 +131,15 @@ def test_rollout_weights_equal_learner_after_push(finished_run):
     import ray
 
     pipeline, _, _ = finished_run
-    prompt = list(pipeline.prompts[0].tokens)
-    response = list(pipeline.prompts[1].tokens)[-10:]
-    learner = ray.get(pipeline.learner.ranks[0].sequence_logprobs.remote(prompt, response))
-    engines = [e for e in pipeline.pool.engines if e.ready]
+    prompt = list(pipeline.spec.prompts[0].tokens)
+    response = list(pipeline.spec.prompts[1].tokens)[-10:]
+    learner = ray.get(pipeline.learner.ranks[0].logprobs_of.remote(prompt, response))
+    engines = [e for e in pipeline.rollouts.members if e.ready]
     assert len(engines) == 2
     for engine in engines:
         info = ray.get(engine.handle.info.remote())
         assert info["version"] == STEPS
-        vllm = ray.get(engine.handle.sequence_logprobs.remote(prompt, response))
+        vllm = ray.get(engine.handle.logprobs_of.remote(prompt, response))
         assert max(abs(a - b) for a, b in zip(vllm, learner)) < 1e-4
 
 
@@ -147,7 +148,7 @@ def test_checkpoint_reloads_in_transformers(finished_run):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from cluster import checkpoint as ckpt
+    from cluster.driver import checkpoint as ckpt
     from core.logprobs import pack_right_padded, token_logprobs
 
     pipeline, state, run_dir = finished_run
@@ -156,13 +157,13 @@ def test_checkpoint_reloads_in_transformers(finished_run):
     assert sorted(p.name for p in run_dir.glob("ckpt-*")) == ["ckpt-000003", "ckpt-000006"]
     assert ckpt.load_state(latest).step == STEPS
     model = AutoModelForCausalLM.from_pretrained(latest / "hf").eval()
-    prompt = list(pipeline.prompts[2].tokens)
-    response = list(pipeline.prompts[3].tokens)[-8:]
+    prompt = list(pipeline.spec.prompts[2].tokens)
+    response = list(pipeline.spec.prompts[3].tokens)[-8:]
     ids, attn, resp = pack_right_padded([prompt], [response], 0)
     with torch.no_grad():
         per = token_logprobs(model(input_ids=ids, attention_mask=attn).logits, ids)[0]
     reloaded = per[resp[0, 1:]].tolist()
-    learner = ray.get(pipeline.learner.ranks[0].sequence_logprobs.remote(prompt, response))
+    learner = ray.get(pipeline.learner.ranks[0].logprobs_of.remote(prompt, response))
     assert max(abs(a - b) for a, b in zip(reloaded, learner)) < 1e-5
 
 
@@ -196,25 +197,28 @@ def test_adapter_and_full_pushes_both_equal_the_learner(finished_run):
     step has moved the weights, so a stale engine fails."""
     import ray
 
-    from cluster.weight_sync import ObjectStoreSync
+    from core.weights import ObjectStoreSync, check_push
 
     pipeline, _, run_dir = finished_run
-    engines = [e.handle for e in pipeline.pool.engines if e.ready]
+    engines = [e.handle for e in pipeline.rollouts.members if e.ready]
     batch = pq.read_table(sorted((run_dir / "pairs").glob("*.parquet"))[0]).slice(0, 4)
-    prompt = list(pipeline.prompts[6].tokens)
-    response = list(pipeline.prompts[7].tokens)[-10:]
+    prompt = list(pipeline.spec.prompts[6].tokens)
+    response = list(pipeline.spec.prompts[7].tokens)[-10:]
     sizes = {}
     for version, payload in ((200, "adapter"), (201, "full")):
         ray.get([r.train_step.remote(batch.slice(2 * i, 2)) for i, r in enumerate(pipeline.learner.ranks)])
-        learner = ray.get(pipeline.learner.ranks[0].sequence_logprobs.remote(prompt, response))
-        stale = ray.get(engines[0].sequence_logprobs.remote(prompt, response))
+        learner = ray.get(pipeline.learner.ranks[0].logprobs_of.remote(prompt, response))
+        stale = ray.get(engines[0].logprobs_of.remote(prompt, response))
         assert max(abs(a - b) for a, b in zip(stale, learner)) > 1e-3  # the step moved the weights
+        # The run's own check sees the stale engines before the push and none after it.
+        assert check_push(pipeline.learner.ranks, engines, prompt, response) > 1e-3
         stats, loads = ObjectStoreSync(pipeline.learner.ranks, engines, payload).push(version)
         assert all(out["bytes"] == stats["push_bytes"] for out in ray.get(loads))
+        assert check_push(pipeline.learner.ranks, engines, prompt, response) < 1e-4
         sizes[payload] = stats["push_bytes"]
         for engine in engines:
             assert ray.get(engine.info.remote())["version"] == version
-            vllm = ray.get(engine.sequence_logprobs.remote(prompt, response))
+            vllm = ray.get(engine.logprobs_of.remote(prompt, response))
             assert max(abs(a - b) for a, b in zip(vllm, learner)) < 1e-4, payload
     assert sizes["adapter"] < sizes["full"] / 5
 
@@ -224,30 +228,30 @@ def test_broadcast_weight_sync_over_gloo(finished_run):
     and the merged weights (changed by the previous test's steps) arrive by broadcast."""
     import ray
 
-    from cluster.weight_sync import BroadcastSync
+    from core.weights import BroadcastSync
 
     pipeline, _, _ = finished_run
-    engines = [e.handle for e in pipeline.pool.engines if e.ready]
+    engines = [e.handle for e in pipeline.rollouts.members if e.ready]
     sync = BroadcastSync(pipeline.learner.ranks, engines, backend="gloo")
     stats, loads = sync.push(version=100)
     ray.get(loads)
     assert stats["push_bytes"] > 1e6 and stats["push_s"] > 0
-    prompt = list(pipeline.prompts[4].tokens)
-    response = list(pipeline.prompts[5].tokens)[-10:]
-    learner = ray.get(pipeline.learner.ranks[0].sequence_logprobs.remote(prompt, response))
+    prompt = list(pipeline.spec.prompts[4].tokens)
+    response = list(pipeline.spec.prompts[5].tokens)[-10:]
+    learner = ray.get(pipeline.learner.ranks[0].logprobs_of.remote(prompt, response))
     for engine in engines:
         assert ray.get(engine.info.remote())["version"] == 100
-        vllm = ray.get(engine.sequence_logprobs.remote(prompt, response))
+        vllm = ray.get(engine.logprobs_of.remote(prompt, response))
         assert max(abs(a - b) for a, b in zip(vllm, learner)) < 1e-4
     stats, loads = sync.push(version=101)  # the group is reused, not re-formed
     ray.get(loads)
     assert ray.get(engines[0].info.remote())["version"] == 101
     # Every engine holds the pushed weights: nothing to hand out. After a failure (a restarted
-    # engine), `latest` exports the current weights once, and they are the learner's.
-    assert sync.latest is None
+    # engine), `latest_payload` exports the current weights once, and they are the learner's.
+    assert sync.latest_payload() is None
     sync.invalidate()
-    version, ref = sync.latest
-    assert version == 101 and sync.latest[1] is ref  # exported once per version
+    ref = sync.latest_payload()
+    assert ref is not None and sync.latest_payload() is ref  # exported once per push
     ray.get(engines[0].update_weights.remote(ref, 102))
-    vllm = ray.get(engines[0].sequence_logprobs.remote(prompt, response))
+    vllm = ray.get(engines[0].logprobs_of.remote(prompt, response))
     assert max(abs(a - b) for a, b in zip(vllm, learner)) < 1e-4

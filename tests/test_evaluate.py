@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 
-from cluster.evaluate import bootstrap_interval, outcome_values, summarise
+from cluster.evaluate import outcome_values, summarise
+from cluster.evaluation.intervals import mean_with_interval
 from judge.scorers import HeuristicScorer, heuristic_score, make_scorer
 
 
@@ -21,6 +22,11 @@ def test_summary_counts_and_win_rate():
     assert (o.wins, o.ties, o.losses, o.n) == (2, 1, 1, 4)
     assert o.win_rate == pytest.approx((2 + 0.5) / 4)
     assert o.ci_low <= o.win_rate <= o.ci_high
+
+
+def bootstrap_interval(values, samples=2000, seed=0):
+    m = mean_with_interval(values, seed, samples)
+    return m["ci_low"], m["ci_high"]
 
 
 def test_bootstrap_degenerate_and_symmetric_cases():
@@ -62,11 +68,11 @@ def test_unknown_scorer_is_refused():
 @pytest.mark.engine
 @pytest.mark.timeout(600)
 def test_head_to_head_on_the_tiny_model(ray_cluster, tiny_model_dir, tmp_path):
+    from tiny_model import build_tiny_model
     from transformers import AutoTokenizer
 
+    from cluster.data.prompts import SHIPPED_EVAL, load_prompts
     from cluster.evaluate import evaluate, write_report
-    from tiny_model import build_tiny_model
-    from cluster.prompts import SHIPPED_EVAL, load_prompts
 
     same = tmp_path / "ckpt-000010" / "hf"  # a checkpoint identical to the SFT model
     shutil.copytree(tiny_model_dir, same)

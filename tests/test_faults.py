@@ -24,22 +24,19 @@ def _config(model: str, run_dir: Path, max_steps: int, **extra) -> dict:
         "learner": {"num_ranks": 2, "pairs_per_step": 2, "max_steps": max_steps, "lr": 1e-3,
                     "lora": {"enabled": False}},
         "checkpoint": {"dir": str(run_dir), "every": 2, "keep": 3},
-        "metrics": {"tensorboard": False, "progress": False, "probe_every": 1},
+        "metrics": {"trackers": [], "progress": False, "probe_every": 1},
     }
     for section, values in extra.items():
         cfg[section] = {**cfg.get(section, {}), **values}
     return cfg
 
 
-def _pipeline(cfg_dict, progress=None, resume_from=None, state=None):
-    from cluster import checkpoint as ckpt
-    from cluster.pipeline import Pipeline
-    from cluster.train import prepare_inputs
+def _pipeline(cfg_dict, progress=None):
+    from cluster.driver.pipeline import Pipeline
+    from cluster.run import build_run
 
-    cfg = config_from_dict(cfg_dict)
-    model_path, _, prompts = prepare_inputs(cfg)
-    return Pipeline(cfg, model_path, prompts, Path(cfg.checkpoint.dir), state or ckpt.RunState(seed=cfg.seed),
-                    resume_from=resume_from, progress=progress)
+    spec = build_run(config_from_dict(cfg_dict))
+    return Pipeline(spec, spec.initial_state(), progress)
 
 
 def test_killed_rollout_and_judge_actors_restart_and_nothing_is_lost(ray_cluster, tiny_model_dir, tmp_path):
@@ -49,7 +46,7 @@ def test_killed_rollout_and_judge_actors_restart_and_nothing_is_lost(ray_cluster
 
     def progress(step, max_steps, metrics):
         if step == 2:
-            rollout = ray.get(pipeline.pool.engines[0].handle.info.remote())
+            rollout = ray.get(pipeline.rollouts.members[0].handle.info.remote())
             judge = ray.get(pipeline.judges.judges[0].info.remote())
             killed.update(rollout=rollout["pid"], judge=judge["pid"])
             os.kill(rollout["pid"], signal.SIGKILL)
@@ -63,7 +60,7 @@ def test_killed_rollout_and_judge_actors_restart_and_nothing_is_lost(ray_cluster
         assert state.step == 6 and state.pairs_trained == 12  # 6 steps × 2 pairs, none twice
         # Every prompt taken from the data order is done or recorded to be sampled again.
         assert state.prompts_done + len(state.requeued) == state.next_prompt
-        rollout = ray.get(pipeline.pool.engines[0].handle.info.remote())
+        rollout = ray.get(pipeline.rollouts.members[0].handle.info.remote())
         judge = ray.get(pipeline.judges.judges[0].info.remote())
         assert rollout["pid"] != killed["rollout"] and judge["pid"] != killed["judge"]  # restarted by Ray
         assert rollout["version"] == 6  # the restarted engine was brought up to date
@@ -74,9 +71,9 @@ def test_killed_rollout_and_judge_actors_restart_and_nothing_is_lost(ray_cluster
 def test_learner_rank_death_fails_cleanly_and_the_run_resumes(ray_cluster, tiny_model_dir, tmp_path):
     import ray
 
-    from cluster import checkpoint as ckpt
-    from cluster.learner_group import LearnerFailed
-    from cluster.train import run
+    from cluster.driver import checkpoint as ckpt
+    from cluster.driver.pools import LearnerFailed
+    from cluster.run import run
 
     run_dir = tmp_path / "run"
 
@@ -105,7 +102,7 @@ def test_interrupted_run_resumes_exactly(ray_cluster, tiny_model_dir, tmp_path):
     """With max_staleness=0 the loop is synchronous and deterministic (per-prompt sampling
     seeds, a checkpoint taken with nothing in flight), so resuming must reproduce the
     uninterrupted run's losses, step for step. Tolerance 1e-6 (float32 reductions)."""
-    from cluster.train import run
+    from cluster.run import run
 
     sync = {"pipeline": {"max_staleness": 0, "buffer_max_pairs": 8}}
     whole = tmp_path / "whole"

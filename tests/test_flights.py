@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from cluster.flights import Flight, Inflight, StallWatch
+from cluster.driver.ledger import JudgeFlight, RolloutFlight
+from cluster.driver.progress import StallWatch
 from core.config import Config
 
 
@@ -22,7 +23,8 @@ def test_the_stall_watch_names_what_is_waited_for_and_the_resources(caplog):
     cfg.rollout.resources = {"rollout": 1.0}
     clock = Clock()
     watch = StallWatch(cfg.actor_resources(), after_s=60, clock=clock)
-    inflight = {1: Inflight(Flight.ROLLOUT), 2: Inflight(Flight.ROLLOUT), 3: Inflight(Flight.JUDGE)}
+    flights = [RolloutFlight(None, [0], None), RolloutFlight(None, [1], None), JudgeFlight([2], 0)]
+    inflight = [f.what for f in flights]
     clock.now = 59
     assert watch.tick(False, inflight) is None
     clock.now = 30 + 59

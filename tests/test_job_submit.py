@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import kill_processes_under
 
 from core.net import free_port
 
@@ -63,25 +64,9 @@ def head_node(tmp_path_factory):
 
 
 def _stop_head(temp: Path) -> None:
-    """Stop this head node only. (`ray stop` would stop every Ray on the machine, the test
-    session's own cluster included, which ends the pytest process with it.) Every process of
-    the head has its session folder, under `temp`, on its command line."""
-    import psutil
-
-    mine = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(str(temp) in part for part in proc.info["cmdline"] or []):
-                mine.append(proc)
-                mine += proc.children(recursive=True)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    for proc in mine:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(mine, timeout=30)
+    """Stop this head node only: every process of the head has its session folder, under
+    `temp`, on its command line."""
+    kill_processes_under(temp)
 
 
 def test_ray_job_submit_runs_the_main_job_and_dashboard_lists_its_actors(head_node, tiny_model_dir, tmp_path):
@@ -103,7 +88,7 @@ def test_ray_job_submit_runs_the_main_job_and_dashboard_lists_its_actors(head_no
     assert done.returncode == 0, logs[-4000:]
     assert "done: 2 steps" in logs, logs[-4000:]
     # A quiet console: the actors' own output (vLLM, DeepSpeed) stays in Ray's log files.
-    assert "RolloutWorker pid=" not in logs and "LearnerRank pid=" not in logs, logs[-4000:]
+    assert "RolloutActor pid=" not in logs and "LearnerRank pid=" not in logs, logs[-4000:]
     assert "actors' logs:" in logs
     assert (run_dir / "ckpt-000002" / "hf" / "model.safetensors").exists()
 
@@ -111,13 +96,13 @@ def test_ray_job_submit_runs_the_main_job_and_dashboard_lists_its_actors(head_no
     assert [j["status"] for j in jobs] == ["SUCCEEDED"]
     actors = _get(f"{url}/api/v0/actors?limit=1000&detail=true")["data"]["result"]["result"]
     classes = {a["class_name"] for a in actors}
-    assert {"RolloutWorker", "JudgeWorker", "LearnerRank", "Control"} <= classes, classes
+    assert {"RolloutActor", "JudgeActor", "LearnerRank", "Control"} <= classes, classes
 
 
-# A job that joins the cluster as the main job does (cluster.ray_setup.init_ray under
+# A job that joins the cluster as the main job does (cluster.driver.ray_setup.init_ray under
 # `ray job submit`) and round-trips through an actor.
 TOKEN_JOB = """
-from cluster.ray_setup import init_ray
+from cluster.driver.ray_setup import init_ray
 ray = init_ray(None, worker_logs=False)
 
 @ray.remote(num_cpus=1)

@@ -1,5 +1,5 @@
 """Judge kinds (judge/preferences.py) and the IFEval verifier: p on hand-written responses
-against hand-computed values, and the accuracy statistics of cluster/instruction_eval.py."""
+against hand-computed values, and the accuracy statistics of cluster/evaluation/instruction_eval.py."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import math
 import pytest
 import torch
 
-from cluster import instruction_eval
-from cluster.prompts import PromptFileError, SHIPPED, load_prompts, read_prompt_rows
+from cluster.data.prompts import SHIPPED, PromptFileError, load_prompts, read_prompt_rows
+from cluster.evaluation import instruction_eval, intervals
 from core.config import JudgeConfig
-from judge.preferences import (
-    FlippedJudge, LMJudge, PythonJudge, RewardJudge, VerifierJudge, check_kind, make_preference, sigmoid,
-)
+from judge.preferences import FlippedJudge, LMJudge, PythonJudge, RewardJudge, VerifierJudge, check_kind, make_preference, sigmoid
 from judge.verifier import Instructions, Verdict, parse_instructions, verify
 from learner.losses import hard_labels
 
@@ -189,9 +187,7 @@ def test_noise_is_chosen_by_config_and_refused_when_unknown():
 
 
 def test_reward_judge_is_sigmoid_of_reward_difference_over_tau(tiny_model_dir, tmp_path):
-    from transformers import AutoModelForSequenceClassification
-
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
     model.save_pretrained(tmp_path / "rm")
@@ -278,7 +274,7 @@ def test_paired_gain_and_its_interval():
     import numpy as np
 
     diff = np.array([1.0] * 50 + [0.0] * 30 + [-1.0] * 20)  # policy − base, prompt by prompt
-    assert instruction_eval.mean_with_interval(diff) == pytest.approx(g)
+    assert intervals.mean_with_interval(diff) == pytest.approx(g)
 
 
 def test_pooled_over_runs_equals_the_prompt_interval_when_runs_agree():
@@ -288,8 +284,8 @@ def test_pooled_over_runs_equals_the_prompt_interval_when_runs_agree():
     import numpy as np
 
     diff = np.array([1.0] * 50 + [0.0] * 30 + [-1.0] * 20)
-    pooled = instruction_eval.pooled_over_runs([(1.0, np.stack([diff, diff, diff]))], np.ones(100))
-    single = instruction_eval.mean_with_interval(diff)
+    pooled = intervals.pooled_over_runs([(1.0, np.stack([diff, diff, diff]))], np.ones(100))
+    single = intervals.mean_with_interval(diff)
     assert (pooled["value"], pooled["ci_low"], pooled["ci_high"]) == pytest.approx(
         (single["value"], single["ci_low"], single["ci_high"]), abs=1e-12)
     assert pooled["between_run_sd"] == 0.0 and pooled["runs"] == [[0.3, 0.3, 0.3]]
@@ -302,13 +298,13 @@ def test_pooled_over_runs_spans_run_to_run_variance_by_hand():
     import numpy as np
 
     a, b = np.full(10, 0.2), np.full(10, 0.4)
-    pooled = instruction_eval.pooled_over_runs([(1.0, np.stack([a, b]))], np.ones(10))
+    pooled = intervals.pooled_over_runs([(1.0, np.stack([a, b]))], np.ones(10))
     assert pooled["value"] == pytest.approx(0.3)
     assert (pooled["ci_low"], pooled["ci_high"]) == pytest.approx((0.2, 0.4))
     assert pooled["between_run_sd"] == pytest.approx(2 ** 0.5 / 10)
-    assert instruction_eval.mean_with_interval((a + b) / 2)["ci_high"] == pytest.approx(0.3)
+    assert intervals.mean_with_interval((a + b) / 2)["ci_high"] == pytest.approx(0.3)
     # A difference of two methods: groups resampled separately, weights +1 and −1.
-    diff = instruction_eval.pooled_over_runs([(1.0, np.stack([a, b])), (-1.0, np.stack([a, a]))], np.ones(10))
+    diff = intervals.pooled_over_runs([(1.0, np.stack([a, b])), (-1.0, np.stack([a, a]))], np.ones(10))
     assert diff["value"] == pytest.approx(0.1) and (diff["ci_low"], diff["ci_high"]) == pytest.approx((0.0, 0.2))
     assert diff["between_run_sd"] == [pytest.approx(2 ** 0.5 / 10), 0.0]
 
@@ -321,9 +317,8 @@ def test_per_kind_table():
 
 
 def test_lm_kind_loads_another_model_and_judges_like_the_self_judge_on_it(tiny_model_dir, tiny_tokenizer, tmp_path):
-    from transformers import AutoModelForCausalLM
-
     from tiny_model import build_tiny_model
+    from transformers import AutoModelForCausalLM
 
     other = build_tiny_model(tmp_path / "judge", seed=5)
     judge = make_preference(f"lm:{other}")
@@ -336,12 +331,12 @@ def test_lm_kind_loads_another_model_and_judges_like_the_self_judge_on_it(tiny_m
 
 
 # ---------------------------------------------------------------------------------------
-# The real JudgeWorker path: comparisons per anchor mode, the SFT model's greedy anchor.
+# The real JudgeActor path: comparisons per anchor mode, the SFT model's greedy anchor.
 
 
 def _rollout(tokenizer, k: int = 4, cut: tuple[int, ...] = ()):
     """Two prompts with K fixed answers; the answers at indices `cut` hit max_tokens."""
-    from cluster.prompts import encode_chat
+    from cluster.data.prompts import encode_chat
     from core.records import rollout_batch
 
     rows = []
@@ -362,10 +357,10 @@ def _rollout(tokenizer, k: int = 4, cut: tuple[int, ...] = ()):
 @pytest.mark.parametrize("anchor", ["round_robin", "sample0", "sft_greedy"])
 def test_judge_worker_makes_the_documented_comparisons_and_never_judges_a_response_with_itself(
         anchor, tiny_model_dir, tiny_tokenizer, monkeypatch):
-    from judge.judge_actor import JudgeWorker
+    from judge.judge_actor import JudgeActor
     from judge.pairing import comparisons_per_prompt
 
-    worker = JudgeWorker(tiny_model_dir, JudgeConfig(anchor=anchor), anchor_max_tokens=4)
+    worker = JudgeActor(tiny_model_dir, JudgeConfig(anchor=anchor), anchor_max_tokens=4)
     seen = []
     compare = worker.preference.compare
     monkeypatch.setattr(worker.preference, "compare", lambda p, a, b: seen.extend(zip(a, b)) or compare(p, a, b))
@@ -378,14 +373,14 @@ def test_judge_worker_makes_the_documented_comparisons_and_never_judges_a_respon
 
 
 def test_sft_greedy_anchor_comes_from_the_sft_model_when_another_lm_judges(tiny_model_dir, tmp_path):
+    from tiny_model import build_tiny_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tiny_model import build_tiny_model
-    from cluster.prompts import encode_chat
-    from judge.judge_actor import JudgeWorker
+    from cluster.data.prompts import encode_chat
+    from judge.judge_actor import JudgeActor
 
     other = build_tiny_model(tmp_path / "judge", seed=3)
-    worker = JudgeWorker(tiny_model_dir, JudgeConfig(kind=f"lm:{other}", anchor="sft_greedy"), anchor_max_tokens=5)
+    worker = JudgeActor(tiny_model_dir, JudgeConfig(kind=f"lm:{other}", anchor="sft_greedy"), anchor_max_tokens=5)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     tokens = encode_chat(tokenizer, "Say hi.")
 
@@ -400,19 +395,40 @@ def test_sft_greedy_anchor_comes_from_the_sft_model_when_another_lm_judges(tiny_
 
 
 def test_truncated_pairs_are_kept_dropped_or_lose_as_configured(tiny_model_dir, tiny_tokenizer):
-    from judge.judge_actor import JudgeWorker
+    from judge.judge_actor import JudgeActor
 
     batch = _rollout(tiny_tokenizer, cut=(1,))  # "hello there" and "a pear" were cut at max_tokens
-    kept, stats = JudgeWorker(tiny_model_dir).score(batch)
+    kept, stats = JudgeActor(tiny_model_dir).score(batch)
     assert stats["pairs_with_truncated"] == 2.0 and stats["truncated"] == 2.0 and kept.num_rows == 4
     cut_texts = {"hello there", "a pear"}
     with_cut = [r for r in kept.to_pylist() if {r["chosen_text"], r["rejected_text"]} & cut_texts]
-    dropped, _ = JudgeWorker(tiny_model_dir, JudgeConfig(truncated="drop")).score(batch)
+    dropped, _ = JudgeActor(tiny_model_dir, JudgeConfig(truncated="drop")).score(batch)
     assert dropped.num_rows == 2
     assert not any({r["chosen_text"], r["rejected_text"]} & cut_texts for r in dropped.to_pylist())
-    lost, _ = JudgeWorker(tiny_model_dir, JudgeConfig(truncated="lose")).score(batch)
+    lost, _ = JudgeActor(tiny_model_dir, JudgeConfig(truncated="lose")).score(batch)
     lost_rows = [r for r in lost.to_pylist() if {r["chosen_text"], r["rejected_text"]} & cut_texts]
     assert len(lost_rows) == len(with_cut) == 2
     assert all(r["rejected_text"] in cut_texts and r["strength"] == 1.0 for r in lost_rows)
     with pytest.raises(ValueError, match="judge truncated must be one of"):
-        JudgeWorker(tiny_model_dir, JudgeConfig(truncated="trim"))
+        JudgeActor(tiny_model_dir, JudgeConfig(truncated="trim"))
+
+
+def test_checklist_judge_asks_each_instruction_in_ifevals_words_once(tiny_model_dir, tiny_tokenizer):
+    """One yes/no question per (instruction, answer), IFEval's own wording of the rule, cached
+    across the pairs an answer is in; p(b ≻ a) = 1 − p(a ≻ b); s is the mean P(yes). Would catch
+    a question about the wrong rule, or scores that depend on the presentation order."""
+    from transformers import AutoModelForCausalLM
+
+    from judge.checklist import ChecklistJudge
+    from judge.verifier import describe
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    judge = ChecklistJudge(model, tiny_tokenizer, {"q": BOTH}, tau=0.5)
+    answers = ["short answer", "a, b, c and d and e", "x"]
+    p = judge.compare(["q", "q"], answers[:2], answers[1:])
+    assert judge.compare(["q", "q"], answers[1:], answers[:2]) == pytest.approx([1 - x for x in p], abs=1e-12)
+    rules = [describe(i, kw) for i, kw in zip(BOTH.ids, BOTH.kwargs)]
+    assert set(judge.cache) == {(rule, a) for rule in rules for a in answers}  # 2 rules × 3 answers, each once
+    s0 = judge.score("q", answers[0])
+    assert s0 == pytest.approx(sum(judge.cache[(rule, answers[0])] for rule in rules) / 2)
+    assert p[0] == pytest.approx(sig((s0 - judge.score("q", answers[1])) / 0.5))

@@ -33,16 +33,16 @@ def _marker_counts(model_dir: str, prompts, samples: int = 4, max_new_tokens: in
 @pytest.mark.engine
 @pytest.mark.timeout(600)
 def test_fresh_samples_move_toward_what_the_judge_prefers(ray_cluster, tiny_model_dir, tiny_tokenizer, tmp_path):
-    from cluster.prompts import load_prompts
-    from cluster.train import run
+    from cluster.data.prompts import load_prompts
+    from cluster.run import run
 
-    steps = 16
+    steps = 24
     cfg = load_config(None, [
         f"model.path={tiny_model_dir}", "judge.kind=python:judge_fixtures:prefer_marker", "rollout.k=4",
         "rollout.max_tokens=12", "rollout.prompts_per_batch=2", "rollout.temperature=1.0", "data.num_prompts=64",
         f"learner.max_steps={steps}", "learner.pairs_per_step=4", "learner.lr=3e-3", "learner.lora.r=8",
         "loss.beta=0.5", "pipeline.max_staleness=0", "checkpoint.every=0", f"checkpoint.dir={tmp_path / 'run'}",
-        "metrics.tensorboard=false", "metrics.progress=false", "metrics.probe_every=0",
+        "metrics.trackers=[]", "metrics.progress=false", "metrics.probe_every=0",
     ])
     assert run(cfg).step == steps
     # Fresh samples (256 each) from the SFT model and from the trained policy, same prompts and seed.
@@ -53,7 +53,7 @@ def test_fresh_samples_move_toward_what_the_judge_prefers(ray_cluster, tiny_mode
     var = lambda xs: sum((x - mean(xs)) ** 2 for x in xs) / (len(xs) - 1)  # noqa: E731
     se = (var(start) / len(start) + var(end) / len(end)) ** 0.5
     # "Clearly above its start": a rise of more than 3 standard errors of the difference
-    # (measured: 2.32 → 2.99 e per response, SE 0.17).
+    # (measured: 2.32 → 2.89 e per response, SE 0.15, in 24 steps with ties dropped, the default).
     assert mean(end) - mean(start) > 3 * se, (mean(start), mean(end), se)
 
 
@@ -78,10 +78,10 @@ def test_verifier_run_judges_by_the_instructions_and_scores_the_final_weights_he
     import pyarrow.parquet as pq
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cluster import instruction_eval
+    from cluster.data.prompts import load_prompts
     from cluster.evaluate import evaluate
-    from cluster.prompts import load_prompts
-    from cluster.train import run
+    from cluster.evaluation import instruction_eval
+    from cluster.run import run
     from judge.preferences import sigmoid
     from judge.verifier import verify
 
@@ -96,7 +96,7 @@ def test_verifier_run_judges_by_the_instructions_and_scores_the_final_weights_he
         f"eval.prompts={held}", "eval.max_tokens=6", "rollout.k=4", "rollout.max_tokens=6", "learner.max_steps=4",
         "learner.sync_every=3", "learner.pairs_per_step=2", "learner.lr=0.05", "model.max_prompt_tokens=128",
         "checkpoint.every=0", f"checkpoint.dir={run_dir}", f"pipeline.spill_dir={run_dir / 'pairs'}",
-        "metrics.tensorboard=false", "metrics.progress=false", "metrics.probe_every=0",
+        "metrics.trackers=[]", "metrics.progress=false", "metrics.probe_every=0",
     ])
     assert run(cfg).step == 4
     report = json.loads((run_dir / "heldout.json").read_text())
@@ -128,6 +128,6 @@ def test_verifier_run_judges_by_the_instructions_and_scores_the_final_weights_he
     assert pairs
     for pair in pairs:
         instructions = by_text[prompt_text[pair["prompt_id"]]]
-        share = lambda text: verify(text, instructions).fraction  # noqa: E731
-        assert pair["strength"] == pytest.approx(sigmoid((share(pair["chosen_text"]) - share(pair["rejected_text"])) / 0.5))
+        chosen, rejected = (verify(pair[f"{side}_text"], instructions).fraction for side in ("chosen", "rejected"))
+        assert pair["strength"] == pytest.approx(sigmoid((chosen - rejected) / 0.5))
         assert pair["strength"] > 0.5  # judge.drop_ties (the default): no tie reaches the learner

@@ -1,5 +1,5 @@
 """Summed response log-probs by hand: prompt tokens, right padding and a final EOS masked as
-they should be (learner/logprobs.py), on a 'model' whose next-token logits are a fixed table."""
+they should be (core/logprobs.py), on a 'model' whose next-token logits are a fixed table."""
 
 from __future__ import annotations
 

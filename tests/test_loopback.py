@@ -1,6 +1,7 @@
-"""The local cluster the main job starts listens on 127.0.0.1 only (checked with `ss -ltnp`
-over every process of that Ray session), and what a kill -9 of its driver leaves behind is
-stopped by the next start."""
+"""The local cluster the main job starts listens on 127.0.0.1 only, its actors included
+(checked with `ss -ltnp` over every process of that Ray session: the rollout, judge and two
+learner ranks of a real run and their weight-broadcast group), and what a kill -9 of its
+driver leaves behind is stopped by the next start."""
 
 from __future__ import annotations
 
@@ -21,20 +22,34 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(300),
 
 REPO = Path(__file__).resolve().parent.parent
 
-# A driver as the main job starts one (cluster.ray_setup.init_ray, no address): a local
-# cluster, one actor (so a worker listens too), a round trip; then it reports and waits.
+# A driver as the main job starts one (cluster.driver.ray_setup.init_ray, no address): a local
+# cluster and, given a model (argv[3]), the main job's actors: a rollout actor, a judge and two
+# learner ranks (their DeepSpeed group), two learner steps and weight pushes over a broadcast
+# group (its own store and gloo sockets). Then it reports and waits with every actor alive.
 DRIVER = """
-import json, os, sys, time
-from cluster.ray_setup import init_ray
-ray = init_ray(None, num_cpus=2, dashboard_port=int(sys.argv[1]), worker_logs=False)
+import json, os, sys, tempfile, time
+from cluster.driver.ray_setup import init_ray
+ray = init_ray(None, num_cpus=6, dashboard_port=int(sys.argv[1]), worker_logs=False)
+if len(sys.argv) > 3:
+    from cluster.config import load_config
+    from cluster.driver.pipeline import Pipeline
+    from cluster.run import build_run
+    cfg = load_config(None, [f"model.path={sys.argv[3]}", "rollout.max_tokens=6", "learner.num_ranks=2",
+                             "learner.pairs_per_step=2", "learner.max_steps=2", "weight_sync.method=broadcast",
+                             "weight_sync.payload=full", "checkpoint.every=0", "metrics.trackers=[]",
+                             "metrics.progress=false", f"checkpoint.dir={tempfile.mkdtemp()}/run"])
+    spec = build_run(cfg)
+    pipeline = Pipeline(spec, spec.initial_state())
+    pipeline.start()
+    assert pipeline.run().step == 2
+else:
+    @ray.remote(num_cpus=1)
+    class Echo:
+        def echo(self, x):
+            return x
 
-@ray.remote(num_cpus=1)
-class Echo:
-    def echo(self, x):
-        return x
-
-echo = Echo.remote()
-assert ray.get(echo.echo.remote(b"x" * (1 << 20))) == b"x" * (1 << 20)
+    echo = Echo.remote()
+    assert ray.get(echo.echo.remote(b"x" * (1 << 20))) == b"x" * (1 << 20)
 print(json.dumps({"ready": True}), flush=True)
 time.sleep(float(sys.argv[2]))
 """
@@ -61,24 +76,29 @@ def _is_loopback(address: str) -> bool:
     return host in ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
 
-def _start_driver(seconds: float) -> subprocess.Popen:
+def _start_driver(seconds: float, model: str | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(REPO)
     from core.net import free_port
 
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(free_port()), str(seconds)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [sys.executable, "-c", DRIVER, str(free_port()), str(seconds)] + ([model] if model else [])
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert json.loads(line or "{}").get("ready"), proc.stderr.read()[-3000:] if proc.poll() is not None else line
     return proc
 
 
-def test_the_local_cluster_listens_on_loopback_only():
-    proc = _start_driver(seconds=60)
+def test_the_main_jobs_cluster_and_actors_listen_on_loopback_only(tiny_model_dir):
+    """Would catch a listener on every interface: torch's TCPStore of the learner group or of
+    the weight-broadcast group (`*:<port>` by default), gloo on the host's address, or a Ray
+    server not bound to loopback."""
+    proc = _start_driver(seconds=60, model=tiny_model_dir)
     try:
         listeners = _listening(_descendants(proc.pid))
-        # GCS, raylet (node and object manager), the dashboard and its agents, the worker.
+        # GCS, raylet (node and object manager), the dashboard and its agents, the workers, and
+        # the learner ranks' group and weight group sockets (LearnerRank owns some of them).
         assert len(listeners) >= 5, listeners
+        assert any("ray::LearnerRan" in a for a in listeners), listeners  # ss cuts names at 15 characters
         assert [a for a in listeners if not _is_loopback(a.split()[0])] == [], listeners
     finally:
         proc.kill()
@@ -87,7 +107,7 @@ def test_the_local_cluster_listens_on_loopback_only():
 
 
 def test_what_a_killed_driver_leaves_is_stopped_by_the_next_start():
-    from cluster.ray_setup import reap_orphaned_ray_processes
+    from cluster.driver.ray_setup import reap_orphaned_ray_processes
 
     proc = _start_driver(seconds=120)
     session = _descendants(proc.pid) - {proc.pid}

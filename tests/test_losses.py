@@ -3,16 +3,7 @@ import math
 import pytest
 import torch
 
-from learner.losses import (
-    LOSSES,
-    cdpo_loss,
-    dpo_loss,
-    ipo_loss,
-    pair_loss,
-    preference_margin,
-    reward_metrics,
-    spce_loss,
-)
+from learner.losses import LOSSES, cdpo_loss, dpo_loss, ipo_loss, pair_loss, preference_margin, reward_metrics, spce_loss
 
 
 def log_sigmoid(x: float) -> float:

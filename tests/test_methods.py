@@ -51,7 +51,7 @@ def _tiny_overrides(model: str, run_dir: Path) -> list[str]:
         f"model.path={model}", "data.num_prompts=40", "rollout.max_tokens=8", "rollout.prompts_per_batch=2",
         f"learner.max_steps={STEPS}", "learner.pairs_per_step=2", "learner.num_ranks=1", "learner.lr=1e-3",
         "learner.lora.r=4", "dno.iteration_steps=2", "checkpoint.every=0", f"checkpoint.dir={run_dir}",
-        "metrics.tensorboard=false", "metrics.progress=false", "metrics.probe_every=1",
+        "metrics.trackers=[]", "metrics.progress=false", "metrics.probe_every=1",
     ]
 
 
@@ -62,7 +62,7 @@ def _tiny_overrides(model: str, run_dir: Path) -> list[str]:
     [pytest.param(m, marks=pytest.mark.heavy) if m in ("dpo-online", "cdpo", "ipo") else m for m in METHODS],
 )
 def test_method_runs_end_to_end(method, ray_cluster, tiny_model_dir, tmp_path):
-    from cluster.train import run
+    from cluster.run import run
 
     run_dir = tmp_path / method
     # DNO: 4 pairs a step, so that dno.replay_fraction=0.25 keeps one place for a replayed pair.

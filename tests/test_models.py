@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_model import build_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cluster.models import (
+from cluster.data.models import (
     EMBEDDED_GGUF,
     _atomic_save,
     cache_dir,
@@ -19,7 +20,6 @@ from cluster.models import (
     find_embedded_gguf,
     resolve_model_path,
 )
-from tiny_model import build_tiny_model
 from judge.strength import JudgeTemplate, answer_token_ids
 
 EMBEDDED_FOLDER = "smollm2-135m-instruct-q4_1"

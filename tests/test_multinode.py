@@ -41,8 +41,8 @@ def test_actors_land_on_the_nodes_their_resources_name(multinode):
     where = {}
     for actor in multinode["actors"]:
         where.setdefault(actor["class"], set()).add(actor["node"])
-    assert where["RolloutWorker"] == {nodes["rollout"]}
-    assert where["JudgeWorker"] == {nodes["rollout"]}
+    assert where["RolloutActor"] == {nodes["rollout"]}
+    assert where["JudgeActor"] == {nodes["rollout"]}
     assert where["LearnerRank"] == {nodes["learner"]}
 
 
@@ -118,5 +118,5 @@ def test_ray_job_submit_onto_the_multinode_cluster_places_actors_by_resource(sub
     assert "done: 3 steps" in submitted["logs"] and submitted["checkpoint"]
     nodes = submitted["nodes"]
     where = {a["class"]: a["node"] for a in submitted["actors"]}
-    assert where == {"RolloutWorker": nodes["rollout"], "JudgeWorker": nodes["rollout"],
+    assert where == {"RolloutActor": nodes["rollout"], "JudgeActor": nodes["rollout"],
                      "LearnerRank": nodes["learner"]}, submitted["actors"]

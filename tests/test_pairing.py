@@ -5,16 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from judge.pairing import (
-    ANCHORS,
-    JudgedPair,
-    check_k,
-    comparisons_per_prompt,
-    judge_pairs,
-    orient,
-    preference_matrix,
-    rank_pairs,
-)
+from judge.pairing import ANCHORS, JudgedPair, check_k, comparisons_per_prompt, judge_pairs, orient, preference_matrix, rank_pairs
 
 
 class LengthJudge:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.prompts import (
+from cluster.data.prompts import (
     SHIPPED_EVAL,
     SHIPPED_TRAIN,
     BadRow,
@@ -19,6 +19,7 @@ from cluster.prompts import (
     load_prompts,
     read_prompt_rows,
 )
+from judge.verifier import Instructions
 
 MAX_TOKENS = 96  # model.max_prompt_tokens default
 
@@ -61,11 +62,11 @@ def test_shipped_file_loads_every_row(tiny_tokenizer, path, count, prefix):
 def test_shipped_train_and_eval_do_not_overlap():
     train_rows, _ = read_prompt_rows(SHIPPED_TRAIN)
     eval_rows, _ = read_prompt_rows(SHIPPED_EVAL)
-    train_text = {t.strip().lower() for _, _, t, _ in train_rows}
-    eval_text = {t.strip().lower() for _, _, t, _ in eval_rows}
+    train_text = {r.text.strip().lower() for r in train_rows}
+    eval_text = {r.text.strip().lower() for r in eval_rows}
     assert len(train_text) == 240 and len(eval_text) == 100
     assert train_text.isdisjoint(eval_text)
-    assert {i for _, i, _, _ in train_rows}.isdisjoint({i for _, i, _, _ in eval_rows})
+    assert {r.prompt_id for r in train_rows}.isdisjoint({r.prompt_id for r in eval_rows})
 
 
 def test_none_path_means_shipped_train(tiny_tokenizer):
@@ -123,9 +124,9 @@ def messy_file(tmp_path) -> Path:
 def test_read_prompt_rows_reports_each_bad_row_with_its_line(messy_file):
     rows, bad = read_prompt_rows(messy_file)
     assert rows == [
-        (1, "a", "How do I boil an egg?", None),
-        (10, "h", "Write a haiku about rain.", None),
-        (11, "line-11", "A row without an id.", None),
+        (1, "a", "How do I boil an egg?", None, None),
+        (10, "h", "Write a haiku about rain.", None, None),
+        (11, "line-11", "A row without an id.", None, None),
     ]
     assert [b.line for b in bad] == [2, 3, 5, 6, 7, 8, 9]
     reasons = {b.line: b.reason for b in bad}
@@ -154,12 +155,12 @@ def test_bad_rows_refuse_the_file_by_default(messy_file, tiny_tokenizer):
 
 
 def test_bad_rows_are_skipped_and_reported_when_asked(messy_file, tiny_tokenizer, caplog):
-    with caplog.at_level(logging.WARNING, logger="cluster.prompts"):
+    with caplog.at_level(logging.WARNING, logger="cluster.data.prompts"):
         prompts = load_prompts(messy_file, tiny_tokenizer, MAX_TOKENS, on_bad_rows="skip")
     assert [p.prompt_id for p in prompts] == ["a", "h", "line-11"]
     assert [p.text for p in prompts] == ["How do I boil an egg?", "Write a haiku about rain.", "A row without an id."]
     assert prompts[0].tokens == tuple(encode_chat(tiny_tokenizer, "How do I boil an egg?"))
-    warnings = [r for r in caplog.records if r.name == "cluster.prompts" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "cluster.data.prompts" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
     msg = warnings[0].getMessage()
     assert f"{messy_file}: skipping 7 bad row(s): " in msg
@@ -168,11 +169,12 @@ def test_bad_rows_are_skipped_and_reported_when_asked(messy_file, tiny_tokenizer
 
 
 def test_clean_file_logs_no_warning(tmp_path, tiny_tokenizer, caplog):
-    path = _write(tmp_path / "clean.jsonl", [_row("x", "Define empathy in one sentence."), "", "  ", _row("y", "What is a noun?")])
-    with caplog.at_level(logging.WARNING, logger="cluster.prompts"):
+    path = _write(tmp_path / "clean.jsonl",
+                  [_row("x", "Define empathy in one sentence."), "", "  ", _row("y", "What is a noun?")])
+    with caplog.at_level(logging.WARNING, logger="cluster.data.prompts"):
         prompts = load_prompts(path, tiny_tokenizer, MAX_TOKENS, on_bad_rows="skip")
     assert [p.prompt_id for p in prompts] == ["x", "y"]
-    assert [r for r in caplog.records if r.name == "cluster.prompts"] == []
+    assert [r for r in caplog.records if r.name == "cluster.data.prompts"] == []
 
 
 def test_more_than_twenty_bad_rows_are_summarised(tmp_path, tiny_tokenizer):
@@ -225,7 +227,7 @@ def test_over_long_prompt_is_a_bad_row(tmp_path, tiny_tokenizer, caplog):
         load_prompts(path, tiny_tokenizer, limit)
     assert f"1 bad row(s): line 2: prompt is {n_long} tokens, over model.max_prompt_tokens={limit}" in str(err.value)
 
-    with caplog.at_level(logging.WARNING, logger="cluster.prompts"):
+    with caplog.at_level(logging.WARNING, logger="cluster.data.prompts"):
         kept = load_prompts(path, tiny_tokenizer, limit, on_bad_rows="skip")
     assert [p.prompt_id for p in kept] == ["s"]
     assert f"line 2: prompt is {n_long} tokens" in caplog.text
@@ -239,7 +241,8 @@ def test_over_long_and_malformed_rows_are_listed_together_in_line_order(tmp_path
         load_prompts(path, tiny_tokenizer, MAX_TOKENS)
     msg = str(err.value)
     assert n_long > MAX_TOKENS
-    assert f"2 bad row(s): line 1: prompt is {n_long} tokens, over model.max_prompt_tokens={MAX_TOKENS}; line 2: not valid JSON" in msg
+    assert (f"2 bad row(s): line 1: prompt is {n_long} tokens, over model.max_prompt_tokens={MAX_TOKENS}; "
+            "line 2: not valid JSON") in msg
 
 
 # ---------------------------------------------------------------------------------------
@@ -268,3 +271,80 @@ def test_limit_does_not_hide_bad_rows_past_it(messy_file, tiny_tokenizer):
 def test_bad_row_is_a_plain_record():
     assert BadRow(3, "empty prompt") == BadRow(3, "empty prompt")
     assert issubclass(PromptFileError, ValueError)
+
+
+# -- prompt sets the way TRL / OpenRLHF / veRL users hold them ---------------------------
+IFEVAL_ROWS = [  # IFEval's own shape: an integer key, every kwarg named, unused ones None
+    {"key": 1000, "prompt": "Write a note about tea. Do not use any commas.",
+     "instruction_id_list": ["punctuation:no_comma"],
+     "kwargs": [{"num_words": None, "relation": None, "postscript_marker": None}]},
+    {"key": 1001, "prompt": "Describe rain in under 30 words.",
+     "instruction_id_list": ["length_constraints:number_words"],
+     "kwargs": [{"num_words": 30, "relation": "less than", "postscript_marker": None}]},
+]
+
+
+def test_ifeval_rows_with_integer_keys_and_none_kwargs_are_read_as_they_are(tiny_tokenizer, tmp_path):
+    """Would catch refusing IFEval's own rows (None kwargs of other kinds read as unknown
+    arguments) or dropping their integer keys."""
+    path = tmp_path / "ifeval.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in IFEVAL_ROWS))
+    prompts = load_prompts(path, tiny_tokenizer, MAX_TOKENS)
+    assert [p.prompt_id for p in prompts] == ["1000", "1001"]
+    assert prompts[0].instructions == Instructions(("punctuation:no_comma",), ({},))
+    assert prompts[1].instructions.kwargs == ({"num_words": 30, "relation": "less than"},)
+
+
+def test_a_parquet_file_and_a_saved_datasets_folder_give_the_same_prompts(tiny_tokenizer, tmp_path):
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in IFEVAL_ROWS))
+    pq.write_table(pa.Table.from_pylist(IFEVAL_ROWS), tmp_path / "rows.parquet")
+    datasets.Dataset.from_list(IFEVAL_ROWS).save_to_disk(str(tmp_path / "saved"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(IFEVAL_ROWS[:1]),
+                          "test": datasets.Dataset.from_list(IFEVAL_ROWS[1:])}).save_to_disk(str(tmp_path / "dict"))
+    expected = load_prompts(jsonl, tiny_tokenizer, MAX_TOKENS)
+    assert load_prompts(tmp_path / "rows.parquet", tiny_tokenizer, MAX_TOKENS) == expected
+    assert load_prompts(tmp_path / "saved", tiny_tokenizer, MAX_TOKENS) == expected
+    assert load_prompts(tmp_path / "dict", tiny_tokenizer, MAX_TOKENS, split="test") == expected[1:]
+    with pytest.raises(PromptFileError, match=r"no split 'validation' \(it has train, test\); set data.split"):
+        load_prompts(tmp_path / "dict", tiny_tokenizer, MAX_TOKENS, split="validation")
+
+
+def test_a_chat_column_is_encoded_as_a_chat_without_the_answer(tiny_tokenizer, tmp_path):
+    """TRL's conversational prompts: the last user turn is what judges read; a trailing
+    assistant turn (an answer in the data) is not part of the prompt."""
+    from core.tokens import encode_messages
+
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why is the sky blue?"},
+            {"role": "assistant", "content": "Rayleigh scattering."}]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"messages": chat}, {"messages": [{"role": "assistant", "content": "x"}]}, {"messages": 3}]))
+    with pytest.raises(PromptFileError) as err:
+        load_prompts(path, tiny_tokenizer, MAX_TOKENS, prompt_column="messages")
+    assert "line 2: chat in 'messages' has no user turn; line 3: field 'messages' is neither a string" in str(err.value)
+    [prompt] = load_prompts(path, tiny_tokenizer, MAX_TOKENS, on_bad_rows="skip", prompt_column="messages")
+    assert prompt.text == "Why is the sky blue?" and prompt.prompt_id == "line-1"
+    assert list(prompt.tokens) == encode_messages(tiny_tokenizer, chat[:2])
+
+
+def test_bad_rows_of_a_parquet_file_are_refused_by_row_number(tiny_tokenizer, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"key": 1, "prompt": "Fine."}, {"key": 2, "prompt": ""}, {"key": 1, "prompt": "Again."}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "bad.parquet")
+    with pytest.raises(PromptFileError, match=r"2 bad row\(s\): line 2: empty prompt; line 3: duplicate id '1'"):
+        load_prompts(tmp_path / "bad.parquet", tiny_tokenizer, MAX_TOKENS)
+
+
+def test_a_dataset_name_that_is_not_in_the_local_cache_is_refused_clearly(tiny_tokenizer, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    with pytest.raises(PromptFileError, match=r"'nobody/nothing': not a file or folder, and not a dataset in the "
+                                              r"local Hugging Face cache \(split 'train'\)"):
+        load_prompts("nobody/nothing", tiny_tokenizer, MAX_TOKENS)

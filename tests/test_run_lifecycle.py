@@ -21,7 +21,7 @@ def _config(model: str, run_dir: Path, **learner) -> dict:
         "rollout": {"num_actors": 1, "k": 2, "max_tokens": 8, "prompts_per_batch": 2},
         "learner": {"num_ranks": 1, "pairs_per_step": 2, "lr": 1e-3, "lora": {"enabled": False}, **learner},
         "checkpoint": {"dir": str(run_dir), "every": 2, "keep": 3},
-        "metrics": {"tensorboard": False, "progress": False, "probe_every": 1},
+        "metrics": {"trackers": [], "progress": False, "probe_every": 1},
     }
 
 
@@ -30,8 +30,8 @@ def _steps(run_dir: Path) -> list[int]:
 
 
 def test_resume_continues_from_the_last_checkpoint(ray_cluster, tiny_model_dir, tmp_path):
-    from cluster import checkpoint as ckpt
-    from cluster.train import run
+    from cluster.driver import checkpoint as ckpt
+    from cluster.run import run
 
     run_dir = tmp_path / "run"
     first = run(config_from_dict(_config(tiny_model_dir, run_dir, max_steps=3)))
@@ -61,14 +61,13 @@ def test_rollout_actor_added_while_running(ray_cluster, tiny_model_dir, tmp_path
 
     import ray
 
-    from cluster import checkpoint as ckpt
     from cluster import scale
-    from cluster.pipeline import Pipeline
-    from cluster.train import prepare_inputs
+    from cluster.driver.pipeline import Pipeline
+    from cluster.run import build_run
 
     run_dir = tmp_path / "scaled"
     cfg = config_from_dict(_config(tiny_model_dir, run_dir, max_steps=40) | {"checkpoint": {"dir": str(run_dir), "every": 0}})
-    model_path, _, prompts = prepare_inputs(cfg)
+    spec = build_run(cfg)
     seen = []
 
     def progress(step, max_steps, metrics):
@@ -78,13 +77,13 @@ def test_rollout_actor_added_while_running(ray_cluster, tiny_model_dir, tmp_path
         if seen[-1] < 2:
             time.sleep(1.5)  # give the new engine (~20 s to start) time to join before the end
 
-    pipeline = Pipeline(cfg, model_path, prompts, run_dir, ckpt.RunState(seed=cfg.seed), progress=progress)
+    pipeline = Pipeline(spec, spec.initial_state(), progress)
     try:
         pipeline.start()
         state = pipeline.run()
         assert state.step == 40
         assert seen[0] == 1 and seen[-1] == 2
-        engines = [e for e in pipeline.pool.engines if e.ready]
+        engines = [r for r in pipeline.rollouts.members if r.ready]
         assert len(engines) == 2
         newest = ray.get(engines[1].handle.info.remote())
         assert newest["name"] == "rollout-1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.schedule import PromptSchedule
+from cluster.driver.ledger import PromptSchedule
 
 
 def _epochs(schedule: PromptSchedule, n: int, epochs: int) -> list[list[int]]:

@@ -7,13 +7,7 @@ import math
 import pytest
 import torch
 
-from judge.strength import (
-    DEFAULT_TEMPLATE,
-    JudgeTemplate,
-    answer_token_ids,
-    first_is_better,
-    swap_averaged_strength,
-)
+from judge.strength import DEFAULT_TEMPLATE, JudgeTemplate, answer_token_ids, first_is_better, swap_averaged_strength
 
 
 def t(*xs: float) -> torch.Tensor:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster import checkpoint as ckpt
 from cluster.config import ConfigError, dump_config, load_config
-from cluster.prompts import PromptFileError, encode_chat
-from cluster.train import main, parse_args, prepare_inputs, resolve_config
+from cluster.data.prompts import PromptFileError, encode_chat
+from cluster.driver import checkpoint as ckpt
+from cluster.run import build_run
+from cluster.train import main, parse_args, resolve_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RAY_START = "starting a local Ray cluster"
@@ -129,16 +130,17 @@ def test_main_refuses_judge_answers_the_tokenizer_splits(tiny_model_dir, tiny_to
     assert not (tmp_path / "run").exists()
 
 
-def test_prepare_inputs_raises_config_error_for_split_answers(tiny_model_dir, tmp_path):
+def test_build_run_raises_config_error_for_split_answers(tiny_model_dir, tmp_path):
     cfg = load_config(None, [f"model.path={tiny_model_dir}", "judge.answer_tokens=[A, Never]",
                              f"checkpoint.dir={tmp_path}"])
     with pytest.raises(ConfigError, match=r"^judge.answer_tokens: judge answer 'Never' is not a single token"):
-        prepare_inputs(cfg)
+        build_run(cfg)
 
 
-def test_prepare_inputs_accepts_single_token_answers_and_the_shipped_prompts(tiny_model_dir, tiny_tokenizer, tmp_path):
+def test_build_run_accepts_single_token_answers_and_the_shipped_prompts(tiny_model_dir, tiny_tokenizer, tmp_path):
     cfg = load_config(None, [f"model.path={tiny_model_dir}", "data.num_prompts=7", f"checkpoint.dir={tmp_path}"])
-    model_path, judge, prompts = prepare_inputs(cfg)
+    spec = build_run(cfg)
+    model_path, judge, prompts = spec.model_path, spec.cfg.judge.kind, spec.prompts
     assert model_path == tiny_model_dir and judge == "self"
     assert [p.prompt_id for p in prompts] == [f"train-{i:04d}" for i in range(1, 8)]
     assert list(prompts[0].tokens) == encode_chat(tiny_tokenizer, prompts[0].text)
@@ -161,12 +163,12 @@ def test_main_reports_malformed_rows_by_line(tiny_model_dir, tmp_path, capsys):
 
 def test_on_bad_rows_skip_proceeds_with_the_good_rows(tiny_model_dir, tmp_path, capsys):
     path = _prompt_file(tmp_path / "prompts.jsonl", MALFORMED)
-    from cluster.progress import setup_logging
+    from cluster.driver.progress import setup_logging
 
     setup_logging()  # as main() does: the warning goes to stderr
     cfg = load_config(None, [f"model.path={tiny_model_dir}", f"data.prompts={path}", "data.on_bad_rows=skip",
                              f"checkpoint.dir={tmp_path / 'run'}"])
-    _, _, prompts = prepare_inputs(cfg)
+    prompts = build_run(cfg).prompts
     assert [(p.prompt_id, p.text) for p in prompts] == [("a", "Explain how rain forms."),
                                                          ("b", "Give three tips for sleeping well.")]
     err = capsys.readouterr().err
@@ -186,7 +188,7 @@ def test_main_refuses_an_over_long_prompt(tiny_model_dir, tiny_tokenizer, tmp_pa
 
     cfg = load_config(None, [f"model.path={tiny_model_dir}", f"data.prompts={path}", "model.max_prompt_tokens=64",
                              "data.on_bad_rows=skip", f"checkpoint.dir={tmp_path / 'run'}"])
-    assert [p.prompt_id for p in prepare_inputs(cfg)[2]] == ["a"]
+    assert [p.prompt_id for p in build_run(cfg).prompts] == ["a"]
 
 
 def test_main_refuses_a_prompt_file_that_does_not_exist(tiny_model_dir, tmp_path, capsys):
@@ -197,12 +199,12 @@ def test_main_refuses_a_prompt_file_that_does_not_exist(tiny_model_dir, tmp_path
     assert f"prompt file {str(missing)!r} does not exist" in err
 
 
-def test_prepare_inputs_raises_prompt_file_error_when_no_row_is_usable(tiny_model_dir, tmp_path):
+def test_build_run_raises_prompt_file_error_when_no_row_is_usable(tiny_model_dir, tmp_path):
     path = _prompt_file(tmp_path / "prompts.jsonl", ["not json", "[1, 2]"])
     cfg = load_config(None, [f"model.path={tiny_model_dir}", f"data.prompts={path}", "data.on_bad_rows=skip",
                              f"checkpoint.dir={tmp_path}"])
     with pytest.raises(PromptFileError, match="no usable prompts"):
-        prepare_inputs(cfg)
+        build_run(cfg)
 
 
 # ---------------------------------------------------------------------------------------
@@ -343,14 +345,14 @@ def test_cli_refuses_bad_input_with_exit_code_2(cli_runs, case):
 def test_verifier_judge_refuses_prompts_without_instructions(tiny_model_dir, tmp_path):
     cfg = load_config(None, [f"model.path={tiny_model_dir}", "judge.kind=verifier", f"checkpoint.dir={tmp_path}"])
     with pytest.raises(ConfigError, match=r"^judge.kind: verifier needs instructions on every prompt; 200 prompt"):
-        prepare_inputs(cfg)
+        build_run(cfg)
 
 
 def test_python_judge_that_cannot_be_imported_is_refused_before_any_actor(tiny_model_dir, tmp_path):
     cfg = load_config(None, [f"model.path={tiny_model_dir}", "judge.kind=python:no_such_module:fn",
                              f"checkpoint.dir={tmp_path}"])
     with pytest.raises(ConfigError, match=r"^judge.kind: judge python:no_such_module:fn: cannot load 'fn'"):
-        prepare_inputs(cfg)
+        build_run(cfg)
 
 
 def test_unknown_judge_kind_is_refused_by_the_config():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.weight_group import join_group, receive_tensors, send_tensors, spec_of
+from core.weights import join_group, receive_tensors, send_tensors, spec_of
 
 BITS = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.int64: torch.int64}
 

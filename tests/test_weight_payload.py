@@ -7,11 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from actors.engine_weights import merge_deltas, with_fused_siblings
 from core.config import LoraConfig
-from core.weight_payload import (
-    adapter_factors, adapter_payload, from_numpy, full_payload, full_state, merge_deltas, payload_bytes, to_numpy,
-    with_fused_siblings,
-)
+from core.weights import adapter_factors, adapter_payload, from_numpy, full_payload, full_state, payload_bytes, to_numpy
 from learner.policy import build_policy, lora_factors, merged_state_dict
 
 PACKED = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
@@ -102,7 +100,8 @@ def test_dora_has_no_plain_factors(tiny_model_dir):
 
 
 def test_payload_and_transport_resolution():
-    from cluster.weight_sync import make_weight_sync, resolve_method, resolve_payload
+    from cluster.run import resolve_method, resolve_payload
+    from core.weights import make_weight_sync
 
     assert resolve_payload("auto", lora_enabled=True) == "adapter"
     assert resolve_payload("auto", lora_enabled=False) == "full"

@@ -9,7 +9,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from cluster.models import CHATML_TEMPLATE
+from cluster.data.models import CHATML_TEMPLATE
 
 _TINY_CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -67,7 +67,7 @@ def build_tiny_model(target: str | Path, seed: int = 0, num_layers: int = 2) -> 
     model = LlamaForCausalLM(config).to(torch.float32)
     # Larger-than-default init so random samples differ visibly and losses move in a few steps.
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() == 2:
                 p.normal_(0.0, 0.08)
     model.generation_config = GenerationConfig(

@@ -11,8 +11,8 @@ the same prompts, so the interval of the difference is much tighter than two sep
 
 Those intervals hold the weights fixed. Training is itself noisy (the same seed has given
 gains of +0.075, +0.100 and +0.125: the loop is asynchronous), so a claim about a method
-pools several runs and uses `pooled_over_runs`: a two-stage bootstrap that resamples the runs,
-then the prompts, and reports the between-run standard deviation beside it.
+pools several runs: cluster/evaluation/intervals.pooled_over_runs resamples the runs, then the
+prompts, and reports the between-run standard deviation beside it.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Sequence
 
 import numpy as np
 
+from cluster.evaluation.intervals import percentile_interval, ratio_with_interval, resample_prompts
 from judge.verifier import Instructions, Verdict, verify
 
 METRICS = ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose")
-SAMPLES = 2000
 
 
 def verdicts(instructions: Sequence[Instructions], answers: Sequence[str]) -> list[Verdict]:
@@ -43,72 +43,10 @@ def _counts(vs: Sequence[Verdict], metric: str) -> tuple[np.ndarray, np.ndarray]
     return np.array([float(sum(f)) for f in flags]), np.array([float(len(f)) for f in flags])
 
 
-def _resample(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n, size=(SAMPLES, n))
-
-
-def _interval(values: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
-def mean_with_interval(per_prompt: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """{value, ci_low, ci_high} of a per-prompt quantity's mean (e.g. a paired difference),
-    resampling prompts."""
-    idx = _resample(len(per_prompt), seed)
-    lo, hi = _interval(per_prompt[idx].mean(1))
-    return {"value": float(per_prompt.mean()), "ci_low": lo, "ci_high": hi}
-
-
-def pooled_over_runs(groups: Sequence[tuple[float, np.ndarray]], den: np.ndarray, seed: int = 0) -> dict:
-    """Σ_g w_g · (mean over group g's runs of Σ_i num[r, i] / Σ_i den[i]), with a 95% interval.
-
-    `groups`: (weight, num) with num of shape [runs, prompts]: the per-prompt numerators of
-    each run (a gain: the run's counts minus the baseline's; a method difference: two groups
-    with weights +1 and −1). Each bootstrap replicate draws, within every group, as many runs
-    as it has, with replacement, and one draw of prompts shared by all runs: the runs answer
-    the same prompts, so a prompt's difficulty is common to them, and resampling it separately
-    per run would understate it. The prompt draws are those of `mean_with_interval` with the
-    same seed, so runs that agree exactly give exactly its interval.
-
-    Also returns `runs` (each run's own statistic, per group) and `between_run_sd` (their
-    standard deviation, ddof = 1, per group; None for a single run)."""
-    den = np.asarray(den, dtype=float)
-    idx = _resample(len(den), seed)  # [SAMPLES, prompts]
-    run_rng = np.random.default_rng(seed + 1)
-    total = np.zeros(SAMPLES)
-    runs, sds, value = [], [], 0.0
-    for weight, num in groups:
-        num = np.atleast_2d(np.asarray(num, dtype=float))
-        if num.shape[1] != len(den):
-            raise ValueError(f"{num.shape[1]} prompts per run against {len(den)} denominators")
-        per_run = num.sum(1) / den.sum()
-        value += weight * per_run.mean()
-        runs.append(per_run.tolist())
-        sds.append(float(per_run.std(ddof=1)) if len(per_run) > 1 else None)
-        picks = run_rng.integers(0, len(num), size=(SAMPLES, len(num)))  # [SAMPLES, runs]
-        prompt_sums = num[:, idx].sum(2)  # [runs, SAMPLES]: each run on each replicate's prompts
-        chosen = np.take_along_axis(prompt_sums.T, picks, axis=1)  # [SAMPLES, runs drawn]
-        total += weight * chosen.mean(1) / den[idx].sum(1)
-    lo, hi = _interval(total)
-    return {"value": float(value), "ci_low": lo, "ci_high": hi, "runs": runs,
-            "between_run_sd": sds[0] if len(sds) == 1 else sds}
-
-
 def prompt_counts(vs: Sequence[Verdict], metric: str = "prompt_strict") -> tuple[np.ndarray, np.ndarray]:
     """Per prompt: (followed, out of) for `metric`: the numerators and denominators that
     `pooled_over_runs` takes."""
     return _counts(vs, metric)
-
-
-def ratio_with_interval(num: np.ndarray, den: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """{value, ci_low, ci_high} of Σ num / Σ den over prompts (per-prompt numerators and
-    denominators: an instruction-level rate, a judge's agreement), resampling prompts."""
-    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
-    idx = _resample(len(num), seed)
-    totals = den[idx].sum(1)
-    lo, hi = _interval(num[idx].sum(1) / np.where(totals > 0, totals, 1))
-    return {"value": float(num.sum() / den.sum()), "ci_low": lo, "ci_high": hi}
 
 
 def accuracy(vs: Sequence[Verdict], seed: int = 0) -> dict[str, dict[str, float]]:
@@ -122,12 +60,12 @@ def gain(policy: Sequence[Verdict], baseline: Sequence[Verdict], seed: int = 0) 
     """{metric: {value, ci_low, ci_high}} of policy − baseline, paired over the same prompts."""
     if len(policy) != len(baseline) or not policy:
         raise ValueError(f"a paired gain needs answers to the same prompts ({len(policy)} vs {len(baseline)})")
-    idx = _resample(len(policy), seed)
+    idx = resample_prompts(len(policy), seed)
     out = {}
     for metric in METRICS:
         (a, den), (b, _) = _counts(policy, metric), _counts(baseline, metric)
         diffs = (a[idx].sum(1) - b[idx].sum(1)) / den[idx].sum(1)
-        lo, hi = _interval(diffs)
+        lo, hi = percentile_interval(diffs)
         out[metric] = {"value": float((a.sum() - b.sum()) / den.sum()), "ci_low": lo, "ci_high": hi}
     return out
 

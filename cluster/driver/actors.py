@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import ray
 from ray.util.placement_group import placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
-from actors.rollout import RolloutWorker
+from actors.rollout import RolloutActor
 from core.config import Config
 from core.net import node_address_and_free_port
-from judge.judge_actor import JudgeWorker
+from judge.judge_actor import JudgeActor
 from learner.rank import LearnerRank
 
 
@@ -30,34 +30,30 @@ def actor_name(prefix: str | None, role: str) -> str | None:
     return f"{prefix}/{role}" if prefix else None
 
 
+def _restartable(cls, name: str | None, section, **extra):
+    """A rollout or judge actor class with its section's resources and restarts: Ray restarts
+    a dead one (`max_restarts`) and retries its in-flight call (`max_task_retries`)."""
+    return ray.remote(cls).options(
+        name=name, num_cpus=section.cpus_per_actor, num_gpus=section.gpus_per_actor,
+        resources=dict(section.resources) or None, max_restarts=section.max_restarts,
+        max_task_retries=section.max_restarts, **extra)
+
+
 def make_rollout_actor(cfg: Config, model_path: str, index: int, prefix: str | None = None):
     r = cfg.rollout
-    actor_cls = ray.remote(RolloutWorker).options(
-        name=actor_name(prefix, f"rollout-{index}"),
-        num_cpus=r.cpus_per_actor,
-        num_gpus=r.gpus_per_actor,
-        resources=dict(r.resources) or None,
-        max_restarts=r.max_restarts,
-        max_task_retries=r.max_restarts,
-        max_concurrency=1,
-        runtime_env={"env_vars": {"OMP_NUM_THREADS": str(_threads(r.cpus_per_actor))}},
-    )
+    actor_cls = _restartable(RolloutActor, actor_name(prefix, f"rollout-{index}"), r, max_concurrency=1,
+                             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(_threads(r.cpus_per_actor))}})
     return actor_cls.remote(model_path, r, cfg.model, seed=cfg.seed, name=f"rollout-{index}")
 
 
-def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: dict[str, dict] | list | None = None,
+def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: str | None = None,
                      prefix: str | None = None):
-    """`instructions`: prompt text → its IFEval instructions (JSON form), for the verifier
-    judge and the pass rate of fresh samples."""
+    """`instructions`: the name of a SharedValue holding prompt text → its IFEval instructions
+    (JSON form), for the verifier judge and the pass rate of fresh samples. A name, not the
+    table: a restarted judge fetches it again, and a restartable actor's constructor carries
+    nothing from the object store."""
     j = cfg.judge
-    actor_cls = ray.remote(JudgeWorker).options(
-        name=actor_name(prefix, f"judge-{index}"),
-        num_cpus=j.cpus_per_actor,
-        num_gpus=j.gpus_per_actor,
-        resources=dict(j.resources) or None,
-        max_restarts=j.max_restarts,
-        max_task_retries=j.max_restarts,
-    )
+    actor_cls = _restartable(JudgeActor, actor_name(prefix, f"judge-{index}"), j)
     return actor_cls.remote(model_path, j, cfg.dno, dtype=cfg.model.dtype, anchor_max_tokens=cfg.rollout.max_tokens,
                             threads=_threads(j.cpus_per_actor), instructions=instructions, seed=cfg.seed)
 
@@ -98,6 +94,28 @@ def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600, pre
                              _threads(l.cpus_per_rank))
         )
     return ranks, pg
+
+
+@ray.remote(num_cpus=0)
+class SharedValue:
+    """A named actor holding one value that other actors fetch by name (`get`), also after
+    they restart: the judges' instruction table."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def get(self):
+        return self.value
+
+
+def on_this_node() -> NodeAffinitySchedulingStrategy:
+    """The driver's own node: losing another node must not take the run's control actors with it."""
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
+
+def share(name: str, value):
+    """A SharedValue named `name` on the driver's node."""
+    return SharedValue.options(name=name, scheduling_strategy=on_this_node()).remote(value)
 
 
 @ray.remote(num_cpus=0)

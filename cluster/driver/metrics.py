@@ -13,6 +13,7 @@ from typing import Any
 import ray
 from ray.util.metrics import Gauge
 
+from cluster.driver.trackers import Trackers
 from core.env import peak_rss_bytes
 
 log = logging.getLogger("osp")
@@ -50,8 +51,11 @@ def truncate_after(path: Path, step: int) -> int:
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, run_name: str, tensorboard: bool = True, ray_metrics: bool = True,
-                 resume_step: int | None = None):
+    """Each step's metrics to metrics.jsonl (always), the chosen trackers (cluster/driver/trackers.py)
+    and Ray's gauges (the dashboard)."""
+
+    def __init__(self, run_dir: Path, run_name: str, trackers: list[str], ray_metrics: bool = True,
+                 resume_step: int | None = None, config: dict[str, Any] | None = None):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / "metrics.jsonl"
         # Lines of steps after the run's checkpoint (or of an attempt that never reached one)
@@ -61,14 +65,7 @@ class MetricsLogger:
             if dropped:
                 log.info("metrics.jsonl: dropped %d lines after step %d (redone after the resume)", dropped, resume_step)
         self.file = open(self.path, "a", buffering=1)
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter  # optional: lazy, so its absence only warns
-
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-            except Exception as err:  # TensorBoard is optional; say so once
-                log.warning("TensorBoard disabled: %s", err)
+        self.trackers = Trackers(list(trackers), run_dir, run_name, config or {})
         self.ray = None
         if ray_metrics:
             try:
@@ -80,17 +77,13 @@ class MetricsLogger:
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         record = {"step": step, "time": round(time.time() - self.start, 3), **metrics}
         self.file.write(json.dumps(record) + "\n")
-        if self.tb:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, step)
+        self.trackers.log(step, metrics)
         if self.ray:
             self.ray.record({**metrics, "step": step})
 
     def close(self) -> None:
         self.file.close()
-        if self.tb:
-            self.tb.close()
+        self.trackers.close()
 
 
 def format_line(step: int, max_steps: int, m: dict[str, Any]) -> str:
@@ -198,7 +191,7 @@ def step_metrics(results: list[dict[str, float]], versions: list[int], step: int
 
 
 def run_metrics(state: Any, buffered: int, rollout_actors: int, epoch: float) -> dict[str, float]:
-    """Where the run stands (`state`: the run state, cluster/checkpoint.RunState)."""
+    """Where the run stands (`state`: the run state, cluster/driver/checkpoint.RunState)."""
     return {"buffer/pairs": float(buffered), "run/prompts_done": float(state.prompts_done),
             "run/pairs_trained": float(state.pairs_trained), "run/pairs_regenerated": float(state.pairs_regenerated),
             "run/rollout_actors": float(rollout_actors), "run/epoch": epoch}
@@ -221,3 +214,14 @@ def write_memory_report(run_dir: Path, model_path: str, peaks: dict[str, int]) -
     (run_dir / "memory.json").write_text(json.dumps({"model_bytes": model_bytes, "peak_rss_bytes": peaks}, indent=1))
     log.info("peak RSS (model %.2f GB): %s", model_bytes / 1e9,
              ", ".join(f"{name} {b / 1e9:.2f} GB" for name, b in peaks.items()))
+
+
+def write_weights_check(run_dir: Path, step: int, gap: float) -> None:
+    """weights_check.json: the largest per-token log-prob gap between the learner and any rollout
+    actor after the final push (core/weights.check_push); warns when it shows a lost push."""
+    (run_dir / "weights_check.json").write_text(json.dumps({"step": step, "max_abs_logprob_gap": gap}) + "\n")
+    if gap < 1e-3:
+        log.info("weights check: the rollout actors' log-probs are within %.1e of the learner's", gap)
+    else:
+        log.warning("weights check: a rollout actor's log-probs are %.3g from the learner's: a push was lost or "
+                    "loaded stale", gap)

@@ -13,7 +13,7 @@ from core.env import apply_runtime_env, runtime_env_vars
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # cluster/driver/ray_setup.py → the repository
 LOOPBACK = "127.0.0.1"
 _SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
@@ -42,7 +42,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard_
     if target and os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
         # Under `ray job submit` the job's runtime env (working_dir, env_vars) already applies
         # to every worker, and Ray refuses a driver runtime env that repeats its keys. Actors
-        # apply cluster/env.py themselves first thing, so nothing is lost.
+        # apply core/env.py themselves first thing, so nothing is lost.
         log.info("joining Ray cluster at %s (as a submitted job)", target)
         ray.init(address=target, log_to_driver=worker_logs)
     elif target:

@@ -1,10 +1,12 @@
-"""vLLM worker extension: receives new policy weights inside the engine's worker.
+"""The engine side of a weight push: a vLLM worker extension that loads new policy weights
+inside the engine's worker, and the merge of a LoRA adapter into the SFT weights.
 
-Loaded by name (`LLM(worker_extension_cls="actors.weight_receiver.WeightReceiver")`), so its
-methods run on the worker via `llm.collective_rpc(...)`. On CPU, vLLM repacks linear weights
-after loading, so writing parameters (or `model.load_weights`) on a live engine is silently
-stale; `reload_weights` runs the loader's full post-processing. Always send whole fused
-groups (q,k,v / gate,up) — here the full state dict.
+Loaded by name (`LLM(worker_extension_cls="actors.engine_weights.EngineWeightLoader")`), so
+its methods run on the worker via `llm.collective_rpc(...)`; the rollout actor
+(actors/rollout.py) calls them for each payload kind (core/weights.py). On CPU, vLLM repacks
+linear weights after loading, so writing parameters (or `model.load_weights`) on a live engine
+is silently stale; `reload_weights` runs the loader's full post-processing. Always send whole
+fused groups (q,k,v / gate,up) or the full state dict.
 """
 
 from __future__ import annotations
@@ -16,11 +18,41 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load
 
-from core.weight_group import join_group, receive_tensors
-from core.weight_payload import merge_deltas, with_fused_siblings
+from core.weights import Spec, join_group, receive_tensors
 
 
-class WeightReceiver:
+def with_fused_siblings(names: list[str], packed_modules: dict[str, list[str]]) -> list[str]:
+    """Weight names widened to whole fused groups: vLLM loads q, k and v into one qkv_proj
+    (gate and up into gate_up_proj), and reloading one member alone corrupts the layer.
+    `packed_modules` is the model's own map, e.g. {"qkv_proj": ["q_proj", "k_proj", "v_proj"]}."""
+    out: list[str] = []
+    for name in names:
+        module, _, param = name.rpartition(".")
+        parent, _, leaf = module.rpartition(".")
+        group = next((members for members in packed_modules.values() if leaf in members), [leaf])
+        for member in group:
+            full = f"{parent}.{member}.{param}" if parent else f"{member}.{param}"
+            if full not in out:
+                out.append(full)
+    return out
+
+
+def merge_deltas(base: dict[str, torch.Tensor], factors: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                 ) -> dict[str, torch.Tensor]:
+    """W0 + s·B·A for every weight with factors, W0 for the rest of `base`, in W0's dtype.
+    The product and the sum are taken in float32, as the learner's own merge does on CPU."""
+    out = {}
+    for name, w0 in base.items():
+        if name in factors:
+            a, b = factors[name]
+            delta = b.to(w0.device, torch.float32) @ a.to(w0.device, torch.float32)
+            out[name] = (w0.to(torch.float32) + delta).to(w0.dtype)
+        else:
+            out[name] = w0
+    return out
+
+
+class EngineWeightLoader:
     def load_safetensors(self, blob: bytes) -> int:
         """Reload from safetensors bytes (tensors passed as RPC args may arrive as lists)."""
         state = load(blob)
@@ -96,7 +128,7 @@ class WeightReceiver:
         self._osp_group = join_group(host, port, rank, world_size, backend, device=self._osp_device())
         return True
 
-    def receive_broadcast(self, spec: list[tuple[str, str, list[int]]]) -> int:
+    def receive_broadcast(self, spec: Spec) -> int:
         """Receive tensors named in `spec` (name, dtype, shape) from rank 0, in order, then reload."""
         state = receive_tensors(self._osp_group, spec, device=self._osp_device())
         self.reload_weights(weights_iterator=list(state.items()))

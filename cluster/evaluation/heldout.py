@@ -11,8 +11,8 @@ from typing import Any
 
 import ray
 
-from cluster import instruction_eval
-from cluster.prompts import Prompt
+from cluster.data.prompts import Prompt
+from cluster.evaluation import instruction_eval
 
 log = logging.getLogger("osp")
 

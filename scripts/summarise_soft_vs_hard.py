@@ -1,0 +1,112 @@
+"""The soft-vs-hard comparison of docs/results.md §2 into docs/results.json and a plot.
+
+    .venv/bin/python scripts/summarise_soft_vs_hard.py --exp runs/exp --judges runs/judges --sigma 2.5 --eps 0.25
+
+Reads the judge report cards (runs/judges/*/report.json) and the evaluations of the method
+runs: at σ = 0 §1's `osp` and `dpo` runs (cDPO at the judge's error rate 0 is DPO), at σ the
+`osp-logit`, `dpo-logit` and `cdpo-logit` runs. Writes the `judges` and `soft_vs_hard` blocks
+of docs/results.json (other keys are kept) and docs/soft_vs_hard.png (gain against noise, per
+method, with the two-stage intervals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from experiment_summary import METHOD_HEADER, ci, difference, load_evaluations, method_row, method_stats
+
+ARMS = {"spce": ("osp", "osp-logit"), "dpo": ("dpo", "dpo-logit"), "cdpo": ("dpo", "cdpo-logit")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exp", default="runs/exp")
+    parser.add_argument("--judges", default="runs/judges")
+    parser.add_argument("--sigma", type=float, required=True)
+    parser.add_argument("--eps", type=float, required=True)
+    parser.add_argument("--out", default="docs/results.json")
+    parser.add_argument("--plot", default="docs/soft_vs_hard.png")
+    args = parser.parse_args()
+    out_path = Path(args.out)
+    out = json.loads(out_path.read_text()) if out_path.exists() else {}
+
+    judges = {}
+    for report in sorted(Path(args.judges).glob("*/report.json")):
+        for name, card in json.loads(report.read_text())["judges"].items():
+            judges[name] = {"agreement": card["agreement"], "agreement_ci": card["agreement_ci"], "ece": card["ece"],
+                            "near_half_share": card["near_half_share"], "position_gap": card["position_gap"],
+                            "comparisons_per_s": card["comparisons_per_s"], "pairs": card["pairs"],
+                            "gold_decided": card["gold_decided"]}
+    out["judges"] = judges
+
+    sft, results = load_evaluations(Path(args.exp))
+    table: dict[str, dict[str, dict]] = {}
+    for sigma, column in ((0.0, 0), (args.sigma, 1)):
+        for method, runs in ARMS.items():
+            stats = method_stats(results, sft, runs[column], 15)
+            if stats is None:
+                continue
+            table.setdefault(f"{sigma:g}", {})[method] = {
+                "runs": runs[column], "seeds": stats["seeds"], "accuracy": stats["accuracy"]["value"],
+                "gain": stats["gain"]["value"], "gain_ci_low": stats["gain"]["ci_low"],
+                "gain_ci_high": stats["gain"]["ci_high"], "between_run_sd": stats["between_run_sd"],
+                "per_run_gain": stats["gain"]["runs"][0]}
+    noisy = f"{args.sigma:g}"
+    differences = {}
+    for a, b in (("osp-logit", "dpo-logit"), ("osp-logit", "cdpo-logit")):
+        d = difference(results, a, b, 15)
+        if d:
+            differences[f"{a} − {b}"] = {"value": d["value"], "ci_low": d["ci_low"], "ci_high": d["ci_high"]}
+    out["soft_vs_hard"] = table
+    out["soft_vs_hard_setup"] = {
+        "noise": f"logit: p = σ((s_a − s_b)/τ + ε), ε ~ N(0, σ²), τ = 0.5, σ = {args.sigma:g}",
+        "cdpo_label_smoothing": args.eps, "steps": 15, "differences_at_sigma": differences,
+        "interval": "95%, two-stage bootstrap (runs, then prompts)"}
+    out_path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {out_path}\n")
+
+    print("| judge | agreement (95% CI) | ECE | p within 0.05 of ½ | position gap | comparisons/s |\n|---|---|---|---|---|---|")
+    for name, c in judges.items():
+        agree = "—" if c["agreement"] is None else f"{c['agreement']:.3f} ({c['agreement_ci'][0]:.3f}–{c['agreement_ci'][1]:.3f})"
+        gap = "—" if c["position_gap"] is None else f"{c['position_gap']:.3f}"
+        print(f"| {name} | {agree} | {c['ece']:.3f} | {c['near_half_share']:.2f} | {gap} | {c['comparisons_per_s']:.1f} |")
+    print("\n" + METHOD_HEADER)
+    for runs in ("osp-logit", "dpo-logit", "cdpo-logit"):
+        stats = method_stats(results, sft, runs, 15)
+        if stats:
+            print(method_row(f"{runs} (σ = {noisy})", stats))
+    for name, d in differences.items():
+        print(f"\n{name}: {ci(d, True)}")
+    plot(table, args.plot)
+
+
+def plot(table: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for i, method in enumerate(ARMS):
+        points = sorted((float(s), row[method]) for s, row in table.items() if method in row)
+        if not points:
+            continue
+        xs = [s + 0.06 * (i - 1) for s, _ in points]  # side by side at each σ
+        ys = [r["gain"] for _, r in points]
+        err = [[r["gain"] - r["gain_ci_low"] for _, r in points], [r["gain_ci_high"] - r["gain"] for _, r in points]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label={"spce": "SPCE (soft p)", "dpo": "DPO (verdict)",
+                                                                     "cdpo": "cDPO (verdict, ε = error rate)"}[method])
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("judge noise σ (logit scale)")
+    ax.set_ylabel("held-out prompt-level gain over SFT")
+    ax.set_title("Gain against judge noise (3 seeds, 95% CI over runs and prompts)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
