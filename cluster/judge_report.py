@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.answers:
-        rows = json.loads(Path(args.answers).read_text())
+        rows = json.loads(Path(args.answers).read_text())[:args.num_prompts]
     else:
         init_ray(None, num_cpus=2, worker_logs=False)
         link_worker_logs(out)
