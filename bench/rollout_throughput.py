@@ -49,7 +49,7 @@ def main() -> None:
 
     init_ray(None, num_cpus=2)
     actor = ray.remote(RolloutActor).options(num_cpus=1).remote(
-        model, rollout, ModelConfig(max_prompt_tokens=256 - args.max_tokens - 8))
+        model, rollout, ModelConfig(max_prompt_tokens=256 - args.max_tokens - 8), threads=1)
     ray.get(actor.generate.remote(batch[:2])[0])  # warm-up
     tokens, elapsed = 0, 0.0
     for _ in range(args.rounds):

@@ -83,7 +83,7 @@ def main() -> None:
                 p.normal_(0, 0.01)
     init_ray(None, num_cpus=2)
     engine = ray.remote(RolloutActor).options(num_cpus=1).remote(
-        model, RolloutConfig(k=2, temperature=0.8, top_p=1.0, max_tokens=16), ModelConfig(max_prompt_tokens=232))
+        model, RolloutConfig(k=2, temperature=0.8, top_p=1.0, max_tokens=16), ModelConfig(max_prompt_tokens=232), threads=1)
     ray.get(engine.info.remote())
 
     def export(kind):  # what LearnerRank.export_weights does on rank 0

@@ -97,10 +97,9 @@ def evaluate(checkpoints: list[Path], sft_path: str, prompts, scorer_specs: list
     `baseline` names another checkpoint); one result dict each. The SFT model stays the
     self-judge either way."""
     # Nothing else runs during an evaluation: the engine may use every core it is given.
-    engine = ray.remote(RolloutActor).options(
-        num_cpus=cpus, runtime_env={"env_vars": {"OMP_NUM_THREADS": str(int(cpus))}}).remote(
+    engine = ray.remote(RolloutActor).options(num_cpus=cpus).remote(
         sft_path, RolloutConfig(k=1, temperature=1.0, top_p=1.0, max_tokens=max_tokens),
-        ModelConfig(max_prompt_tokens=max(len(p.tokens) for p in prompts)), seed=seed, name="eval")
+        ModelConfig(max_prompt_tokens=max(len(p.tokens) for p in prompts)), seed=seed, name="eval", threads=cpus)
     bar = CountBar("answers", len(prompts) * (1 + len(checkpoints)))
     try:
         if baseline is not None:

@@ -97,9 +97,9 @@ def report_card(p: np.ndarray, gold: np.ndarray, prompt_of: np.ndarray, seed: in
 
 def sample_answers(model_path: str, prompts, k: int, max_tokens: int, seed: int) -> list[dict]:
     """K answers per prompt from one vLLM engine (T = 0.8, top-p 0.95, as the default training)."""
-    engine = ray.remote(RolloutActor).options(num_cpus=1).remote(
+    engine = ray.remote(RolloutActor).options(num_cpus=2).remote(
         model_path, RolloutConfig(k=k, max_tokens=max_tokens), ModelConfig(max_prompt_tokens=max(len(p.tokens) for p in prompts)),
-        seed=seed, name="judge-report")
+        seed=seed, name="judge-report", threads=2)  # nothing else runs meanwhile: both cores
     try:
         table_ref, _ = engine.generate.remote([p.request(i) for i, p in enumerate(prompts)])
         table = ray.get(table_ref)

@@ -74,6 +74,34 @@ def apply_runtime_env(cuda: bool | None = None) -> dict[str, str]:
     return {k: os.environ[k] for k in env}
 
 
+def use_cores(threads: int | None) -> int:
+    """An actor's compute threads, set one way for every role: as many as the cores Ray gives it
+    (its num_cpus). OpenMP and MKL read their variables when a library first starts its pool,
+    torch is told directly; one inter-op thread (nothing here runs ops concurrently within one
+    process). Call first thing in the actor, before vLLM or DeepSpeed start threads. Returns
+    the count in force (torch's own when `threads` is None)."""
+    import torch
+
+    if threads:
+        threads = max(1, int(threads))
+        for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[key] = str(threads)
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already fixed by earlier parallel work in this process: keep it
+            pass
+    return torch.get_num_threads()
+
+
+def thread_report() -> dict[str, int]:
+    """What this process computes with: torch's intra-op threads and the OS threads it has."""
+    import psutil
+    import torch
+
+    return {"torch_threads": torch.get_num_threads(), "os_threads": psutil.Process().num_threads()}
+
+
 def disable_deepspeed_shm_comm() -> None:
     """Stop DeepSpeed JIT-building its shared-memory comm op (~100 s) at init_distributed.
 

@@ -19,7 +19,7 @@ import ray
 import torch
 
 from core.config import TRUNCATED, DnoConfig, JudgeConfig
-from core.env import apply_runtime_env, peak_rss_bytes
+from core.env import apply_runtime_env, peak_rss_bytes, thread_report, use_cores
 from core.logprobs import sequence_logprobs
 from core.records import pair_batch, validate_rollout_batch
 from core.tokens import pad_token_id
@@ -48,8 +48,7 @@ class JudgeActor:
         # and the driver imports this module to create the actor without needing it.
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if threads:
-            torch.set_num_threads(int(threads))
+        use_cores(threads)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         # On a GPU actor (judge.gpus_per_actor > 0) Ray exposes one CUDA device: use it.
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -81,7 +80,7 @@ class JudgeActor:
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "comparisons": self.comparisons, "judge": self.preference.name,
-                "peak_rss_bytes": peak_rss_bytes(), "versions": installed()}
+                "peak_rss_bytes": peak_rss_bytes(), "versions": installed(), **thread_report()}
 
     # -- judging -----------------------------------------------------------------------
     def strengths(self, requests: list[tuple[str, str, str]]) -> list[float]:

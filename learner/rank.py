@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from core.config import LearnerConfig, LossConfig
-from core.env import apply_runtime_env, disable_deepspeed_shm_comm, peak_rss_bytes
+from core.env import apply_runtime_env, disable_deepspeed_shm_comm, peak_rss_bytes, thread_report, use_cores
 from core.logprobs import pack_right_padded, sequence_logprobs, token_logprobs
 from core.net import bind_gloo_to, node_address_and_free_port, tcp_store
 from core.records import validate_pair_batch
@@ -78,8 +78,7 @@ class LearnerRank:
         os.environ.update(
             RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR=master_addr, MASTER_PORT=str(master_port),
             LOCAL_RANK="0" if not torch.cuda.is_available() else os.environ.get("LOCAL_RANK", "0"))
-        if threads:
-            torch.set_num_threads(int(threads))
+        use_cores(threads)
         # Lazy (here and below): DeepSpeed and transformers read the environment applied just
         # above at import, and the driver imports this module without needing either.
         import deepspeed
@@ -117,7 +116,7 @@ class LearnerRank:
 
     def info(self) -> dict[str, Any]:
         return {"rank": self.rank, "pid": os.getpid(), "steps": self.steps, "peak_rss_bytes": peak_rss_bytes(),
-                "versions": installed()}
+                "versions": installed(), **thread_report()}
 
     # -- loss ---------------------------------------------------------------------------
     def _forward_loss(self, pairs: pa.Table, decided_in_step: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:

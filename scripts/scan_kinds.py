@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(model)
     prompts = load_prompts(args.prompts, tokenizer, 512)
     init_ray(None, num_cpus=2, worker_logs=False)
-    engine = ray.remote(RolloutActor).options(num_cpus=2, runtime_env={"env_vars": {"OMP_NUM_THREADS": "2"}}).remote(
-        model, RolloutConfig(k=args.k, max_tokens=args.max_tokens), ModelConfig(max_prompt_tokens=512), seed=args.seed)
+    engine = ray.remote(RolloutActor).options(num_cpus=2).remote(
+        model, RolloutConfig(k=args.k, max_tokens=args.max_tokens), ModelConfig(max_prompt_tokens=512), seed=args.seed,
+        threads=2)
     table_ref, _ = engine.generate.remote([p.request(i) for i, p in enumerate(prompts)])
     rows = ray.get(table_ref).to_pylist()
     ray.kill(engine)

@@ -21,6 +21,7 @@ from learner.rank import LearnerRank
 
 
 def _threads(cpus: float) -> int:
+    """An actor's compute threads: the whole cores of its num_cpus (core/env.use_cores)."""
     return max(1, int(cpus))
 
 
@@ -41,9 +42,9 @@ def _restartable(cls, name: str | None, section, **extra):
 
 def make_rollout_actor(cfg: Config, model_path: str, index: int, prefix: str | None = None):
     r = cfg.rollout
-    actor_cls = _restartable(RolloutActor, actor_name(prefix, f"rollout-{index}"), r, max_concurrency=1,
-                             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(_threads(r.cpus_per_actor))}})
-    return actor_cls.remote(model_path, r, cfg.model, seed=cfg.seed, name=f"rollout-{index}")
+    actor_cls = _restartable(RolloutActor, actor_name(prefix, f"rollout-{index}"), r, max_concurrency=1)
+    return actor_cls.remote(model_path, r, cfg.model, seed=cfg.seed, name=f"rollout-{index}",
+                            threads=_threads(r.cpus_per_actor))
 
 
 def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: str | None = None,
@@ -87,7 +88,6 @@ def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600, pre
             resources=dict(l.resources) or None,
             max_restarts=0,  # a dead rank fails the run (resume from the last checkpoint)
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(_threads(l.cpus_per_rank))}},
         )
         ranks.append(
             actor_cls.remote(rank, l.num_ranks, addr, port, model_path, l, cfg.loss, cfg.model.dtype, cfg.seed,
