@@ -3,6 +3,12 @@
     .venv/bin/pip install -e ".[bench]"       # trl==1.16.0 + datasets
     .venv/bin/python bench/pairs_per_second.py [--steps 10] [--warmup 3] [--model PATH] [--only osp|trl]
         [--osp-variants k2,k4,k4-2rollout,k4-2ranks]
+    .venv/bin/python bench/pairs_per_second.py --task verifier    # the main job's task
+
+Two tasks. `selfjudge` (below): the everyday questions and the SFT self-judge. `verifier`: the
+main job's task (cluster/configs/default.yaml): instruction prompts, K = 4 on osp's side, 48
+tokens, the IFEval verifier as judge on both sides (TRL receives it as a reward function: the
+share of instructions a completion follows; osp drops the pairs it ties, TRL trains them).
 
 Same model (the embedded SmolLM2-135M-Instruct unless --model), same prompts (the shipped
 training set), K=2 samples per prompt, 4 pairs per step, 24 new tokens, temperature 0.8, LoRA
@@ -31,7 +37,10 @@ from core.env import apply_runtime_env
 apply_runtime_env()
 
 PAIRS_PER_STEP = 4
-MAX_TOKENS = 24
+TASKS = {  # task → (new tokens, osp's overrides)
+    "selfjudge": (24, ["judge.kind=self", "judge.drop_ties=false", "data.prompts=questions", "learner.lr=5e-5"]),
+    "verifier": (48, ["judge.kind=verifier", "judge.tau=0.5", "data.prompts=instructions", "learner.lr=3e-4"]),
+}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -43,7 +52,7 @@ OSP_VARIANTS = {
 }
 
 
-def run_osp(model: str, steps: int, warmup: int, variant: str) -> dict:
+def run_osp(model: str, steps: int, warmup: int, variant: str, task: str = "selfjudge") -> dict:
     import statistics
 
     import ray
@@ -51,15 +60,14 @@ def run_osp(model: str, steps: int, warmup: int, variant: str) -> dict:
     from cluster.config import load_config
     from cluster.run import run
 
-    run_dir = Path(tempfile.mkdtemp(prefix=f"bench-osp-{variant}-"))
+    run_dir = Path(tempfile.mkdtemp(prefix=f"bench-osp-{task}-{variant}-"))
+    max_tokens, task_overrides = TASKS[task]
     overrides = [
-        f"model.path={model}", f"rollout.max_tokens={MAX_TOKENS}", "rollout.temperature=0.8",
-        # TRL's side judges with the SFT self-judge on the everyday questions: the same here.
-        "judge.kind=self", "judge.drop_ties=false", "data.prompts=questions", "eval.prompts=",
+        f"model.path={model}", f"rollout.max_tokens={max_tokens}", "rollout.temperature=0.8", "eval.prompts=",
         f"learner.pairs_per_step={PAIRS_PER_STEP}", f"learner.max_steps={warmup + steps}", "learner.lora.r=8",
-        "learner.lora.alpha=16", "learner.lr=5e-5", "loss.name=spce", "loss.beta=0.1", "checkpoint.every=0",
+        "learner.lora.alpha=16", "loss.name=spce", "loss.beta=0.1", "checkpoint.every=0",
         f"checkpoint.dir={run_dir}", "metrics.trackers=[]", "metrics.progress=false", "metrics.probe_every=0",
-    ] + OSP_VARIANTS[variant]
+    ] + task_overrides + OSP_VARIANTS[variant]  # TRL's side judges the same way on the same prompts
     start = time.time()
     run(load_config(None, overrides))
     total = time.time() - start
@@ -100,16 +108,35 @@ class SelfJudgeReward:
         return p + [1 - x for x in p]
 
 
-def run_trl(model: str, steps: int, warmup: int) -> dict:
+class VerifierReward:
+    """TRL reward function: a completion's share of its prompt's IFEval instructions followed
+    (the verifier judge's score s)."""
+
+    __name__ = "verifier"
+
+    def __init__(self, rows):
+        self.instructions = {r.text: r.instructions for r in rows}
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        from judge.verifier import verify
+
+        def text(x):
+            return x[-1]["content"] if isinstance(x, list) else x
+
+        return [verify(text(c), self.instructions[text(p)]).fraction for p, c in zip(prompts, completions)]
+
+
+def run_trl(model: str, steps: int, warmup: int, task: str = "selfjudge") -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer, TrainerCallback
     from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
-    from cluster.data.prompts import SHIPPED_TRAIN, read_prompt_rows
+    from cluster.data.prompts import SHIPPED, SHIPPED_TRAIN, read_prompt_rows
 
-    rows, _ = read_prompt_rows(SHIPPED_TRAIN)
+    rows, _ = read_prompt_rows(SHIPPED["instructions"] if task == "verifier" else SHIPPED_TRAIN)
+    max_tokens, _ = TASKS[task]
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": text}]} for text in [r.text for r in rows[:200]]])
     tokenizer = AutoTokenizer.from_pretrained(model)
     times: list[float] = []
@@ -121,13 +148,14 @@ def run_trl(model: str, steps: int, warmup: int) -> dict:
     out = tempfile.mkdtemp(prefix="bench-trl-")
     args = OnlineDPOConfig(
         output_dir=out, per_device_train_batch_size=PAIRS_PER_STEP, gradient_accumulation_steps=1,
-        max_steps=warmup + steps, learning_rate=5e-5, beta=0.1, max_new_tokens=MAX_TOKENS, temperature=0.8,
+        max_steps=warmup + steps, learning_rate=5e-5, beta=0.1, max_new_tokens=max_tokens, temperature=0.8,
         logging_steps=1, report_to=[], save_strategy="no", use_cpu=True, bf16=False, fp16=False,
         dataloader_num_workers=0, seed=0,
     )
     start = time.time()
     trainer = OnlineDPOTrainer(
-        model=model, reward_funcs=[SelfJudgeReward(model)], args=args, train_dataset=data,
+        model=model, reward_funcs=[VerifierReward(rows) if task == "verifier" else SelfJudgeReward(model)], args=args,
+        train_dataset=data,
         processing_class=tokenizer,
         peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"),
         callbacks=[Clock()],
@@ -146,7 +174,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--model", default=None)
     parser.add_argument("--only", choices=["osp", "trl"], default=None)
-    parser.add_argument("--osp-variants", default="k2", help=f"comma-separated, from {', '.join(OSP_VARIANTS)}")
+    parser.add_argument("--osp-variants", default=None,
+                        help=f"comma-separated, from {', '.join(OSP_VARIANTS)} (default: k2 for selfjudge, k4 for verifier)")
+    parser.add_argument("--task", choices=sorted(TASKS), default="selfjudge")
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args()
     from cluster.data.models import resolve_model_path
@@ -154,10 +184,11 @@ def main() -> None:
     model = str(resolve_model_path(args.model))
     results = {}
     if args.only in (None, "osp"):
-        for variant in args.osp_variants.split(","):
-            results[f"osp-{variant}"] = run_osp(model, args.steps, args.warmup, variant)
+        variants = args.osp_variants or ("k4" if args.task == "verifier" else "k2")
+        for variant in variants.split(","):
+            results[f"osp-{variant}"] = run_osp(model, args.steps, args.warmup, variant, args.task)
     if args.only in (None, "trl"):
-        results["trl"] = run_trl(model, args.steps, args.warmup)
+        results["trl"] = run_trl(model, args.steps, args.warmup, args.task)
     print(json.dumps(results, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -7,6 +7,8 @@
 #     whose agreement with the verifier is in 65–80% (SIGMA, EPS = 1 − that agreement), 3 seeds,
 #     15 steps, on the IFEval task of docs/results.md §1. The σ = 0 arms are §1's OSP and DPO
 #     runs (cDPO at ε = 0 is DPO).
+#  3. OSP with the checklist self-judge (the SFT model asked one yes/no question per instruction),
+#     3 seeds, 15 steps: the self-judge made as informative as this model allows.
 #   bash scripts/run_soft_vs_hard.sh cards        # step 1 (about 15 minutes)
 #   SIGMA=2.5 EPS=0.25 bash scripts/run_soft_vs_hard.sh runs   # step 2 (about 1.5 hours)
 # One run at a time: the machine has 2 cores. Finished runs are skipped.
@@ -37,8 +39,11 @@ runs)
     # shellcheck disable=SC2086
     run "cdpo-logit-s$seed" ifeval-osp "$seed" 15 $noise loss.name=cdpo "loss.label_smoothing=$EPS"
   done
+  for seed in 0 1 2; do
+    run "osp-checklist-s$seed" ifeval-osp "$seed" 15 judge.kind=checklist
+  done
   evaluate eval-logit 15 osp-logit-s0 osp-logit-s1 osp-logit-s2 dpo-logit-s0 dpo-logit-s1 dpo-logit-s2 \
-      cdpo-logit-s0 cdpo-logit-s1 cdpo-logit-s2
+      cdpo-logit-s0 cdpo-logit-s1 cdpo-logit-s2 osp-checklist-s0 osp-checklist-s1 osp-checklist-s2
   .venv/bin/python scripts/summarise_soft_vs_hard.py --exp "$OUT" --judges "$JUDGES" --sigma "$SIGMA" --eps "$EPS"
   ;;
 *)

@@ -60,6 +60,13 @@ def main() -> None:
         if d:
             differences[f"{a} − {b}"] = {"value": d["value"], "ci_low": d["ci_low"], "ci_high": d["ci_high"]}
     out["soft_vs_hard"] = table
+    checklist = method_stats(results, sft, "osp-checklist", 15)
+    if checklist:
+        out["checklist_judge_osp"] = {
+            "judge": "checklist (the SFT model, one yes/no question per instruction), τ = 0.5", "seeds": checklist["seeds"],
+            "accuracy": checklist["accuracy"]["value"], "gain": checklist["gain"]["value"],
+            "gain_ci_low": checklist["gain"]["ci_low"], "gain_ci_high": checklist["gain"]["ci_high"],
+            "between_run_sd": checklist["between_run_sd"], "per_run_gain": checklist["gain"]["runs"][0]}
     out["soft_vs_hard_setup"] = {
         "noise": f"logit: p = σ((s_a − s_b)/τ + ε), ε ~ N(0, σ²), τ = 0.5, σ = {args.sigma:g}",
         "cdpo_label_smoothing": args.eps, "steps": 15, "differences_at_sigma": differences,
@@ -73,10 +80,10 @@ def main() -> None:
         gap = "—" if c["position_gap"] is None else f"{c['position_gap']:.3f}"
         print(f"| {name} | {agree} | {c['ece']:.3f} | {c['near_half_share']:.2f} | {gap} | {c['comparisons_per_s']:.1f} |")
     print("\n" + METHOD_HEADER)
-    for runs in ("osp-logit", "dpo-logit", "cdpo-logit"):
+    for runs in ("osp-logit", "dpo-logit", "cdpo-logit", "osp-checklist"):
         stats = method_stats(results, sft, runs, 15)
         if stats:
-            print(method_row(f"{runs} (σ = {noisy})", stats))
+            print(method_row(runs if runs == "osp-checklist" else f"{runs} (σ = {noisy})", stats))
     for name, d in differences.items():
         print(f"\n{name}: {ci(d, True)}")
     plot(table, args.plot)

@@ -143,6 +143,9 @@ class StepWindow:
         # Where the time goes: mean latency of a rollout call and of a judge call.
         if w["rollouts"]:
             out["rollout/batch_s"] = w["rollout_s"] / w["rollouts"]
+            # Tokens per second while a rollout actor samples (not per wall second): set beside
+            # the same actor alone, it says how much the other actors slow it (bench/stage_bound.py).
+            out["rollout/sampling_tokens_per_s"] = w["tokens"] / max(w["rollout_s"], 1e-9)
         if w["judged"]:
             out["judge/batch_s"] = w["judge_s"] / w["judged"]
         # What the fresh samples judged since the last step are like.

@@ -1,0 +1,103 @@
+"""The broad experiment (docs/results.md §3) into the `broad` block of docs/results.json.
+
+    .venv/bin/python scripts/summarise_broad_experiment.py --exp runs/broad --step 30
+
+Reads runs/broad/eval-*/eval.json (every held-out answer of SFT and of each run's checkpoint on
+the 300 `broad-eval` prompts), recomputes every figure with the shipped verifier, pools each
+method's runs (two-stage bootstrap: runs, then prompts) and marks every instruction kind:
+`improved` (OSP's gain on the prompts holding that kind has a 95% interval above 0), `regressed`
+(below 0) or `flat`. Prints the tables of §3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from experiment_summary import (
+    METHOD_HEADER,
+    ci,
+    difference,
+    load_evaluations,
+    method_row,
+    method_stats,
+    runs_of,
+    training_summary,
+)
+
+from cluster.evaluation.intervals import pooled_over_runs
+
+
+def kind_gains(results: dict, sft: dict, method: str, step: int) -> dict[str, dict]:
+    """Per kind: SFT's and the method's pass rate on the held-out instructions of that kind, and
+    the gain with the two-stage interval over the prompts that hold it."""
+    runs = runs_of(results, method, step)
+    out = {}
+    kinds = sorted({k for ins in sft["instructions"] for k in ins.ids})
+    for kind in kinds:
+        where = [(i, ins.ids.index(kind)) for i, ins in enumerate(sft["instructions"]) if kind in ins.ids]
+        base = np.array([float(sft["verdicts"][i].strict[j]) for i, j in where])
+        num = np.stack([[float(r["verdicts"][i].strict[j]) for i, j in where] for _, r in runs])
+        g = pooled_over_runs([(1.0, num - base)], np.ones(len(where)))
+        mark = "improved" if g["ci_low"] > 0 else "regressed" if g["ci_high"] < 0 else "flat"
+        out[kind] = {"n": len(where), "sft": float(base.mean()), "method": float(num.mean()), "gain": g["value"],
+                     "gain_ci_low": g["ci_low"], "gain_ci_high": g["ci_high"], "mark": mark}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exp", default="runs/broad")
+    parser.add_argument("--step", type=int, default=30)
+    parser.add_argument("--out", default="docs/results.json")
+    args = parser.parse_args()
+    exp, out_path = Path(args.exp), Path(args.out)
+    sft, results = load_evaluations(exp, "broad-eval")
+    stats = {m: s for m in ("osp", "dpo") if (s := method_stats(results, sft, m, args.step))}
+    kinds = {m: kind_gains(results, sft, m, args.step) for m in stats}
+    osp_vs_dpo = difference(results, "osp", "dpo", args.step)
+    out = json.loads(out_path.read_text()) if out_path.exists() else {}
+    block = {"prompts": "broad-eval: 300 held-out prompts over all 25 IFEval kinds (questions never trained on)",
+             "step": args.step, "sft_accuracy": sft["report"]["accuracy"]["prompt_strict"]["value"],
+             "sft_instruction_accuracy": sft["report"]["accuracy"]["instruction_strict"]["value"],
+             "sft_truncated": sft["truncated"], "kinds": kinds, "methods": stats,
+             "runs": {f"{n}@{s}": {"training": training_summary(exp / n), "truncated": r["truncated"],
+                                   "accuracy": r["report"]["accuracy"]["prompt_strict"]["value"]}
+                      for (n, s), r in sorted(results.items())}}
+    if "osp" in stats:
+        o = stats["osp"]
+        block.update({"osp_accuracy": o["accuracy"]["value"], "osp_gain": o["gain"]["value"],
+                      "osp_gain_ci_low": o["gain"]["ci_low"], "osp_gain_ci_high": o["gain"]["ci_high"],
+                      "seeds": o["seeds"], "between_run_sd": o["between_run_sd"],
+                      "kinds_improved": sum(k["mark"] == "improved" for k in kinds["osp"].values()),
+                      "kinds_regressed": sum(k["mark"] == "regressed" for k in kinds["osp"].values()),
+                      "kinds_total": len(kinds["osp"])})
+    if "dpo" in stats:
+        block["dpo_accuracy"] = stats["dpo"]["accuracy"]["value"]
+        block["dpo_gain"] = stats["dpo"]["gain"]["value"]
+    if osp_vs_dpo:
+        block["osp_minus_dpo"] = {k: osp_vs_dpo[k] for k in ("value", "ci_low", "ci_high")}
+    out["broad"] = block
+    out_path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {out_path}\n")
+    a = sft["report"]["accuracy"]
+    print(f"SFT: prompt-level {ci(a['prompt_strict'])}, instruction-level {ci(a['instruction_strict'])}, "
+          f"truncated {sft['truncated']:.2f}\n")
+    print(METHOD_HEADER)
+    for m, s in stats.items():
+        print(method_row({"osp": "OSP (SPCE, soft p)", "dpo": "online DPO (the verdict)"}[m], s))
+    if osp_vs_dpo:
+        print(f"\nOSP − DPO: {ci(osp_vs_dpo, True)}")
+    methods = list(kinds)
+    print("\n| kind | n | SFT | " + " | ".join(f"{m} (gain, 95% CI)" for m in methods) + " | OSP |")
+    print("|---|---|---|" + "---|" * len(methods) + "---|")
+    for kind, k in kinds[methods[0]].items():
+        cells = [f"{kinds[m][kind]['method']:.2f} ({kinds[m][kind]['gain']:+.2f}, {kinds[m][kind]['gain_ci_low']:+.2f} "
+                 f"to {kinds[m][kind]['gain_ci_high']:+.2f})" for m in methods]
+        print(f"| {kind} | {k['n']} | {k['sft']:.2f} | " + " | ".join(cells) + f" | {kinds['osp'][kind]['mark']} |")
+
+
+if __name__ == "__main__":
+    main()
