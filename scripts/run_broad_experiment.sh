@@ -11,9 +11,11 @@ OUT=${OUT:-runs/broad}
 STEPS=${STEPS:-30}
 source scripts/experiment_lib.sh
 
+# The runs skip the in-run held-out (eval.prompts=null): every checkpoint is scored below, on the
+# broad held-out set, at the same cap.
 for seed in 0 1 2; do
-  run "osp-s$seed" broad-osp "$seed" "$STEPS"
-  run "dpo-s$seed" broad-dpo "$seed" "$STEPS"
+  run "osp-s$seed" broad-osp "$seed" "$STEPS" eval.prompts=null
+  run "dpo-s$seed" broad-dpo "$seed" "$STEPS" eval.prompts=null
 done
 PROMPTS=broad-eval MAX_TOKENS=${EVAL_TOKENS:-160} evaluate eval-broad "$STEPS" osp-s0 osp-s1 osp-s2 dpo-s0 dpo-s1 dpo-s2
 .venv/bin/python scripts/summarise_broad_experiment.py --exp "$OUT" --step "$STEPS"

@@ -10,7 +10,8 @@
 #  3. OSP with the checklist self-judge (the SFT model asked one yes/no question per instruction),
 #     3 seeds, 15 steps: the self-judge made as informative as this model allows.
 #   bash scripts/run_soft_vs_hard.sh cards        # step 1 (about 15 minutes)
-#   SIGMA=2.5 EPS=0.25 bash scripts/run_soft_vs_hard.sh runs   # step 2 (about 1.5 hours)
+#   SIGMA=3 EPS=0.27 bash scripts/run_soft_vs_hard.sh runs   # steps 2 and 3 (about 1.5 hours)
+# SEEDS (default "0 1 2") and CHECKLIST_SEEDS (default "0 1 2"; empty skips step 3) choose the runs.
 # One run at a time: the machine has 2 cores. Finished runs are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,19 +32,21 @@ cards)
 runs)
   : "${SIGMA:?set SIGMA, the noise scale chosen from the report card}" "${EPS:?set EPS, 1 − its agreement}"
   noise="judge.noise=logit judge.noise_scale=$SIGMA"
-  for seed in 0 1 2; do
+  runs=()
+  for seed in ${SEEDS-0 1 2}; do
     # shellcheck disable=SC2086
     run "osp-logit-s$seed" ifeval-osp "$seed" 15 $noise
     # shellcheck disable=SC2086
     run "dpo-logit-s$seed" ifeval-dpo "$seed" 15 $noise
     # shellcheck disable=SC2086
     run "cdpo-logit-s$seed" ifeval-osp "$seed" 15 $noise loss.name=cdpo "loss.label_smoothing=$EPS"
+    runs+=("osp-logit-s$seed" "dpo-logit-s$seed" "cdpo-logit-s$seed")
   done
-  for seed in 0 1 2; do
+  for seed in ${CHECKLIST_SEEDS-0 1 2}; do
     run "osp-checklist-s$seed" ifeval-osp "$seed" 15 judge.kind=checklist
+    runs+=("osp-checklist-s$seed")
   done
-  evaluate eval-logit 15 osp-logit-s0 osp-logit-s1 osp-logit-s2 dpo-logit-s0 dpo-logit-s1 dpo-logit-s2 \
-      cdpo-logit-s0 cdpo-logit-s1 cdpo-logit-s2 osp-checklist-s0 osp-checklist-s1 osp-checklist-s2
+  evaluate "eval-logit${EVAL_SUFFIX:-}" 15 "${runs[@]}"
   .venv/bin/python scripts/summarise_soft_vs_hard.py --exp "$OUT" --judges "$JUDGES" --sigma "$SIGMA" --eps "$EPS"
   ;;
 *)

@@ -108,7 +108,7 @@ def plot(table: dict, path: str) -> None:
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("judge noise σ (logit scale)")
     ax.set_ylabel("held-out prompt-level gain over SFT")
-    ax.set_title("Gain against judge noise (3 seeds, 95% CI over runs and prompts)", fontsize=9)
+    ax.set_title("Gain against judge noise (95% CI over runs and prompts)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
