@@ -185,6 +185,7 @@ def validate(cfg: Config) -> None:
     if j.noise == "flip":
         _require(0.0 <= j.noise_scale < 1.0, "judge.noise_scale", f"a flip share must be in [0, 1), got {j.noise_scale}")
     _require(j.noise_scale >= 0.0, "judge.noise_scale", f"must be ≥ 0, got {j.noise_scale}")
+    _require(j.temperature > 0, "judge.temperature", f"must be > 0 (1: unchanged), got {j.temperature}")
     _require(j.truncated in TRUNCATED, "judge.truncated",
              f"must be keep, drop or lose, got {j.truncated!r}")
     _require(cfg.eval.num_prompts is None or cfg.eval.num_prompts >= 1, "eval.num_prompts", "must be ≥ 1 or null")

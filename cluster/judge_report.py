@@ -16,6 +16,9 @@ spec is a judge kind (judge/preferences.py) with an optional noise model:
 - calibration: each pair read both ways, (p, y) and (1 − p, 1 − y) with y = 1, ½, 0 as gold
   prefers a, ties, prefers b; strengths binned in ten, and the expected calibration error
   ECE = Σ_bins (n_b / N)·|mean p − mean y|; the reliability diagram is reliability.png;
+- temperature: the T whose strengths σ(logit(p)/T) have the lowest cross-entropy against gold's
+  outcomes y (temperature scaling; `judge.temperature=T` trains on them), and ece_at_temperature,
+  the ECE they reach;
 - near_half_share: the share of p within 0.05 of 0.5 (how often the judge is nearly mute);
 - position_gap: for an LM judge, mean |p_ab − (1 − p_ba)| before swap averaging;
 - comparisons_per_s: comparisons judged per second, in this process.
@@ -49,7 +52,7 @@ from cluster.driver.progress import setup_logging
 from cluster.driver.ray_setup import init_ray, link_worker_logs
 from cluster.evaluation.intervals import ratio_with_interval
 from core.config import ModelConfig, RolloutConfig
-from judge.preferences import NOISES, check_kind, make_preference
+from judge.preferences import NOISES, base_judge, check_kind, make_preference
 from judge.verifier import verify
 
 log = logging.getLogger("osp")
@@ -95,6 +98,29 @@ def report_card(p: np.ndarray, gold: np.ndarray, prompt_of: np.ndarray, seed: in
             "pairs": int(len(p)), "gold_decided": int(decided.sum()), "reliability": bins}
 
 
+def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
+    """σ(logit(p) / T), as judge.temperature applies it (judge/preferences.TemperedJudge)."""
+    p = np.clip(np.asarray(p, float), 1e-12, 1 - 1e-12)
+    return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / temperature))
+
+
+def fit_temperature(p: np.ndarray, gold: np.ndarray) -> float:
+    """The T minimising the cross-entropy −Σ[y log q + (1 − y) log(1 − q)], q = σ(logit(p)/T),
+    y = 1, ½, 0 as gold prefers a, ties, prefers b: a grid over log T, then a finer grid around
+    its best point (the loss is smooth and one-dimensional; no optimiser needed)."""
+    p, gold = np.asarray(p, float), np.asarray(gold, float)
+    y = np.where(gold > 0, 1.0, np.where(gold < 0, 0.0, 0.5))
+
+    def cross_entropy(t: float) -> float:
+        q = np.clip(tempered(p, t), 1e-12, 1 - 1e-12)
+        return float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean())
+
+    grid = np.exp(np.linspace(np.log(0.05), np.log(100.0), 121))
+    best = grid[int(np.argmin([cross_entropy(t) for t in grid]))]
+    fine = best * np.exp(np.linspace(-0.07, 0.07, 57))
+    return float(fine[int(np.argmin([cross_entropy(t) for t in fine]))])
+
+
 def sample_answers(model_path: str, prompts, k: int, max_tokens: int, seed: int) -> list[dict]:
     """K answers per prompt from one vLLM engine (T = 0.8, top-p 0.95, as the default training)."""
     engine = ray.remote(RolloutActor).options(num_cpus=2).remote(
@@ -131,7 +157,7 @@ def judge_all(spec: str, sft_model, tokenizer, instructions: dict, prompts, a, b
     start = time.perf_counter()
     p = np.array(judge.compare(prompts, a, b), dtype=float)
     seconds = time.perf_counter() - start
-    inner = getattr(judge, "inner", judge)
+    inner = base_judge(judge)
     gap = inner.position_gap_sum / inner.position_gap_count if getattr(inner, "position_gap_count", 0) else None
     return p, seconds, gap
 
@@ -160,12 +186,13 @@ def plot_reliability(cards: dict[str, dict], path: Path) -> None:
 
 
 def markdown(cards: dict[str, dict]) -> str:
-    lines = ["| judge | agreement with gold (95% CI) | ECE | p within 0.05 of ½ | position gap | comparisons/s |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| judge | agreement with gold (95% CI) | ECE | calibrating T (ECE at T) | p within 0.05 of ½ | position gap "
+             "| comparisons/s |", "|---|---|---|---|---|---|---|"]
     for name, c in cards.items():
         agree = "—" if c["agreement"] is None else f"{c['agreement']:.3f} ({c['agreement_ci'][0]:.3f}–{c['agreement_ci'][1]:.3f})"
         gap = "—" if c["position_gap"] is None else f"{c['position_gap']:.3f}"
-        lines.append(f"| {name} | {agree} | {c['ece']:.3f} | {c['near_half_share']:.2f} | {gap} | "
+        fitted = f"{c['temperature']:.2f} ({c['ece_at_temperature']:.3f})" if "temperature" in c else "—"
+        lines.append(f"| {name} | {agree} | {c['ece']:.3f} | {fitted} | {c['near_half_share']:.2f} | {gap} | "
                      f"{c['comparisons_per_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
@@ -221,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.judges:
         p, seconds, gap = judge_all(spec, sft, tokenizer, by_text, texts, a, b, args.tau, args.seed)
         card = report_card(p, gold, owner, args.seed)
+        temperature = fit_temperature(p, gold)
+        card.update(temperature=temperature, ece_at_temperature=report_card(tempered(p, temperature), gold, owner)["ece"])
         card.update(position_gap=gap, comparisons_per_s=len(p) / max(seconds, 1e-9), seconds=seconds)
         cards[spec] = card
         log.info("%s: agreement %s, ECE %.3f, near ½ %.2f, %.1f comparisons/s", spec,

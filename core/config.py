@@ -81,6 +81,10 @@ class JudgeConfig:
     # wrong mostly where the true margin is small, like an LLM judge).
     noise: str = "none"
     noise_scale: float = 0.0
+    # Temperature scaling, applied to the judge's p after its noise: p ← σ(logit(p) / temperature).
+    # > 1 softens an overconfident judge (1: unchanged). `python -m cluster.judge_report` fits the
+    # temperature that calibrates a judge against the verifier (its `temperature` field).
+    temperature: float = 1.0
     # verifier kind: a failed instruction scores its closeness to passing (≤ ½; a pass scores 1),
     # so two failing answers are still ranked (judge/partial_credit.py). Evaluation stays strict.
     partial_credit: bool = False

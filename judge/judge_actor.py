@@ -25,7 +25,7 @@ from core.records import pair_batch, validate_rollout_batch
 from core.tokens import pad_token_id
 from core.versions import installed
 from judge.pairing import JudgedPair, judge_pairs
-from judge.preferences import make_preference
+from judge.preferences import base_judge, make_preference
 from judge.strength import JudgeTemplate
 from judge.verifier import parse_instructions, verify
 
@@ -67,7 +67,7 @@ class JudgeActor:
             template=JudgeTemplate(**({"text": judge.template} if judge.template else {}),
                                    answer_tokens=tuple(judge.answer_tokens)),
             batch_size=judge.batch_size, noise=judge.noise, noise_scale=judge.noise_scale, seed=seed, dtype=dtype,
-            partial_credit=judge.partial_credit)
+            partial_credit=judge.partial_credit, temperature=judge.temperature)
         self.anchor, self.batch_size, self.dno_margin = judge.anchor, judge.batch_size, dno.margin
         self.drop_ties = judge.drop_ties
         if judge.truncated not in TRUNCATED:
@@ -215,7 +215,7 @@ class JudgeActor:
 
     def position_stats(self) -> dict[str, float]:
         """Σ|p_ab − (1 − p_ba)| and the count since the last batch, for an LM judge (else nothing)."""
-        judge = getattr(self.preference, "inner", self.preference)
+        judge = base_judge(self.preference)
         if not hasattr(judge, "position_gap_sum"):
             return {}
         out = {"position_gap_sum": judge.position_gap_sum, "position_gap_count": float(judge.position_gap_count)}

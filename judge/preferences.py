@@ -20,6 +20,9 @@
   mostly where the true margin is small, and as unsure as it is likely to be wrong. For the
   verifier, p = σ((s_a − s_b)/τ + ε). An exact tie (p = 0.5) becomes a coin flip with a small
   margin, as a judge that cannot say "tie" would give.
+`judge.temperature` T rescales any judge's p after its noise, p ← σ(logit(p)/T): T > 1 softens
+an overconfident judge toward ½ without changing its verdicts. `cluster.judge_report` fits the T
+that calibrates a judge against the verifier.
 Every draw is a hash of (seed, prompt, the two responses), so every judge's `compare` is a
 pure function of its inputs: the same comparison gets the same noise in either order, on every
 retry, restart and resume, and in every arm of an experiment that meets it.
@@ -138,6 +141,12 @@ class FlippedJudge:
         return [1.0 - p if self.flipped(q, x, y) else p for p, q, x, y in zip(ps, prompts, a, b)]
 
 
+def logit(p: float) -> float:
+    """log(p / (1 − p)), with p kept off 0 and 1 so that a certain verdict stays finite."""
+    p = min(max(p, 1e-12), 1.0 - 1e-12)
+    return math.log(p / (1.0 - p))
+
+
 class LogitNoiseJudge:
     """judge.noise=logit: p = σ(logit(p) + ε), ε ~ N(0, scale²) per comparison (Box–Muller on the
     comparison's hash). ε changes sign with the presentation order, so p(b ≻ a) = 1 − p(a ≻ b)
@@ -155,9 +164,35 @@ class LogitNoiseJudge:
     def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
         out = []
         for p, q, x, y in zip(self.inner.compare(prompts, a, b), prompts, a, b):
-            p = min(max(p, 1e-12), 1.0 - 1e-12)  # a certain verdict stays finite in logit space
-            out.append(sigmoid(math.log(p / (1.0 - p)) + self.epsilon(q, x, y)))
+            out.append(sigmoid(logit(p) + self.epsilon(q, x, y)))
         return out
+
+
+class TemperedJudge:
+    """judge.temperature: p ← σ(logit(p) / temperature). A tie stays a tie, a verdict keeps its
+    side, and p(b ≻ a) = 1 − p(a ≻ b) still holds; only the confidence changes."""
+
+    def __init__(self, inner: Preference, temperature: float):
+        if temperature <= 0:
+            raise ValueError(f"judge temperature must be > 0, got {temperature}")
+        self.inner, self.temperature = inner, temperature
+        self.name = f"{inner.name}/T{temperature:g}"
+
+    def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
+        return [0.5 if p == 0.5 else sigmoid(logit(p) / self.temperature)
+                for p in self.inner.compare(prompts, a, b)]
+
+
+def tempered(judge: Preference, temperature: float) -> Preference:
+    """`judge` with its strengths rescaled by `temperature` (judge.temperature; 1: itself)."""
+    return judge if temperature == 1.0 else TemperedJudge(judge, temperature)
+
+
+def base_judge(judge: Preference) -> Preference:
+    """The judge under its noise and temperature wrappers (where its own counters live)."""
+    while hasattr(judge, "inner"):
+        judge = judge.inner
+    return judge
 
 
 def with_noise(judge: Preference, noise: str, scale: float, seed: int) -> Preference:
@@ -174,7 +209,7 @@ def with_noise(judge: Preference, noise: str, scale: float, seed: int) -> Prefer
 def make_preference(kind: str, sft_model=None, sft_tokenizer=None, *, instructions: dict[str, Instructions] | None = None,
                     tau: float = 0.25, template: JudgeTemplate | None = None, batch_size: int = 8,
                     noise: str = "none", noise_scale: float = 0.0, seed: int = 0, dtype: str = "float32",
-                    partial_credit: bool = False) -> Preference:
+                    partial_credit: bool = False, temperature: float = 1.0) -> Preference:
     """Build the judge `kind`. `self` judges with the given SFT model (no second copy)."""
     check_kind(kind)
     head, _, rest = kind.partition(":")
@@ -201,4 +236,4 @@ def make_preference(kind: str, sft_model=None, sft_tokenizer=None, *, instructio
         judge = VerifierJudge(instructions, tau, partial_credit)
     else:
         judge = PythonJudge(rest)
-    return with_noise(judge, noise, noise_scale, seed)
+    return tempered(with_noise(judge, noise, noise_scale, seed), temperature)

@@ -1,10 +1,12 @@
 """The soft-vs-hard comparison of docs/results.md §2 into docs/results.json and a plot.
 
-    .venv/bin/python scripts/summarise_soft_vs_hard.py --exp runs/exp --judges runs/judges --sigma 2.5 --eps 0.25
+    .venv/bin/python scripts/summarise_soft_vs_hard.py --exp runs/exp --judges runs/judges --sigma 3 --eps 0.27 --temperature 7.24
 
 Reads the judge report cards (runs/judges/*/report.json) and the evaluations of the method
 runs: at σ = 0 §1's `osp` and `dpo` runs (cDPO at the judge's error rate 0 is DPO), at σ the
-`osp-logit`, `dpo-logit` and `cdpo-logit` runs. Writes the `judges` and `soft_vs_hard` blocks
+`osp-logit`, `dpo-logit` and `cdpo-logit` runs and `osp-logit-T` (SPCE on the judge's p
+calibrated by temperature scaling, judge.temperature = --temperature). A σ whose runs are not in
+--exp keeps the figures results.json already holds for it (e.g. σ = 0 from §1). Writes the `judges` and `soft_vs_hard` blocks
 of docs/results.json (other keys are kept) and docs/soft_vs_hard.png (gain against noise, per
 method, with the two-stage intervals).
 """
@@ -17,7 +19,10 @@ from pathlib import Path
 
 from experiment_summary import METHOD_HEADER, ci, difference, load_evaluations, method_row, method_stats
 
-ARMS = {"spce": ("osp", "osp-logit"), "dpo": ("dpo", "dpo-logit"), "cdpo": ("dpo", "cdpo-logit")}
+ARMS = {"spce": ("osp", "osp-logit"), "dpo": ("dpo", "dpo-logit"), "cdpo": ("dpo", "cdpo-logit"),
+        "spce_calibrated": ("osp", "osp-logit-T")}  # at σ = 0 the verifier needs no calibration
+LABELS = {"spce": "SPCE (soft p)", "dpo": "DPO (verdict)", "cdpo": "cDPO (verdict, ε = error rate)",
+          "spce_calibrated": "SPCE (p calibrated, T)"}
 
 
 def main() -> None:
@@ -26,6 +31,7 @@ def main() -> None:
     parser.add_argument("--judges", default="runs/judges")
     parser.add_argument("--sigma", type=float, required=True)
     parser.add_argument("--eps", type=float, required=True)
+    parser.add_argument("--temperature", type=float, default=None, help="judge.temperature of the osp-logit-T runs")
     parser.add_argument("--out", default="docs/results.json")
     parser.add_argument("--plot", default="docs/soft_vs_hard.png")
     args = parser.parse_args()
@@ -55,10 +61,14 @@ def main() -> None:
                 "per_run_gain": stats["gain"]["runs"][0]}
     noisy = f"{args.sigma:g}"
     differences = {}
-    for a, b in (("osp-logit", "dpo-logit"), ("osp-logit", "cdpo-logit")):
+    for a, b in (("osp-logit", "dpo-logit"), ("osp-logit", "cdpo-logit"), ("osp-logit-T", "dpo-logit"),
+                 ("osp-logit-T", "osp-logit")):
         d = difference(results, a, b, 15)
         if d:
             differences[f"{a} − {b}"] = {"value": d["value"], "ci_low": d["ci_low"], "ci_high": d["ci_high"]}
+    for sigma, row in out.get("soft_vs_hard", {}).items():  # measured before, runs not here
+        for method, figures in row.items():
+            table.setdefault(sigma, {}).setdefault(method, figures)
     out["soft_vs_hard"] = table
     checklist = method_stats(results, sft, "osp-checklist", 15)
     if checklist:
@@ -69,7 +79,8 @@ def main() -> None:
             "between_run_sd": checklist["between_run_sd"], "per_run_gain": checklist["gain"]["runs"][0]}
     out["soft_vs_hard_setup"] = {
         "noise": f"logit: p = σ((s_a − s_b)/τ + ε), ε ~ N(0, σ²), τ = 0.5, σ = {args.sigma:g}",
-        "cdpo_label_smoothing": args.eps, "steps": 15, "differences_at_sigma": differences,
+        "cdpo_label_smoothing": args.eps, "spce_calibrated_temperature": args.temperature, "steps": 15,
+        "differences_at_sigma": differences,
         "interval": "95%, two-stage bootstrap (runs, then prompts)"}
     out_path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {out_path}\n")
@@ -80,7 +91,7 @@ def main() -> None:
         gap = "—" if c["position_gap"] is None else f"{c['position_gap']:.3f}"
         print(f"| {name} | {agree} | {c['ece']:.3f} | {c['near_half_share']:.2f} | {gap} | {c['comparisons_per_s']:.1f} |")
     print("\n" + METHOD_HEADER)
-    for runs in ("osp-logit", "dpo-logit", "cdpo-logit", "osp-checklist"):
+    for runs in ("osp-logit", "dpo-logit", "cdpo-logit", "osp-logit-T", "osp-checklist"):
         stats = method_stats(results, sft, runs, 15)
         if stats:
             print(method_row(runs if runs == "osp-checklist" else f"{runs} (σ = {noisy})", stats))
@@ -100,11 +111,10 @@ def plot(table: dict, path: str) -> None:
         points = sorted((float(s), row[method]) for s, row in table.items() if method in row)
         if not points:
             continue
-        xs = [s + 0.06 * (i - 1) for s, _ in points]  # side by side at each σ
+        xs = [s + 0.06 * (i - 1.5) for s, _ in points]  # side by side at each σ
         ys = [r["gain"] for _, r in points]
         err = [[r["gain"] - r["gain_ci_low"] for _, r in points], [r["gain_ci_high"] - r["gain"] for _, r in points]]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label={"spce": "SPCE (soft p)", "dpo": "DPO (verdict)",
-                                                                     "cdpo": "cDPO (verdict, ε = error rate)"}[method])
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=LABELS[method])
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("judge noise σ (logit scale)")
     ax.set_ylabel("held-out prompt-level gain over SFT")

@@ -186,6 +186,32 @@ def test_noise_is_chosen_by_config_and_refused_when_unknown():
         with_noise(base, "gauss", 1.0, 0)
 
 
+def test_temperature_softens_a_judge_by_hand_keeps_ties_and_verdicts_and_is_wired_from_config():
+    """p ← σ(logit(p)/T). A one-instruction pass against a fail gives p = σ(2) for the verifier
+    (τ = 0.5); at T = 4 it is σ(0.5) = 0.6225 exactly. Would catch a temperature that multiplies
+    instead of divides, one applied before the noise (the noisy p would stay overconfident), a
+    tie moved off ½, a verdict flipped, or a config value that never reaches the judge."""
+    from judge.preferences import LogitNoiseJudge, TemperedJudge, base_judge
+
+    base = VerifierJudge({"q": BOTH}, tau=0.5)
+    cool = make_preference("verifier", instructions={"q": BOTH}, tau=0.5, temperature=4.0)
+    assert isinstance(cool, TemperedJudge) and base_judge(cool).__class__ is VerifierJudge
+    assert cool.compare(["q"], ["short"], ["a, b, c, d, e"]) == pytest.approx([1 / (1 + math.exp(-0.5))], abs=1e-12)
+    assert cool.compare(["q"], ["short"], ["tiny"]) == [0.5]  # both pass: a tie stays a tie
+    assert make_preference("verifier", instructions={"q": BOTH}, tau=0.5).__class__ is VerifierJudge  # T = 1: itself
+    # After the noise: logit(p) = (2 + ε)/T, the same ε as the untempered noisy judge.
+    noisy = make_preference("verifier", instructions={"q": BOTH}, tau=0.5, noise="logit", noise_scale=3.0, seed=5,
+                            temperature=7.0)
+    assert isinstance(noisy.inner, LogitNoiseJudge)
+    raw = LogitNoiseJudge(base, 3.0, seed=5)
+    a, b = [f"short {i}" for i in range(50)], [f"a, b, c, d, e {i}" for i in range(50)]
+    for x, y in zip(noisy.compare(["q"] * 50, a, b), raw.compare(["q"] * 50, a, b)):
+        assert math.log(x / (1 - x)) == pytest.approx(math.log(y / (1 - y)) / 7.0, abs=1e-9)
+        assert (x > 0.5) == (y > 0.5)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        make_preference("verifier", instructions={"q": BOTH}, temperature=0.0)
+
+
 def test_reward_judge_is_sigmoid_of_reward_difference_over_tau(tiny_model_dir, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

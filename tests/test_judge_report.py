@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from cluster.judge_report import parse_judge_spec, report_card
+from cluster.judge_report import fit_temperature, parse_judge_spec, report_card, tempered
 
 
 def test_report_card_by_hand():
@@ -34,6 +34,26 @@ def test_a_judge_that_says_its_own_odds_is_calibrated_and_a_mute_one_agrees_by_h
     assert card["ece"] < 0.02 and card["agreement"] == pytest.approx(0.75, abs=0.01)  # E[max(p, 1 − p)]
     mute = report_card(np.full(100, 0.5), gold[:100], np.arange(100) % 10)
     assert mute["agreement"] == 0.5 and mute["near_half_share"] == 1.0
+
+
+def test_fitted_temperature_recovers_the_overconfidence_of_a_judge():
+    """A judge whose logits are 4× what its accuracy supports (gold prefers a with probability
+    σ(z), the judge says σ(4z)): the fitted T is 4 and calibrates it (ECE falls to the
+    sampling floor); a calibrated judge gets T ≈ 1. Would catch a fit that minimises the wrong
+    loss (e.g. agreement, which T cannot change), a T applied as a multiplier, or a fit blind
+    to gold's ties."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 1.5, 40000)
+    gold = np.where(rng.uniform(0, 1, z.size) < 1 / (1 + np.exp(-z)), 1.0, -1.0)
+    over = 1 / (1 + np.exp(-4 * z))
+    t = fit_temperature(over, gold)
+    assert t == pytest.approx(4.0, rel=0.06)
+    owner = np.arange(z.size) % 400
+    assert report_card(over, gold, owner)["ece"] > 0.1 > 0.02 > report_card(tempered(over, t), gold, owner)["ece"]
+    assert fit_temperature(1 / (1 + np.exp(-z)), gold) == pytest.approx(1.0, rel=0.06)
+    # Ties count as y = ½: a judge that is confident on gold's ties must be cooled further.
+    tie_gold = np.concatenate([gold, np.zeros(z.size)])
+    assert fit_temperature(np.concatenate([over, over]), tie_gold) > 1.2 * t
 
 
 def test_judge_specs():
@@ -69,6 +89,8 @@ def test_report_card_cli_on_real_answers(ray_cluster, tiny_model_dir, tmp_path):
         assert cards["verifier"]["agreement"] == 1.0
     assert cards["self"]["position_gap"] is not None and cards["verifier"]["position_gap"] is None
     assert (out / "reliability.png").stat().st_size > 1000 and (out / "answers.json").exists()
+    assert all(c["temperature"] > 0 and 0 <= c["ece_at_temperature"] <= 1 for c in cards.values())
+    assert "calibrating T" in (out / "report.md").read_text()
     # Judging the saved answers again gives the same card (nothing is resampled).
     assert main(["--judges", "verifier", "--model", tiny_model_dir, "--prompts", str(prompts),
                  "--answers", str(out / "answers.json"), "--out", str(tmp_path / "again")]) == 0
