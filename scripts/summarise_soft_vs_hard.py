@@ -38,13 +38,14 @@ def main() -> None:
     out_path = Path(args.out)
     out = json.loads(out_path.read_text()) if out_path.exists() else {}
 
-    judges = {}
+    judges = dict(out.get("judges", {}))  # cards measured before stay unless re-measured here
     for report in sorted(Path(args.judges).glob("*/report.json")):
         for name, card in json.loads(report.read_text())["judges"].items():
             judges[name] = {"agreement": card["agreement"], "agreement_ci": card["agreement_ci"], "ece": card["ece"],
                             "near_half_share": card["near_half_share"], "position_gap": card["position_gap"],
                             "comparisons_per_s": card["comparisons_per_s"], "pairs": card["pairs"],
-                            "gold_decided": card["gold_decided"]}
+                            "gold_decided": card["gold_decided"],
+                            **{k: card[k] for k in ("temperature", "ece_at_temperature") if k in card}}
     out["judges"] = judges
 
     sft, results = load_evaluations(Path(args.exp))
