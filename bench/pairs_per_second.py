@@ -39,7 +39,9 @@ apply_runtime_env()
 PAIRS_PER_STEP = 4
 TASKS = {  # task → (new tokens, osp's overrides)
     "selfjudge": (24, ["judge.kind=self", "judge.drop_ties=false", "data.prompts=questions", "learner.lr=5e-5"]),
-    "verifier": (48, ["judge.kind=verifier", "judge.tau=0.5", "data.prompts=instructions", "learner.lr=3e-4"]),
+    # model.max_prompt_tokens as in cluster/configs/default.yaml: instruction prompts reach 103 tokens.
+    "verifier": (48, ["judge.kind=verifier", "judge.tau=0.5", "data.prompts=instructions", "learner.lr=3e-4",
+                      "model.max_prompt_tokens=256"]),
 }
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
