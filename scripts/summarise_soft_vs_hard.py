@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from experiment_summary import METHOD_HEADER, ci, difference, load_evaluations, method_row, method_stats
+from experiment_summary import METHOD_HEADER, RUN_NAME, ci, difference, load_evaluations, method_row, method_stats
 
 ARMS = {"spce": ("osp", "osp-logit"), "dpo": ("dpo", "dpo-logit"), "cdpo": ("dpo", "cdpo-logit"),
         "spce_calibrated": ("osp", "osp-logit-T")}  # at σ = 0 the verifier needs no calibration
@@ -71,6 +71,26 @@ def main() -> None:
         for method, figures in row.items():
             table.setdefault(sigma, {}).setdefault(method, figures)
     out["soft_vs_hard"] = table
+    # The same arms by seed set: the first three seeds (the planned comparison) and any further
+    # seeds (a replication), each pooled on its own, then all together.
+    by_seeds = {}
+    seeds_run = sorted({s for (name, _), _ in results.items() if (m := RUN_NAME.match(name)) for s in [int(m["seed"])]})
+    sets = {"0-2": {0, 1, 2}, "3+": {s for s in seeds_run if s >= 3}, "all": set(seeds_run)}
+    for label, seeds in sets.items():
+        subset = {k: v for k, v in results.items() if (m := RUN_NAME.match(k[0])) and int(m["seed"]) in seeds}
+        block = {}
+        for runs in ("osp-logit", "dpo-logit", "cdpo-logit", "osp-logit-T"):
+            stats = method_stats(subset, sft, runs, 15)
+            if stats:
+                block[runs] = {"seeds": stats["seeds"], "gain": stats["gain"]["value"], "gain_ci_low": stats["gain"]["ci_low"],
+                               "gain_ci_high": stats["gain"]["ci_high"], "per_run_gain": stats["gain"]["runs"][0]}
+        for a, b in (("osp-logit-T", "osp-logit"), ("osp-logit-T", "dpo-logit"), ("osp-logit", "dpo-logit")):
+            d = difference(subset, a, b, 15)
+            if d:
+                block[f"{a} − {b}"] = {"value": d["value"], "ci_low": d["ci_low"], "ci_high": d["ci_high"]}
+        if seeds and block:
+            by_seeds[label] = block
+    out["soft_vs_hard_by_seed_set"] = by_seeds
     checklist = method_stats(results, sft, "osp-checklist", 15)
     if checklist:
         out["checklist_judge_osp"] = {
@@ -98,6 +118,14 @@ def main() -> None:
             print(method_row(runs if runs == "osp-checklist" else f"{runs} (σ = {noisy})", stats))
     for name, d in differences.items():
         print(f"\n{name}: {ci(d, True)}")
+    for label, block in by_seeds.items():
+        print(f"\nseeds {label}:")
+        for name, f in block.items():
+            if "gain" in f:
+                print(f"  {name}: gain {f['gain']:+.3f} ({f['gain_ci_low']:+.3f} to {f['gain_ci_high']:+.3f}), "
+                      f"runs {f['per_run_gain']}")
+            else:
+                print(f"  {name}: {f['value']:+.3f} ({f['ci_low']:+.3f} to {f['ci_high']:+.3f})")
     plot(table, args.plot)
 
 
