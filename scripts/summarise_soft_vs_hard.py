@@ -6,9 +6,11 @@ Reads the judge report cards (runs/judges/*/report.json) and the evaluations of 
 runs: at σ = 0 §1's `osp` and `dpo` runs (cDPO at the judge's error rate 0 is DPO), at σ the
 `osp-logit`, `dpo-logit` and `cdpo-logit` runs and `osp-logit-T` (SPCE on the judge's p
 calibrated by temperature scaling, judge.temperature = --temperature). A σ whose runs are not in
---exp keeps the figures results.json already holds for it (e.g. σ = 0 from §1). Writes the `judges` and `soft_vs_hard` blocks
-of docs/results.json (other keys are kept) and docs/soft_vs_hard.png (gain against noise, per
-method, with the two-stage intervals).
+--exp keeps the figures results.json already holds for it (e.g. σ = 0 from §1). Writes the
+`judges` and `soft_vs_hard` blocks of docs/results.json (all seeds pooled; other keys are kept),
+`soft_vs_hard_by_seed_set` (the planned seeds 0-2 and any further seeds, a replication, each
+pooled on its own) and docs/soft_vs_hard.png (gain against noise, per method, with the
+two-stage intervals).
 """
 
 from __future__ import annotations
@@ -23,6 +25,28 @@ ARMS = {"spce": ("osp", "osp-logit"), "dpo": ("dpo", "dpo-logit"), "cdpo": ("dpo
         "spce_calibrated": ("osp", "osp-logit-T")}  # at σ = 0 the verifier needs no calibration
 LABELS = {"spce": "SPCE (soft p)", "dpo": "DPO (verdict)", "cdpo": "cDPO (verdict, ε = error rate)",
           "spce_calibrated": "SPCE (p calibrated, T)"}
+
+
+NOISY_ARMS = ("osp-logit", "dpo-logit", "cdpo-logit", "osp-logit-T")
+DIFFERENCES = (("osp-logit", "dpo-logit"), ("osp-logit", "cdpo-logit"), ("osp-logit-T", "dpo-logit"),
+               ("osp-logit-T", "osp-logit"))
+
+
+def gain_figures(stats: dict) -> dict:
+    """A pooled method's figures as results.json keeps them."""
+    return {"seeds": stats["seeds"], "accuracy": stats["accuracy"]["value"], "gain": stats["gain"]["value"],
+            "gain_ci_low": stats["gain"]["ci_low"], "gain_ci_high": stats["gain"]["ci_high"],
+            "between_run_sd": stats["between_run_sd"], "per_run_gain": stats["gain"]["runs"][0]}
+
+
+def differences_of(results: dict) -> dict:
+    """The arms' pairwise differences at σ (runs resampled per arm, prompts shared)."""
+    out = {}
+    for a, b in DIFFERENCES:
+        d = difference(results, a, b, 15)
+        if d:
+            out[f"{a} − {b}"] = {"value": d["value"], "ci_low": d["ci_low"], "ci_high": d["ci_high"]}
+    return out
 
 
 def main() -> None:
@@ -55,49 +79,27 @@ def main() -> None:
             stats = method_stats(results, sft, runs[column], 15)
             if stats is None:
                 continue
-            table.setdefault(f"{sigma:g}", {})[method] = {
-                "runs": runs[column], "seeds": stats["seeds"], "accuracy": stats["accuracy"]["value"],
-                "gain": stats["gain"]["value"], "gain_ci_low": stats["gain"]["ci_low"],
-                "gain_ci_high": stats["gain"]["ci_high"], "between_run_sd": stats["between_run_sd"],
-                "per_run_gain": stats["gain"]["runs"][0]}
+            table.setdefault(f"{sigma:g}", {})[method] = {"runs": runs[column], **gain_figures(stats)}
     noisy = f"{args.sigma:g}"
-    differences = {}
-    for a, b in (("osp-logit", "dpo-logit"), ("osp-logit", "cdpo-logit"), ("osp-logit-T", "dpo-logit"),
-                 ("osp-logit-T", "osp-logit")):
-        d = difference(results, a, b, 15)
-        if d:
-            differences[f"{a} − {b}"] = {"value": d["value"], "ci_low": d["ci_low"], "ci_high": d["ci_high"]}
+    differences = differences_of(results)
     for sigma, row in out.get("soft_vs_hard", {}).items():  # measured before, runs not here
         for method, figures in row.items():
             table.setdefault(sigma, {}).setdefault(method, figures)
     out["soft_vs_hard"] = table
-    # The same arms by seed set: the first three seeds (the planned comparison) and any further
-    # seeds (a replication), each pooled on its own, then all together.
+    # The same arms by seed set: the planned seeds 0-2 and any further seeds (a replication),
+    # each pooled on its own (all seeds pooled are the table above).
     by_seeds = {}
-    seeds_run = sorted({s for (name, _), _ in results.items() if (m := RUN_NAME.match(name)) for s in [int(m["seed"])]})
-    sets = {"0-2": {0, 1, 2}, "3+": {s for s in seeds_run if s >= 3}, "all": set(seeds_run)}
-    for label, seeds in sets.items():
-        subset = {k: v for k, v in results.items() if (m := RUN_NAME.match(k[0])) and int(m["seed"]) in seeds}
-        block = {}
-        for runs in ("osp-logit", "dpo-logit", "cdpo-logit", "osp-logit-T"):
-            stats = method_stats(subset, sft, runs, 15)
-            if stats:
-                block[runs] = {"seeds": stats["seeds"], "gain": stats["gain"]["value"], "gain_ci_low": stats["gain"]["ci_low"],
-                               "gain_ci_high": stats["gain"]["ci_high"], "per_run_gain": stats["gain"]["runs"][0]}
-        for a, b in (("osp-logit-T", "osp-logit"), ("osp-logit-T", "dpo-logit"), ("osp-logit", "dpo-logit")):
-            d = difference(subset, a, b, 15)
-            if d:
-                block[f"{a} − {b}"] = {"value": d["value"], "ci_low": d["ci_low"], "ci_high": d["ci_high"]}
-        if seeds and block:
-            by_seeds[label] = block
+    for label, planned in (("0-2", True), ("3+", False)):
+        subset = {k: v for k, v in results.items()
+                  if (m := RUN_NAME.match(k[0])) and (int(m["seed"]) <= 2) == planned}
+        block = {runs: gain_figures(stats) for runs in NOISY_ARMS if (stats := method_stats(subset, sft, runs, 15))}
+        if block:
+            by_seeds[label] = {**block, **differences_of(subset)}
     out["soft_vs_hard_by_seed_set"] = by_seeds
     checklist = method_stats(results, sft, "osp-checklist", 15)
     if checklist:
         out["checklist_judge_osp"] = {
-            "judge": "checklist (the SFT model, one yes/no question per instruction), τ = 0.5", "seeds": checklist["seeds"],
-            "accuracy": checklist["accuracy"]["value"], "gain": checklist["gain"]["value"],
-            "gain_ci_low": checklist["gain"]["ci_low"], "gain_ci_high": checklist["gain"]["ci_high"],
-            "between_run_sd": checklist["between_run_sd"], "per_run_gain": checklist["gain"]["runs"][0]}
+            "judge": "checklist (the SFT model, one yes/no question per instruction), τ = 0.5", **gain_figures(checklist)}
     out["soft_vs_hard_setup"] = {
         "noise": f"logit: p = σ((s_a − s_b)/τ + ε), ε ~ N(0, σ²), τ = 0.5, σ = {args.sigma:g}",
         "cdpo_label_smoothing": args.eps, "spce_calibrated_temperature": args.temperature, "steps": 15,
@@ -112,7 +114,7 @@ def main() -> None:
         gap = "—" if c["position_gap"] is None else f"{c['position_gap']:.3f}"
         print(f"| {name} | {agree} | {c['ece']:.3f} | {c['near_half_share']:.2f} | {gap} | {c['comparisons_per_s']:.1f} |")
     print("\n" + METHOD_HEADER)
-    for runs in ("osp-logit", "dpo-logit", "cdpo-logit", "osp-logit-T", "osp-checklist"):
+    for runs in (*NOISY_ARMS, "osp-checklist"):
         stats = method_stats(results, sft, runs, 15)
         if stats:
             print(method_row(runs if runs == "osp-checklist" else f"{runs} (σ = {noisy})", stats))
