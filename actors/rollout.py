@@ -141,10 +141,14 @@ class RolloutActor:
 
     # -- sampling ----------------------------------------------------------------------
     @ray.method(num_returns=2)
-    def generate(self, prompts: list[dict[str, Any]], latest: tuple[int, list] | None = None) -> tuple[pa.Table, int]:
+    def generate(self, prompts: list[dict[str, Any]],
+                 latest: tuple[int, list] | None = None) -> tuple[pa.Table, dict[str, float]]:
         """K samples for each prompt dict (prompt_id, prompt_index, prompt_text, prompt_tokens):
-        (the rollout batch, its number of response tokens). Two return values, so the driver
-        fetches the count and hands the batch's ref to a judge without fetching the batch.
+        (the rollout batch, {"tokens": its response tokens, "sampling_s": seconds inside the
+        engine's generate}). Two return values, so the driver fetches the small dict and hands
+        the batch's ref to a judge without fetching the batch. `sampling_s` excludes what the
+        driver's clock also counts (a weight load queued before this call, Ray's dispatch), so
+        the two clocks together say where a rollout call's time went.
 
         `latest` = (version, [weights ref]): loaded first if this actor is behind (after a
         restart it starts again from the SFT weights at version 0).
@@ -159,7 +163,9 @@ class RolloutActor:
             # A per-prompt seed makes a batch reproducible whichever worker draws it (resume).
             seed = (self.seed * 1_000_003 + int(p["prompt_index"]) * 7919 + self.version) % (2**31)
             params.append(SamplingParams(n=self.k, seed=seed, logprobs=0, **self.sampling))
+        start = time.perf_counter()
         outputs = self.llm.generate(requests, params, use_tqdm=False)
+        sampling_s = time.perf_counter() - start
         rows, tokens = [], 0
         for p, out in zip(prompts, outputs):
             completions = sorted(out.outputs, key=lambda c: c.index)
@@ -184,7 +190,7 @@ class RolloutActor:
                 }
             )
         self.tokens_generated += tokens
-        return rollout_batch(rows), tokens
+        return rollout_batch(rows), {"tokens": float(tokens), "sampling_s": sampling_s}
 
     def logprobs_of(self, prompt_tokens: list[int], response_tokens: list[int]) -> list[float]:
         """Per-token log-probs of a given response under the weights the engine holds: the

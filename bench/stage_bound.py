@@ -61,14 +61,15 @@ def measure_stages(spec, batches: int, steps: int) -> dict:
     requests = [[prompts[i].request(i) for i in range(b * per_batch, (b + 1) * per_batch)] for b in range(batches + 1)]
     rollout = make_rollout_actor(cfg, spec.model_path, 0, "stage")
     info = ray.get(rollout.info.remote())
-    tables, roll_s, tokens = [], [], []
+    tables, roll_s, sampling_s, tokens = [], [], [], []
     for i, batch in enumerate(requests):
         start = time.perf_counter()
-        table, n = rollout.generate.remote(batch)
-        n = ray.get(n)
+        table, counts = rollout.generate.remote(batch)
+        counts = ray.get(counts)
         if i:  # the first call warms up
             roll_s.append(time.perf_counter() - start)
-            tokens.append(n)
+            sampling_s.append(counts["sampling_s"])
+            tokens.append(counts["tokens"])
         tables.append(table)
     ray.kill(rollout)
 
@@ -102,6 +103,7 @@ def measure_stages(spec, batches: int, steps: int) -> dict:
     kept_pairs = sum(kept)
     return {
         "rollout": {"s_per_pair": sum(roll_s) / kept_pairs, "tokens_per_s": sum(tokens) / sum(roll_s),
+                    "engine_tokens_per_s": sum(tokens) / sum(sampling_s),
                     "threads": cfg.rollout.cpus_per_actor, "torch_threads": info["torch_threads"],
                     "os_threads": info["os_threads"]},
         "judge": {"s_per_pair": sum(judge_s) / kept_pairs, "pairs_kept_per_prompt": kept_pairs / (batches * per_batch),
@@ -131,11 +133,32 @@ def run_pipeline(cfg, warmup: int) -> dict:
     t0 = next(r["time"] for r in rows if r["step"] == warmup)
     steady = [r for r in rows if r["step"] > warmup]
     pairs = sum(cfg.learner.pairs_per_step for _ in steady)
+    def mean(key: str) -> float:
+        return statistics.mean(r[key] for r in steady if key in r)
+
     return {"pairs_per_s": pairs / (rows[-1]["time"] - t0),
-            "sampling_tokens_per_s": statistics.mean(r["rollout/sampling_tokens_per_s"] for r in steady
-                                                     if "rollout/sampling_tokens_per_s" in r),
-            "learner_busy": statistics.mean(r["learner/busy"] for r in steady),
+            "rollout_tokens_per_s": mean("rollout_tokens_per_s"),
+            "sampling_tokens_per_s": mean("rollout/sampling_tokens_per_s"),
+            "engine_tokens_per_s": mean("rollout/engine_tokens_per_s"),
+            "sampling_share_of_call": mean("rollout/sampling_share_of_call"),
+            "calls_in_flight": mean("rollout/calls_in_flight"),
+            "learner_busy": mean("learner/busy"),
             "steps": len(rows)}
+
+
+def rollout_losses(stages: dict, pipeline: dict) -> dict:
+    """The rollout's tokens per wall second in the run over its speed alone, as the product of
+    three factors (cluster/driver/metrics.py): the engine's speed in the run over alone
+    (contention for the cores), the share of a call spent sampling (a weight load queued before
+    the call, Ray's dispatch), and the calls in flight (the staleness bound, the buffer). Each is
+    a step's mean, so the product matches the ratio of the means only approximately."""
+    engine = pipeline["engine_tokens_per_s"] / stages["rollout"]["engine_tokens_per_s"]
+    return {"engine_speed_in_run_over_alone": engine,
+            "sampling_share_of_call": pipeline["sampling_share_of_call"],
+            "calls_in_flight": pipeline["calls_in_flight"],
+            "product": engine * pipeline["sampling_share_of_call"] * pipeline["calls_in_flight"],
+            "rollout_tokens_per_s_in_run_over_alone_wall": pipeline["rollout_tokens_per_s"] /
+            stages["rollout"]["engine_tokens_per_s"]}
 
 
 def main() -> None:
@@ -168,7 +191,8 @@ def main() -> None:
     result = {"run": args.run, "stages": stages, "bound": limit, "pipeline": pipeline,
               "efficiency": pipeline["pairs_per_s"] / limit["bound_pairs_per_s"],
               "rollout_tokens_per_s_in_run_over_alone": pipeline["sampling_tokens_per_s"] /
-              stages["rollout"]["tokens_per_s"]}
+              stages["rollout"]["tokens_per_s"],
+              "rollout_losses": rollout_losses(stages, pipeline)}
     for name, s in stages.items():
         print(f"{name:8s} alone: {s['s_per_pair']:.2f} s per pair on {s['threads']:g} thread(s) "
               f"(torch {s['torch_threads']}, {s['os_threads']} OS threads)")
@@ -176,6 +200,10 @@ def main() -> None:
           f"{limit['cpu_s_per_pair']:.2f} CPU-s per pair)")
     print(f"pipeline: {pipeline['pairs_per_s']:.3f} pairs/s = {result['efficiency']:.2f} of the bound; rollout samples "
           f"at {result['rollout_tokens_per_s_in_run_over_alone']:.2f} of its speed alone")
+    losses = result["rollout_losses"]
+    print(f"rollout tokens per wall second, in run over alone {losses['rollout_tokens_per_s_in_run_over_alone_wall']:.2f}"
+          f" ≈ engine speed {losses['engine_speed_in_run_over_alone']:.2f} × sampling share of a call "
+          f"{losses['sampling_share_of_call']:.2f} × calls in flight {losses['calls_in_flight']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 

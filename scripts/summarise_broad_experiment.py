@@ -1,6 +1,7 @@
 """The broad experiment (docs/results.md §3) into the `broad` block of docs/results.json.
 
     .venv/bin/python scripts/summarise_broad_experiment.py --exp runs/broad --step 30
+    .venv/bin/python scripts/summarise_broad_experiment.py --exp runs/broad-keep --step 60 --block broad_keep
 
 Reads runs/broad/eval-*/eval.json (every held-out answer of SFT and of each run's checkpoint on
 the 300 `broad-eval` prompts), recomputes every figure with the shipped verifier, pools each
@@ -52,6 +53,8 @@ def main() -> None:
     parser.add_argument("--exp", default="runs/broad")
     parser.add_argument("--step", type=int, default=30)
     parser.add_argument("--out", default="docs/results.json")
+    parser.add_argument("--block", default="broad",
+                        help="the results.json block written; another arm (e.g. broad_keep) leaves `broad` as it is")
     args = parser.parse_args()
     exp, out_path = Path(args.exp), Path(args.out)
     sft, results = load_evaluations(exp, "broad-eval")
@@ -79,7 +82,7 @@ def main() -> None:
         block["dpo_gain"] = stats["dpo"]["gain"]["value"]
     if osp_vs_dpo:
         block["osp_minus_dpo"] = {k: osp_vs_dpo[k] for k in ("value", "ci_low", "ci_high")}
-    out["broad"] = block
+    out[args.block] = block
     out_path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {out_path}\n")
     a = sft["report"]["accuracy"]

@@ -71,6 +71,9 @@ def test_run_finishes_with_every_prompt_accounted_for(finished_run):
             assert key in r and math.isfinite(r[key]), key
         assert r["staleness/max"] <= 1  # pipeline.max_staleness
         assert r["arrow/rank_s"] > 0 and r["arrow/driver_s"] > 0
+        if "rollout/engine_tokens_per_s" in r:  # the engine's clock runs inside the driver's
+            assert 0 < r["rollout/sampling_share_of_call"] <= 1
+            assert r["rollout/engine_tokens_per_s"] >= r["rollout/sampling_tokens_per_s"] > 0
     # Step 1's loss is computed before its optimizer step: the policy is still the SFT model
     # (LoRA's B starts at zero) and the pairs' reference log-probs came from the judge's copy of
     # it, so h = 0 for every pair and SPCE = log 2 whatever the strengths. A mismatch between

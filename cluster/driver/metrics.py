@@ -119,11 +119,15 @@ class StepWindow:
 
     def reset(self) -> None:
         self.start = time.perf_counter()
-        self.counts = dict.fromkeys(("tokens", "pairs", "rollout_s", "rollouts", "judge_s", "judged", *JUDGE_COUNTS), 0.0)
+        self.counts = dict.fromkeys(("tokens", "pairs", "rollout_s", "sampling_s", "rollouts", "judge_s", "judged",
+                                     *JUDGE_COUNTS), 0.0)
 
-    def rollout(self, tokens: int, seconds: float) -> None:
+    def rollout(self, tokens: float, seconds: float, sampling_s: float) -> None:
+        """A rollout call returned: `seconds` on the driver's clock (dispatch to result),
+        `sampling_s` inside the engine's generate (the actor's clock)."""
         self.counts["tokens"] += tokens
         self.counts["rollout_s"] += seconds
+        self.counts["sampling_s"] += sampling_s
         self.counts["rollouts"] += 1
 
     def judged(self, stats: dict[str, float]) -> None:
@@ -146,6 +150,15 @@ class StepWindow:
             # Tokens per second while a rollout actor samples (not per wall second): set beside
             # the same actor alone, it says how much the other actors slow it (bench/stage_bound.py).
             out["rollout/sampling_tokens_per_s"] = w["tokens"] / max(w["rollout_s"], 1e-9)
+            # Why a rollout actor in the run makes fewer tokens per wall second than alone, as
+            # three factors whose product is rollout_tokens_per_s (bench/stage_bound.py):
+            # the engine's own speed (other processes contend for the cores), the share of a
+            # call spent sampling (the rest: a weight load queued before it, Ray's dispatch),
+            # and rollout calls in flight per wall second (below 1 per actor: the staleness
+            # bound or the buffer held the actor back).
+            out["rollout/engine_tokens_per_s"] = w["tokens"] / max(w["sampling_s"], 1e-9)
+            out["rollout/sampling_share_of_call"] = w["sampling_s"] / max(w["rollout_s"], 1e-9)
+            out["rollout/calls_in_flight"] = w["rollout_s"] / elapsed
         if w["judged"]:
             out["judge/batch_s"] = w["judge_s"] / w["judged"]
         # What the fresh samples judged since the last step are like.

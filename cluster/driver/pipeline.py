@@ -169,9 +169,9 @@ class Pipeline:
                 return  # back-pressure: the buffer (with what is on its way) is full
             indices = self.ledger.hand_out(n)
             requests = [self.spec.prompts[i].request(i) for i in indices]
-            table, tokens = rollout.handle.generate.remote(requests, self._catch_up())
+            table, counts = rollout.handle.generate.remote(requests, self._catch_up())
             rollout.busy = True
-            self.inflight[tokens] = RolloutFlight(rollout, indices, table)
+            self.inflight[counts] = RolloutFlight(rollout, indices, table)
 
     def _catch_up(self) -> tuple[int, list] | None:
         """(the run's policy version, [ref] of its weights) for a rollout actor that is behind
@@ -184,11 +184,11 @@ class Pipeline:
         if flight.rollout.retiring:
             self.rollouts.retire(flight.rollout)
         try:
-            tokens = ray.get(ref)  # the batch's token count; the table stays in the object store
+            counts = ray.get(ref)  # tokens and sampling seconds; the table stays in the object store
         except ray.exceptions.RayError as err:
             self._failed("rollout", flight.prompt_indices, err)
             return
-        self.window.rollout(tokens, time.perf_counter() - flight.started)
+        self.window.rollout(counts["tokens"], time.perf_counter() - flight.started, counts["sampling_s"])
         out, judge = self.judges.score(flight.table)
         self.inflight[out] = JudgeFlight(flight.prompt_indices, judge)
 
