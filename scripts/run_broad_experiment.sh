@@ -4,18 +4,25 @@
 # as judge, 3 seeds each; then one evaluation of every final checkpoint and of SFT on the 300
 # held-out `broad-eval` prompts, and the summary (scripts/summarise_broad_experiment.py).
 #   bash scripts/run_broad_experiment.sh
-# One run at a time: the machine has 2 cores. STEPS (default 30) learner steps a run.
+# One run at a time: the machine has 2 cores. STEPS (default 60, the configs' own) learner steps a run.
+# OUT (default runs/broad) the experiment's folder. ~30-33 min a run on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/broad}
-STEPS=${STEPS:-30}
+STEPS=${STEPS:-60}
 source scripts/experiment_lib.sh
 
 # The runs skip the in-run held-out (eval.prompts=null): every checkpoint is scored below, on the
 # broad held-out set, at the same cap.
-for seed in 0 1 2; do
-  run "osp-s$seed" broad-osp "$seed" "$STEPS" eval.prompts=null
-  run "dpo-s$seed" broad-dpo "$seed" "$STEPS" eval.prompts=null
+# METHODS (default "osp dpo"): which arms run; METHODS=osp is docs/results.md §3's measured arm.
+# OVERRIDES: config overrides for every run, e.g. "judge.truncated=lose" (§3's first attempt).
+METHODS=${METHODS:-osp dpo}
+names=()
+for method in $METHODS; do
+  for seed in 0 1 2; do
+    run "$method-s$seed" "broad-$method" "$seed" "$STEPS" eval.prompts=null ${OVERRIDES:-}
+    names+=("$method-s$seed")
+  done
 done
-PROMPTS=broad-eval MAX_TOKENS=${EVAL_TOKENS:-160} evaluate eval-broad "$STEPS" osp-s0 osp-s1 osp-s2 dpo-s0 dpo-s1 dpo-s2
+PROMPTS=broad-eval MAX_TOKENS=${EVAL_TOKENS:-160} evaluate eval-broad "$STEPS" "${names[@]}"
 .venv/bin/python scripts/summarise_broad_experiment.py --exp "$OUT" --step "$STEPS"
