@@ -3,6 +3,7 @@ pipeline's pairs/s against it, in one invocation.
 
     .venv/bin/python bench/stage_bound.py --run default --json stage_default.json
     .venv/bin/python bench/stage_bound.py --run k2 --json stage_k2.json
+    .venv/bin/python bench/stage_bound.py --set pipeline.max_staleness=2 --stages-from stage_default.json
 
 1. Each stage alone, created exactly as the run creates it (cluster/driver/actors.py: its Ray
    CPUs and as many compute threads), with nothing else running:
@@ -20,7 +21,10 @@ pipeline's pairs/s against it, in one invocation.
    faster than it runs alone. With disjoint cores (each stage its own), only min_i 1/t_i applies.
 3. The pipeline: the same config run end to end (`cluster.run.run`); pairs/s over the steps
    after --warmup. Reported: pipeline / bound, and the rollout actor's sampling speed in the run
-   (tokens per second of its calls) over the same actor's alone.
+   (tokens per second of its calls) over the same actor's alone; and the rollout's tokens per
+   wall second over its engine's speed alone as three factors (`rollout_losses`): the engine's
+   speed in the run (contention for the cores), the share of a call spent sampling (a queued
+   weight load, Ray's dispatch) and the calls in flight (the staleness bound, the buffer).
 The figures are ratios measured in one invocation; run it on an otherwise idle machine.
 """
 
@@ -169,6 +173,11 @@ def main() -> None:
     parser.add_argument("--pipeline-steps", type=int, default=14)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for the stages and the pipeline, e.g. pipeline.max_staleness=2")
+    parser.add_argument("--stages-from", default=None,
+                        help="a JSON of an earlier invocation: reuse its stages alone, run only the pipeline "
+                             "(the comparison then spans two invocations: keep the machine as it was)")
     args = parser.parse_args()
 
     import ray
@@ -180,15 +189,19 @@ def main() -> None:
     path, overrides = RUNS[args.run]
     run_dir = Path(tempfile.mkdtemp(prefix=f"stage-{args.run}-"))
     common = overrides + [f"learner.max_steps={args.pipeline_steps}", "checkpoint.every=0", f"checkpoint.dir={run_dir}/run",
-                          "metrics.trackers=[]", "metrics.progress=false", "metrics.probe_every=0"]
+                          "metrics.trackers=[]", "metrics.progress=false", "metrics.probe_every=0", *args.set]
     cfg = load_config(path, common)
     spec = build_run(cfg)
-    init_ray(None, max(4, os.cpu_count() or 1), worker_logs=False)
-    stages = measure_stages(spec, args.batches, args.steps)
-    ray.shutdown()  # the pipeline starts its own cluster, as the main job does
+    if args.stages_from:
+        stages = json.loads(Path(args.stages_from).read_text())["stages"]
+    else:
+        init_ray(None, max(4, os.cpu_count() or 1), worker_logs=False)
+        stages = measure_stages(spec, args.batches, args.steps)
+        ray.shutdown()  # the pipeline starts its own cluster, as the main job does
     limit = bound(stages, os.cpu_count() or 1)
     pipeline = run_pipeline(cfg, args.warmup)
-    result = {"run": args.run, "stages": stages, "bound": limit, "pipeline": pipeline,
+    result = {"run": args.run, "overrides": args.set, "stages_from": args.stages_from,
+              "stages": stages, "bound": limit, "pipeline": pipeline,
               "efficiency": pipeline["pairs_per_s"] / limit["bound_pairs_per_s"],
               "rollout_tokens_per_s_in_run_over_alone": pipeline["sampling_tokens_per_s"] /
               stages["rollout"]["tokens_per_s"],
