@@ -16,6 +16,7 @@ source scripts/experiment_lib.sh
 # broad held-out set, at the same cap.
 # METHODS (default "osp dpo"): which arms run; METHODS=osp is docs/results.md §3's measured arm.
 # OVERRIDES: config overrides for every run, e.g. "judge.truncated=lose" (§3's first attempt).
+# BLOCK (default broad): the docs/results.json block the summary writes.
 METHODS=${METHODS:-osp dpo}
 names=()
 for method in $METHODS; do
@@ -25,4 +26,4 @@ for method in $METHODS; do
   done
 done
 PROMPTS=broad-eval MAX_TOKENS=${EVAL_TOKENS:-160} evaluate eval-broad "$STEPS" "${names[@]}"
-.venv/bin/python scripts/summarise_broad_experiment.py --exp "$OUT" --step "$STEPS"
+.venv/bin/python scripts/summarise_broad_experiment.py --exp "$OUT" --step "$STEPS" --block "${BLOCK:-broad}"

@@ -1,7 +1,7 @@
 """The broad experiment (docs/results.md §3) into the `broad` block of docs/results.json.
 
-    .venv/bin/python scripts/summarise_broad_experiment.py --exp runs/broad --step 30
-    .venv/bin/python scripts/summarise_broad_experiment.py --exp runs/broad-keep --step 60 --block broad_keep
+    .venv/bin/python scripts/summarise_broad_experiment.py --exp runs/broad-keep --step 60
+    .venv/bin/python scripts/summarise_broad_experiment.py --exp runs/broad-lose --step 20 --block broad_first_attempt
 
 Reads runs/broad/eval-*/eval.json (every held-out answer of SFT and of each run's checkpoint on
 the 300 `broad-eval` prompts), recomputes every figure with the shipped verifier, pools each
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=30)
     parser.add_argument("--out", default="docs/results.json")
     parser.add_argument("--block", default="broad",
-                        help="the results.json block written; another arm (e.g. broad_keep) leaves `broad` as it is")
+                        help="the results.json block written; another arm (e.g. broad_first_attempt) leaves `broad` as it is")
     args = parser.parse_args()
     exp, out_path = Path(args.exp), Path(args.out)
     sft, results = load_evaluations(exp, "broad-eval")
