@@ -17,6 +17,8 @@ source scripts/experiment_lib.sh
 # METHODS (default "osp dpo"): which arms run; METHODS=osp is docs/results.md §3's measured arm.
 # OVERRIDES: config overrides for every run, e.g. "judge.truncated=lose" (§3's first attempt).
 # BLOCK (default broad): the docs/results.json block the summary writes.
+# EVAL (default eval-broad): the evaluation's folder under OUT. A later arm in the same OUT takes
+# another name (e.g. METHODS=dpo EVAL=eval-broad-dpo): the summary reads every eval-* folder there.
 METHODS=${METHODS:-osp dpo}
 names=()
 for method in $METHODS; do
@@ -25,5 +27,5 @@ for method in $METHODS; do
     names+=("$method-s$seed")
   done
 done
-PROMPTS=broad-eval MAX_TOKENS=${EVAL_TOKENS:-160} evaluate eval-broad "$STEPS" "${names[@]}"
+PROMPTS=broad-eval MAX_TOKENS=${EVAL_TOKENS:-160} evaluate "${EVAL:-eval-broad}" "$STEPS" "${names[@]}"
 .venv/bin/python scripts/summarise_broad_experiment.py --exp "$OUT" --step "$STEPS" --block "${BLOCK:-broad}"
