@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--out", default="docs/results.json")
     parser.add_argument("--block", default="broad",
                         help="the results.json block written; another arm (e.g. broad_first_attempt) leaves `broad` as it is")
+    parser.add_argument("--arm", help="what this arm is (settings, runs folder, date); kept from the block when omitted")
     args = parser.parse_args()
     exp, out_path = Path(args.exp), Path(args.out)
     sft, results = load_evaluations(exp, "broad-eval")
@@ -82,6 +83,13 @@ def main() -> None:
         block["dpo_gain"] = stats["dpo"]["gain"]["value"]
     if osp_vs_dpo:
         block["osp_minus_dpo"] = {k: osp_vs_dpo[k] for k in ("value", "ci_low", "ci_high")}
+    # Written by hand, not computed: the arm's description and the notes on what was not run. A
+    # re-summary keeps them, except a note on a method that now has runs.
+    old = out.get(args.block, {})
+    block.update({k: v for k, v in old.items()
+                  if (k == "arm" or k.endswith("_note")) and not (k.split("_")[0] in stats and k.endswith("_note"))})
+    if args.arm:
+        block["arm"] = args.arm
     out[args.block] = block
     out_path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {out_path}\n")
