@@ -20,8 +20,9 @@ judging work. TRL generates with transformers (its default; its vLLM modes need 
 Reported: steady-state pairs/s (after --warmup steps, which absorb start-up and first-call
 costs) and the whole-run figure including start-up, and their ratios osp/TRL. osp runs in
 variants beside the K=2 row that matches TRL's only mode: `k4` (K=4 samples, two ranked pairs
-per prompt), `k4-2rollout` (two rollout actors) and `k4-2ranks` (two DeepSpeed ranks), with the
-learner's busy fraction and the push's share of the step for each.
+per prompt), `k4-2rollout` (two rollout actors), `k4-2ranks` (two DeepSpeed ranks), and
+`k2-stale2`/`k4-stale2` (pipeline.max_staleness=2), with the learner's busy fraction, the push's
+share of the step and the mean staleness for each.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ OSP_VARIANTS = {
     "k4": ["rollout.k=4"],
     "k4-2rollout": ["rollout.k=4", "rollout.num_actors=2"],
     "k4-2ranks": ["rollout.k=4", "learner.num_ranks=2"],
+    # Rollout may run two weight versions ahead instead of one: the staleness bound idles the
+    # rollout less (docs/benchmarks.md, "How close to the limit").
+    "k2-stale2": ["rollout.k=2", "pipeline.max_staleness=2"],
+    "k4-stale2": ["rollout.k=4", "pipeline.max_staleness=2"],
 }
 
 
@@ -85,6 +90,7 @@ def run_osp(model: str, steps: int, warmup: int, variant: str, task: str = "self
             "arrow_share": statistics.mean(r["arrow/share"] for r in steady),
             "push_s": statistics.mean(r["push_s"] for r in steady),
             "step_s": statistics.mean(r["step_s"] for r in steady),
+            "staleness_mean": statistics.mean(r["staleness/mean"] for r in steady),
             "push_bytes": steady[-1]["push_bytes"], "memory": memory}
 
 
