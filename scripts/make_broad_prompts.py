@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/make_broad_prompts.py          # cluster/data/broad_{train,eval}.jsonl
     .venv/bin/python scripts/make_broad_prompts.py --scan   # runs/broad_scan.jsonl: 10 held-out rows per kind
+    .venv/bin/python scripts/make_broad_prompts.py --tasks  # cluster/data/broad_tasks_eval.jsonl
 
 Each row is one of the shipped everyday questions followed by one, two or three verifiable
 instructions (two thirds of rows have one, a quarter two, a twelfth three, about as IFEval
@@ -13,6 +14,11 @@ nothing is narrowed to what a small model can pass. Kinds that IFEval forbids to
 (cluster/data/prompts_train.jsonl, 5 rows each: 1,200), held-out rows only the held-out
 questions (prompts_eval.jsonl, 3 rows each: 300). Kinds are dealt from a shuffled deck so each
 appears about equally often. Deterministic: IFEval draws from Python's `random`, seeded here.
+
+`--tasks` writes a second held-out set built unlike the training rows, a stand-in for an
+external IFEval-format set: 50 writing tasks (cluster/data/writing_tasks.jsonl: letters, poems,
+stories, ads, essays; no question of either split), 3 rows each (150), the same instruction
+draw, and in a third of the rows the instructions come before the task instead of after it.
 
 All 25 of IFEval's kinds are used: the two that count sentences check with nltk's punkt data,
 built offline (judge/punkt.py); repeat_prompt's text to repeat is the row's question.
@@ -34,6 +40,7 @@ DATA = Path(__file__).resolve().parent.parent / "cluster" / "data"
 KINDS = list(INSTRUCTIONS)  # every kind the verifier can check here
 CONFLICTS = conflict_make(copy.deepcopy(INSTRUCTION_CONFLICTS))
 SEED = 20261204
+TASKS_SEED = 20261206  # its own seed: writing the transfer set leaves the two splits as they were
 INSTRUCTIONS_PER_ROW = ((1, 8 / 12), (2, 3 / 12), (3, 1 / 12))
 
 
@@ -52,17 +59,18 @@ def draw(kind: str, question: str) -> tuple[str, dict]:
     return text, kwargs
 
 
-def row(prompt_id: str, question: str, kinds: list[str]) -> dict:
+def row(prompt_id: str, question: str, kinds: list[str], instructions_first: bool = False) -> dict:
     texts, kwargs = zip(*(draw(k, question) for k in kinds))
-    return {"id": prompt_id, "prompt": " ".join([question, *texts]), "instruction_id_list": list(kinds),
-            "kwargs": list(kwargs)}
+    parts = [*texts, question] if instructions_first else [question, *texts]
+    return {"id": prompt_id, "prompt": " ".join(parts), "instruction_id_list": list(kinds), "kwargs": list(kwargs)}
 
 
 def compatible(kind: str, chosen: list[str]) -> bool:
     return all(kind not in CONFLICTS[c] and c not in CONFLICTS[kind] for c in chosen)
 
 
-def make_split(questions: list[str], prefix: str, per_question: int, rng: random.Random) -> list[dict]:
+def make_split(questions: list[str], prefix: str, per_question: int, rng: random.Random,
+               share_instructions_first: float = 0.0) -> list[dict]:
     rows, deck = [], []
     for question in questions:
         for _ in range(per_question):
@@ -79,7 +87,8 @@ def make_split(questions: list[str], prefix: str, per_question: int, rng: random
                     chosen.append(kind)
                 else:
                     deck.insert(0, kind)  # dealt later, so every kind keeps its share
-            rows.append(row(f"{prefix}-{len(rows) + 1:04d}", question, chosen))
+            first = share_instructions_first > 0 and rng.random() < share_instructions_first
+            rows.append(row(f"{prefix}-{len(rows) + 1:04d}", question, chosen, first))
     return rows
 
 
@@ -93,6 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scan", action="store_true",
                         help="one-instruction rows: 10 held-out questions × every kind (SFT's pass rate per kind)")
+    parser.add_argument("--tasks", action="store_true",
+                        help="the transfer set: writing tasks, not questions, instructions before the task in a third")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     random.seed(SEED)  # IFEval's checkers draw their kwargs from the module-level random
@@ -102,6 +113,12 @@ def main() -> None:
         picked = rng.sample(questions, 10)
         write([row(f"scan-{i:04d}", q, [k]) for i, (k, q) in enumerate(((k, q) for k in KINDS for q in picked), 1)],
               Path(args.out or "runs/broad_scan.jsonl"))
+        return
+    if args.tasks:
+        random.seed(TASKS_SEED)
+        rng = random.Random(TASKS_SEED)
+        write(make_split(read_questions(DATA / "writing_tasks.jsonl"), "broad-tasks-eval", 3, rng, 1 / 3),
+              Path(args.out or DATA / "broad_tasks_eval.jsonl"))
         return
     write(make_split(read_questions(DATA / "prompts_train.jsonl"), "broad-train", 5, rng), DATA / "broad_train.jsonl")
     write(make_split(read_questions(DATA / "prompts_eval.jsonl"), "broad-eval", 3, rng), DATA / "broad_eval.jsonl")

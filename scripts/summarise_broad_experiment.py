@@ -55,19 +55,27 @@ def main() -> None:
     parser.add_argument("--out", default="docs/results.json")
     parser.add_argument("--block", default="broad",
                         help="the results.json block written; another arm (e.g. broad_first_attempt) leaves `broad` as it is")
+    parser.add_argument("--prompts", default="broad-eval",
+                        help="the held-out set the evaluations under --exp answered (broad-tasks-eval: the transfer set)")
+    parser.add_argument("--runs", default=None,
+                        help="the folder holding the training runs (default: --exp), when --exp holds only evaluations")
     parser.add_argument("--arm", help="what this arm is (settings, runs folder, date); kept from the block when omitted")
     args = parser.parse_args()
     exp, out_path = Path(args.exp), Path(args.out)
-    sft, results = load_evaluations(exp, "broad-eval")
+    runs_dir = Path(args.runs) if args.runs else exp
+    sft, results = load_evaluations(exp, args.prompts)
     stats = {m: s for m in ("osp", "dpo") if (s := method_stats(results, sft, m, args.step))}
     kinds = {m: kind_gains(results, sft, m, args.step) for m in stats}
     osp_vs_dpo = difference(results, "osp", "dpo", args.step)
     out = json.loads(out_path.read_text()) if out_path.exists() else {}
-    block = {"prompts": "broad-eval: 300 held-out prompts over all 25 IFEval kinds (questions never trained on)",
+    described = {"broad-eval": "broad-eval: 300 held-out prompts over all 25 IFEval kinds (questions never trained on)",
+                 "broad-tasks-eval": "broad-tasks-eval: 150 held-out prompts over all 25 IFEval kinds on 50 writing "
+                                     "tasks, instructions before the task in a third (built unlike the training rows)"}
+    block = {"prompts": described.get(args.prompts, args.prompts),
              "step": args.step, "sft_accuracy": sft["report"]["accuracy"]["prompt_strict"]["value"],
              "sft_instruction_accuracy": sft["report"]["accuracy"]["instruction_strict"]["value"],
              "sft_truncated": sft["truncated"], "kinds": kinds, "methods": stats,
-             "runs": {f"{n}@{s}": {"training": training_summary(exp / n), "truncated": r["truncated"],
+             "runs": {f"{n}@{s}": {"training": training_summary(runs_dir / n), "truncated": r["truncated"],
                                    "accuracy": r["report"]["accuracy"]["prompt_strict"]["value"]}
                       for (n, s), r in sorted(results.items())}}
     if "osp" in stats:

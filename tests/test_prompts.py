@@ -69,6 +69,34 @@ def test_shipped_train_and_eval_do_not_overlap():
     assert {r.prompt_id for r in train_rows}.isdisjoint({r.prompt_id for r in eval_rows})
 
 
+def test_broad_sets_hold_out_their_questions_and_check_every_kind():
+    """The broad sets (docs/results.md §3): each held-out row is built on a question (or writing
+    task) that no training row holds, and every one of the verifier's kinds appears in each set.
+    Catches a regenerated set that leaks training questions into a held-out set, or a kind the
+    generator stopped drawing."""
+    from cluster.data.prompts import DATA_DIR, SHIPPED
+    from judge.verifier import INSTRUCTIONS, verify
+
+    def texts(path):
+        return [r.text for r in read_prompt_rows(path)[0]]
+
+    train_q, eval_q = texts(SHIPPED_TRAIN), texts(SHIPPED_EVAL)
+    tasks = texts(DATA_DIR / "writing_tasks.jsonl")
+    sets = {name: read_prompt_rows(SHIPPED[name]) for name in ("broad", "broad-eval", "broad-tasks-eval")}
+    assert {name: (len(rows), len(bad)) for name, (rows, bad) in sets.items()} == {
+        "broad": (1200, 0), "broad-eval": (300, 0), "broad-tasks-eval": (150, 0)}
+    own = {"broad": train_q, "broad-eval": eval_q, "broad-tasks-eval": tasks}
+    for name, (rows, _) in sets.items():
+        for r in rows:
+            held = [q for q in train_q + eval_q + tasks if q in r.text]
+            assert len(held) == 1 and held[0] in own[name], (name, r.prompt_id, held)
+            verify("An answer.", r.instructions)  # IFEval's checkers accept the row's kwargs
+        assert {k for r in rows for k in r.instructions.ids} == set(INSTRUCTIONS), name
+    # The transfer set puts the instructions first in about a third of its rows.
+    first = sum(not r.text.startswith(t) for r, t in zip(sets["broad-tasks-eval"][0], [t for t in tasks for _ in range(3)]))
+    assert 30 <= first <= 70
+
+
 def test_none_path_means_shipped_train(tiny_tokenizer):
     prompts = load_prompts(None, tiny_tokenizer, MAX_TOKENS)
     first_row = json.loads(SHIPPED_TRAIN.read_text(encoding="utf-8").splitlines()[0])

@@ -44,6 +44,9 @@ SHIPPED = {
     "instructions-eval": DATA_DIR / "instructions_eval.jsonl",
     "broad": DATA_DIR / "broad_train.jsonl",
     "broad-eval": DATA_DIR / "broad_eval.jsonl",
+    # Held out too, but built unlike `broad`: writing tasks, instructions before the task in a
+    # third of the rows (scripts/make_broad_prompts.py --tasks), a stand-in for an external set.
+    "broad-tasks-eval": DATA_DIR / "broad_tasks_eval.jsonl",
 }
 
 
