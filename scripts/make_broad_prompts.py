@@ -87,6 +87,7 @@ def make_split(questions: list[str], prefix: str, per_question: int, rng: random
                     chosen.append(kind)
                 else:
                     deck.insert(0, kind)  # dealt later, so every kind keeps its share
+            # Drawn only where asked for: the two splits' rows (share 0) keep their random stream.
             first = share_instructions_first > 0 and rng.random() < share_instructions_first
             rows.append(row(f"{prefix}-{len(rows) + 1:04d}", question, chosen, first))
     return rows

@@ -94,8 +94,7 @@ def main() -> None:
     # Written by hand, not computed: the arm's description and the notes on what was not run. A
     # re-summary keeps them, except a note on a method that now has runs.
     old = out.get(args.block, {})
-    block.update({k: v for k, v in old.items()
-                  if (k == "arm" or k.endswith("_note")) and not (k.split("_")[0] in stats and k.endswith("_note"))})
+    block.update({k: v for k, v in old.items() if k == "arm" or (k.endswith("_note") and k.split("_")[0] not in stats)})
     if args.arm:
         block["arm"] = args.arm
     out[args.block] = block
