@@ -54,9 +54,16 @@ def sequence_logprobs(
     device = next(model.parameters()).device
     ids, attention, response = pack_right_padded(prompts, responses, pad_id)
     ids, attention, response = ids.to(device), attention.to(device), response.to(device)
-    out = model(input_ids=ids, attention_mask=attention, output_hidden_states=return_hidden, use_cache=False)
-    per_token = token_logprobs(out.logits, ids)
-    mask = response[:, 1:]  # the token at t+1 is a response token
+    # Only positions from the shortest prompt's last token on predict a response token: the LM
+    # head (vocab-wide, a quarter of a small model's FLOPs per position), its log-sum-exp and, in
+    # the learner, their gradients skip the prompt positions before it.
+    width = ids.shape[1]
+    keep = width - max(min(len(p) for p in prompts) - 1, 0)
+    out = model(input_ids=ids, attention_mask=attention, output_hidden_states=return_hidden, use_cache=False,
+                logits_to_keep=keep)
+    first = width - keep  # out.logits[:, j] is position first + j
+    per_token = token_logprobs(out.logits, ids[:, first:])
+    mask = response[:, first + 1 :]  # the token at t+1 is a response token
     totals = (per_token * mask).sum(-1)
     if not return_hidden:
         return totals

@@ -24,8 +24,10 @@ class TableLM(torch.nn.Module):
         super().__init__()
         self.dummy = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
 
-    def forward(self, input_ids, attention_mask=None, output_hidden_states=False, use_cache=False):
-        return SimpleNamespace(logits=TABLE[input_ids] + 0 * self.dummy, hidden_states=None)
+    def forward(self, input_ids, attention_mask=None, output_hidden_states=False, use_cache=False, logits_to_keep=0):
+        self.kept = logits_to_keep  # transformers' meaning: the last N positions' logits (0: all)
+        logits = TABLE[input_ids] + 0 * self.dummy
+        return SimpleNamespace(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits, hidden_states=None)
 
 
 def logp(cur: int, nxt: int) -> float:
@@ -53,3 +55,29 @@ def test_sequence_logprobs_sum_only_the_response_tokens_by_hand():
     # The prompt's own tokens never count: a longer prompt leaves the sum unchanged.
     longer = sequence_logprobs(TableLM(), [[0, 1, 2]], [[3, 0]], pad_id=0)
     assert longer.item() == pytest.approx(expected[0], abs=1e-6)  # summed in float32
+
+
+def test_sequence_logprobs_ask_the_head_only_for_positions_that_predict_a_response_token():
+    # Prompts of 4 and 2 tokens: position 1 (the shorter prompt's last token) is the first that
+    # predicts a response token, so of the 6 positions the model is asked for the last 5, and the
+    # longer row's prompt positions inside that window still do not count.
+    model = TableLM()
+    prompts, responses = [[1, 2, 3, 1], [2, 3]], [[0, 2], [1, 0, 3, 2]]
+    got = sequence_logprobs(model, prompts, responses, pad_id=0)
+    assert model.kept == 5
+    expected = [logp(1, 0) + logp(0, 2), logp(3, 1) + logp(1, 0) + logp(0, 3) + logp(3, 2)]
+    assert got.tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_sequence_logprobs_match_the_full_logits_on_a_real_model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from core.logprobs import token_logprobs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    prompts, responses = [[5, 9, 13, 7, 21], [8, 4], [30, 31, 32]], [[3, 17, 2], [11, 12, 13, 14, 15], [40]]
+    with torch.no_grad():
+        got = sequence_logprobs(model, prompts, responses, pad_id=0)
+        ids, attention, response = pack_right_padded(prompts, responses, pad_id=0)
+        full = token_logprobs(model(input_ids=ids, attention_mask=attention).logits, ids)
+    assert got.tolist() == pytest.approx((full * response[:, 1:]).sum(-1).tolist(), abs=1e-5)
