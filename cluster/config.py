@@ -181,6 +181,9 @@ def validate(cfg: Config) -> None:
     _require(not unknown, "metrics.trackers", f"unknown {unknown}; choose from {list(TRACKERS)}")
     _require(not j.partial_credit or j.kind == "verifier", "judge.partial_credit",
              f"grades the verifier's instructions; judge.kind is {j.kind!r}")
+    _require(j.loop_penalty >= 0.0, "judge.loop_penalty", f"must be ≥ 0 (0: off), got {j.loop_penalty}")
+    _require(not j.loop_penalty or j.kind == "verifier", "judge.loop_penalty",
+             f"lowers the verifier's score; judge.kind is {j.kind!r}")
     _require(j.noise in NOISES, "judge.noise", f"unknown {j.noise!r}; choose one of {NOISES}")
     if j.noise == "flip":
         _require(0.0 <= j.noise_scale < 1.0, "judge.noise_scale", f"a flip share must be in [0, 1), got {j.noise_scale}")

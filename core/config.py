@@ -88,6 +88,10 @@ class JudgeConfig:
     # verifier kind: a failed instruction scores its closeness to passing (≤ ½; a pass scores 1),
     # so two failing answers are still ranked (judge/partial_credit.py). Evaluation stays strict.
     partial_credit: bool = False
+    # verifier kind: subtract loop_penalty × the share of an answer's word 4-grams it repeats
+    # (judge/repetition.py), so an answer that loops loses to one that follows as much without
+    # looping. 0: off. Evaluation stays strict.
+    loop_penalty: float = 0.0
     # Drop pairs the judge scores as an exact tie (p = 0.5: e.g. a verifier that finds both
     # responses follow the same share of instructions) before the learner. A tie has no
     # verdict, so no loss trains on it (learner/losses.py); kept (false), it only takes a

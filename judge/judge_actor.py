@@ -67,7 +67,7 @@ class JudgeActor:
             template=JudgeTemplate(**({"text": judge.template} if judge.template else {}),
                                    answer_tokens=tuple(judge.answer_tokens)),
             batch_size=judge.batch_size, noise=judge.noise, noise_scale=judge.noise_scale, seed=seed, dtype=dtype,
-            partial_credit=judge.partial_credit, temperature=judge.temperature)
+            partial_credit=judge.partial_credit, loop_penalty=judge.loop_penalty, temperature=judge.temperature)
         self.anchor, self.batch_size, self.dno_margin = judge.anchor, judge.batch_size, dno.margin
         self.drop_ties = judge.drop_ties
         if judge.truncated not in TRUNCATED:

@@ -209,7 +209,7 @@ def with_noise(judge: Preference, noise: str, scale: float, seed: int) -> Prefer
 def make_preference(kind: str, sft_model=None, sft_tokenizer=None, *, instructions: dict[str, Instructions] | None = None,
                     tau: float = 0.25, template: JudgeTemplate | None = None, batch_size: int = 8,
                     noise: str = "none", noise_scale: float = 0.0, seed: int = 0, dtype: str = "float32",
-                    partial_credit: bool = False, temperature: float = 1.0) -> Preference:
+                    partial_credit: bool = False, loop_penalty: float = 0.0, temperature: float = 1.0) -> Preference:
     """Build the judge `kind`. `self` judges with the given SFT model (no second copy)."""
     check_kind(kind)
     head, _, rest = kind.partition(":")
@@ -233,7 +233,7 @@ def make_preference(kind: str, sft_model=None, sft_tokenizer=None, *, instructio
         if not instructions:
             raise ValueError("judge kind 'verifier' needs prompts with verifiable instructions "
                              "(rows with instruction_id_list and kwargs, e.g. data.prompts=instructions)")
-        judge = VerifierJudge(instructions, tau, partial_credit)
+        judge = VerifierJudge(instructions, tau, partial_credit, loop_penalty)
     else:
         judge = PythonJudge(rest)
     return tempered(with_noise(judge, noise, noise_scale, seed), temperature)

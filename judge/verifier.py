@@ -23,6 +23,7 @@ from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
 
 from judge import punkt
 from judge.partial_credit import instruction_score
+from judge.repetition import repeated_share
 from judge.strength import sigmoid
 
 langdetect.DetectorFactory.seed = 0  # langdetect is random unless seeded: the case checkers use it
@@ -117,11 +118,15 @@ class VerifierJudge:
 
     Equal shares give p = 0.5 exactly (no preference), so the pair carries no direction. With
     `partial_credit`, a failed instruction counts its closeness to passing (judge/partial_credit.py):
-    pairs of answers that both fail are ranked by how nearly they follow."""
+    pairs of answers that both fail are ranked by how nearly they follow. With `loop_penalty` λ,
+    s − λ·(the share of the answer's word 4-grams it repeats, judge/repetition.py): of two answers
+    that follow the same instructions, the one that loops less wins."""
 
-    def __init__(self, instructions: dict[str, Instructions], tau: float = 0.25, partial_credit: bool = False):
+    def __init__(self, instructions: dict[str, Instructions], tau: float = 0.25, partial_credit: bool = False,
+                 loop_penalty: float = 0.0):
         self.instructions, self.tau, self.partial_credit = instructions, tau, partial_credit
-        self.name = "verifier+partial" if partial_credit else "verifier"
+        self.loop_penalty = loop_penalty
+        self.name = ("verifier+partial" if partial_credit else "verifier") + (f"-loop{loop_penalty:g}" if loop_penalty else "")
 
     def share(self, prompt: str, response: str) -> float:
         if prompt not in self.instructions:
@@ -129,11 +134,13 @@ class VerifierJudge:
                            "use a prompt file whose rows carry instruction_id_list and kwargs")
         instructions = self.instructions[prompt]
         verdict = verify(response, instructions)
-        if not self.partial_credit:
-            return verdict.fraction
-        scores = [instruction_score(i, kw, response, ok)
-                  for i, kw, ok in zip(instructions.ids, instructions.kwargs, verdict.strict)]
-        return sum(scores) / len(scores)
+        if self.partial_credit:
+            scores = [instruction_score(i, kw, response, ok)
+                      for i, kw, ok in zip(instructions.ids, instructions.kwargs, verdict.strict)]
+            share = sum(scores) / len(scores)
+        else:
+            share = verdict.fraction
+        return share - self.loop_penalty * repeated_share(response) if self.loop_penalty else share
 
     def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
         return [sigmoid((self.share(p, x) - self.share(p, y)) / self.tau) for p, x, y in zip(prompts, a, b)]

@@ -262,6 +262,8 @@ def test_yaml_file_that_is_not_a_mapping(tmp_path, text, shown):
         (["judge.answer_tokens=[A, A]"], "judge.answer_tokens: need two distinct strings, got ['A', 'A']"),
         (["judge.answer_tokens=[A, B, C]"], "judge.answer_tokens: need two distinct strings, got ['A', 'B', 'C']"),
         (["judge.temperature=0"], "judge.temperature: must be > 0 (1: unchanged), got 0.0"),
+        (["judge.loop_penalty=-0.5"], "judge.loop_penalty: must be ≥ 0 (0: off), got -0.5"),
+        (["judge.kind=self", "judge.loop_penalty=0.5"], "judge.loop_penalty: lowers the verifier's score; judge.kind is 'self'"),
         (["learner.num_ranks=0"], "learner.num_ranks: need at least 1, got 0"),
         (["learner.zero_stage=4"], "learner.zero_stage: must be 0-3, got 4"),
         (["learner.lr=0"], "learner.lr: must be > 0, got 0.0"),
