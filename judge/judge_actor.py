@@ -26,6 +26,7 @@ from core.tokens import pad_token_id
 from core.versions import installed
 from judge.pairing import JudgedPair, judge_pairs
 from judge.preferences import base_judge, make_preference
+from judge.repetition import repeated_share
 from judge.strength import JudgeTemplate
 from judge.verifier import parse_instructions, verify
 
@@ -223,16 +224,19 @@ class JudgeActor:
         return out
 
     def sample_stats(self, rows: list[dict[str, Any]]) -> dict[str, float]:
-        """Counts over every sampled response: cut at max_tokens, and (where the prompt has
-        instructions) checked and following all of them (IFEval prompt-level, strict)."""
+        """Counts over every sampled response: cut at max_tokens, the share of it that repeats
+        itself (summed), and (where the prompt has instructions) checked and following all of
+        them (IFEval prompt-level, strict)."""
         responses = truncated = checked = passed = 0
+        repeated = 0.0
         for row in rows:
             instructions = self.instructions.get(row["prompt_text"])
             for text, reason in zip(row["response_texts"], row["finish_reasons"]):
                 responses += 1
                 truncated += reason == "length"
+                repeated += repeated_share(text)
                 if instructions is not None:
                     checked += 1
                     passed += all(verify(text, instructions).strict)
-        return {"responses": float(responses), "truncated": float(truncated),
+        return {"responses": float(responses), "truncated": float(truncated), "repeated": repeated,
                 "verifier_checked": float(checked), "verifier_passed": float(passed)}

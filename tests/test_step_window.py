@@ -35,3 +35,14 @@ def test_a_window_without_rollouts_reports_no_rollout_split():
     out, tokens = StepWindow().close()
     assert tokens == 0
     assert not any(key.startswith("rollout/") for key in out)
+
+
+def test_the_window_reports_the_samples_mean_repeated_share():
+    """Would catch the repeated share summed but not divided (or divided by the judge calls, not
+    the responses): two calls, 3 + 1 responses whose repeated shares sum to 1.2 and 0.4."""
+    window = StepWindow()
+    window.judged({"judge_s": 1.0, "responses": 3.0, "truncated": 1.0, "repeated": 1.2})
+    window.judged({"judge_s": 1.0, "responses": 1.0, "truncated": 0.0, "repeated": 0.4})
+    out, _ = window.close()
+    assert out["samples/repeated_share"] == pytest.approx(1.6 / 4)
+    assert out["samples/truncated"] == pytest.approx(1 / 4)

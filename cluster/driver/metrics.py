@@ -103,7 +103,7 @@ def format_line(step: int, max_steps: int, m: dict[str, Any]) -> str:
 
 
 # What a judge call reports (judge/judge_actor.py), summed over the window.
-JUDGE_COUNTS = ("responses", "truncated", "verifier_checked", "verifier_passed", "pairs_judged", "ties",
+JUDGE_COUNTS = ("responses", "truncated", "repeated", "verifier_checked", "verifier_passed", "pairs_judged", "ties",
                 "pairs_with_truncated", "position_gap_sum", "position_gap_count")
 
 
@@ -164,6 +164,8 @@ class StepWindow:
         # What the fresh samples judged since the last step are like.
         if w["responses"]:
             out["samples/truncated"] = w["truncated"] / w["responses"]
+            # judge/repetition.py: how much of an answer repeats itself (a loop until the cap → 1)
+            out["samples/repeated_share"] = w["repeated"] / w["responses"]
         if w["verifier_checked"]:
             out["samples/verifier_pass"] = w["verifier_passed"] / w["verifier_checked"]
             self.recent_pass.append((w["verifier_passed"], w["verifier_checked"]))
