@@ -18,6 +18,7 @@ import numpy as np
 from cluster.data.prompts import SHIPPED, read_prompt_rows
 from cluster.evaluation import instruction_eval
 from cluster.evaluation.intervals import mean_with_interval, pooled_over_runs
+from judge.repetition import repeated_share
 
 RUN_NAME = re.compile(r"^(?P<method>.+)-s(?P<seed>\d+)$")
 
@@ -29,12 +30,17 @@ def run_and_step(checkpoint: str) -> tuple[str, int]:
     return ckpt.parent.name, int(ckpt.name.split("-")[1])
 
 
+def mean_repeated_share(answers: list[str]) -> float:
+    return float(np.mean([repeated_share(a) for a in answers]))
+
+
 def load_evaluations(exp: Path, prompts: str = "instructions-eval") -> tuple[dict, dict]:
     """(sft, results): every evaluated answer set of the experiment, re-verified.
 
-    sft: {"verdicts", "instructions", "report", "truncated", "mean_tokens"} (the SFT answers must
-    be the same in every evaluation: they are greedy); results: {(run, step): {"verdicts",
-    "report", "truncated", "mean_tokens"}}."""
+    sft: {"verdicts", "instructions", "report", "truncated", "mean_tokens", "repeated_share"} (the
+    SFT answers must be the same in every evaluation: they are greedy); results: {(run, step):
+    {"verdicts", "report", "truncated", "mean_tokens", "repeated_share"}}. repeated_share: the
+    answers' mean share of word 4-grams they repeat (judge/repetition.py; a loop → 1)."""
     path = Path(SHIPPED.get(prompts, prompts))
     rows, _ = read_prompt_rows(path)
     instructions_by_id = {r.prompt_id: r.instructions for r in rows}
@@ -46,13 +52,15 @@ def load_evaluations(exp: Path, prompts: str = "instructions-eval") -> tuple[dic
             if sft is None:
                 sft = {"verdicts": base, "instructions": instructions,
                        "report": instruction_eval.report(instructions, r["baseline_answers"]),
-                       "truncated": r["truncated_baseline"], "mean_tokens": r["mean_tokens_baseline"]}
+                       "truncated": r["truncated_baseline"], "mean_tokens": r["mean_tokens_baseline"],
+                       "repeated_share": mean_repeated_share(r["baseline_answers"])}
             if [v.strict for v in base] != [v.strict for v in sft["verdicts"]]:
                 raise SystemExit(f"{eval_dir}: the SFT answers differ from another evaluation's")
             results[run_and_step(r["checkpoint"])] = {
                 "verdicts": instruction_eval.verdicts(instructions, r["answers"]),
                 "report": instruction_eval.report(instructions, r["answers"], base),
-                "truncated": r["truncated_policy"], "mean_tokens": r["mean_tokens_policy"]}
+                "truncated": r["truncated_policy"], "mean_tokens": r["mean_tokens_policy"],
+                "repeated_share": mean_repeated_share(r["answers"])}
     if sft is None:
         raise SystemExit(f"no evaluations under {exp}")
     return sft, results
@@ -94,7 +102,8 @@ def method_stats(results: dict, sft: dict, method: str, step: int, metric: str =
             "between_run_sd": gain["between_run_sd"],
             "per_kind": per_kind_mean([r for _, r in runs]),
             "truncated": float(np.mean([r["truncated"] for _, r in runs])),
-            "mean_tokens": float(np.mean([r["mean_tokens"] for _, r in runs]))}
+            "mean_tokens": float(np.mean([r["mean_tokens"] for _, r in runs])),
+            "repeated_share": float(np.mean([r["repeated_share"] for _, r in runs]))}
 
 
 def difference(results: dict, a: str, b: str, step: int, metric: str = "prompt_strict") -> dict | None:

@@ -74,8 +74,10 @@ def main() -> None:
     block = {"prompts": described.get(args.prompts, args.prompts),
              "step": args.step, "sft_accuracy": sft["report"]["accuracy"]["prompt_strict"]["value"],
              "sft_instruction_accuracy": sft["report"]["accuracy"]["instruction_strict"]["value"],
-             "sft_truncated": sft["truncated"], "kinds": kinds, "methods": stats,
+             "sft_truncated": sft["truncated"], "sft_repeated_share": sft["repeated_share"], "kinds": kinds,
+             "methods": stats,
              "runs": {f"{n}@{s}": {"training": training_summary(runs_dir / n), "truncated": r["truncated"],
+                                   "repeated_share": r["repeated_share"],
                                    "accuracy": r["report"]["accuracy"]["prompt_strict"]["value"]}
                       for (n, s), r in sorted(results.items())}}
     if "osp" in stats:
@@ -102,12 +104,14 @@ def main() -> None:
     print(f"wrote {out_path}\n")
     a = sft["report"]["accuracy"]
     print(f"SFT: prompt-level {ci(a['prompt_strict'])}, instruction-level {ci(a['instruction_strict'])}, "
-          f"truncated {sft['truncated']:.2f}\n")
+          f"truncated {sft['truncated']:.2f}, repeated share {sft['repeated_share']:.2f}\n")
     print(METHOD_HEADER)
     for m, s in stats.items():
         print(method_row({"osp": "OSP (SPCE, soft p)", "dpo": "online DPO (the verdict)"}[m], s))
     if osp_vs_dpo:
         print(f"\nOSP − DPO: {ci(osp_vs_dpo, True)}")
+    print("\ntruncated / repeated share of each method's answers: " + ", ".join(
+        f"{m} {st['truncated']:.2f} / {st['repeated_share']:.2f}" for m, st in stats.items()))
     methods = list(kinds)
     print("\n| kind | n | SFT | " + " | ".join(f"{m} (gain, 95% CI)" for m in methods) + " | OSP |")
     print("|---|---|---|" + "---|" * len(methods) + "---|")
