@@ -68,8 +68,9 @@ def main() -> None:
     kinds = {m: kind_gains(results, sft, m, args.step) for m in stats}
     osp_vs_dpo = difference(results, "osp", "dpo", args.step)
     out = json.loads(out_path.read_text()) if out_path.exists() else {}
-    described = {"broad-eval": "broad-eval: 300 held-out prompts over all 25 IFEval kinds (questions never trained on)",
-                 "broad-tasks-eval": "broad-tasks-eval: 150 held-out prompts over all 25 IFEval kinds on 50 writing "
+    n = len(sft["instructions"])  # the evaluated rows: the set's own count, written once (in its file)
+    described = {"broad-eval": f"broad-eval: {n} held-out prompts over all 25 IFEval kinds (questions never trained on)",
+                 "broad-tasks-eval": f"broad-tasks-eval: {n} held-out prompts over all 25 IFEval kinds on 50 writing "
                                      "tasks, instructions before the task in a third (built unlike the training rows)"}
     block = {"prompts": described.get(args.prompts, args.prompts),
              "step": args.step, "sft_accuracy": sft["report"]["accuracy"]["prompt_strict"]["value"],
