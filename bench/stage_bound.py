@@ -191,12 +191,11 @@ def main() -> None:
     common = overrides + [f"learner.max_steps={args.pipeline_steps}", "checkpoint.every=0", f"checkpoint.dir={run_dir}/run",
                           "metrics.trackers=[]", "metrics.progress=false", "metrics.probe_every=0", *args.set]
     cfg = load_config(path, common)
-    spec = build_run(cfg)
     if args.stages_from:
         stages = json.loads(Path(args.stages_from).read_text())["stages"]
     else:
         init_ray(None, max(4, os.cpu_count() or 1), worker_logs=False)
-        stages = measure_stages(spec, args.batches, args.steps)
+        stages = measure_stages(build_run(cfg), args.batches, args.steps)
         ray.shutdown()  # the pipeline starts its own cluster, as the main job does
     limit = bound(stages, os.cpu_count() or 1)
     pipeline = run_pipeline(cfg, args.warmup)
