@@ -20,11 +20,5 @@ def repeated_share(text: str, n: int = NGRAM) -> float:
     never repeats a phrase, → 1 for a phrase repeated until the end (case and punctuation ignored)."""
     words = re.findall(r"\w+", text.lower())
     grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    if not grams:
-        return 0.0
-    seen: set[tuple[str, ...]] = set()
-    repeated = 0
-    for gram in grams:
-        repeated += gram in seen
-        seen.add(gram)
-    return repeated / len(grams)
+    # Every n-gram beyond its first occurrence is a repeat: all of them less the distinct ones.
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
