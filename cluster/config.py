@@ -235,19 +235,6 @@ def validate(cfg: Config) -> None:
     _require(cfg.metrics.probe_every >= 0, "metrics.probe_every", "must be ≥ 0")
 
 
-def check_resources(cfg: Config, cpus: float, gpus: float) -> None:
-    """Refuse a config the cluster can never place (rather than hanging on a placement group)."""
-    l = cfg.learner
-    if l.gpus_per_rank > 0:
-        _require(l.num_ranks * l.gpus_per_rank <= gpus, "learner.num_ranks",
-                 f"{l.num_ranks} ranks × {l.gpus_per_rank:g} GPU need more than the cluster's {gpus:g} GPUs")
-    need_cpus = cfg.resources_needed()["CPU"]
-    _require(l.num_ranks * l.cpus_per_rank <= cpus, "learner.num_ranks",
-             f"{l.num_ranks} ranks × {l.cpus_per_rank:g} CPU exceed the cluster's {cpus:g} CPUs")
-    _require(need_cpus <= cpus, "rollout.num_actors",
-             f"actors need {need_cpus:g} CPUs in all (learner + rollout + judge), the cluster has {cpus:g}")
-
-
 def check_local_machine(cfg: Config, cpus: int, gpus: int) -> None:
     """Before starting a local cluster: logical CPUs may be oversubscribed (actors mostly
     wait on each other), but each learner rank needs a core of its own, and GPUs are real."""

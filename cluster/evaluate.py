@@ -181,9 +181,9 @@ def run_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p / "hf" for p in run_dir.glob("ckpt-*") if (p / "hf").is_dir())
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m cluster.evaluate") -> int:
     setup_logging()
-    parser = argparse.ArgumentParser(prog="python -m cluster.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint", nargs="+", help="checkpoint hf/ folder(s) (or ckpt-N folders)")
     what.add_argument("--run", help="a run folder (checkpoint.dir): evaluates every ckpt-*/hf in it")

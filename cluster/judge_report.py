@@ -197,9 +197,9 @@ def markdown(cards: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m cluster.judge_report") -> int:
     setup_logging()
-    parser = argparse.ArgumentParser(prog="python -m cluster.judge_report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--judges", nargs="+", required=True,
                         help="judge specs: <kind>[+flip:<share>|+logit:<σ>], kind one of self, checklist, verifier, "
                              "lm:<path>, reward:<path>, python:<module>:<fn>")

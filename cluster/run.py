@@ -23,11 +23,10 @@ from core.env import apply_runtime_env
 
 apply_runtime_env()  # before Ray, vLLM and transformers read the environment at import
 
-import ray
 import torch
 from transformers import AutoTokenizer
 
-from cluster.config import check_local_machine, check_resources, dump_config
+from cluster.config import check_local_machine, dump_config
 from cluster.data.models import resolve_model_path
 from cluster.data.prompts import Prompt, load_prompts
 from cluster.driver import checkpoint as ckpt
@@ -143,6 +142,12 @@ def build_run(cfg: Config, resume: bool = False) -> RunSpec:
                    latest if resume else None)
 
 
+def local_cluster_cpus(cfg: Config) -> int:
+    """The logical CPUs of the local cluster a run starts when it joins none: what its actors ask
+    for, and at least this machine's cores (actors mostly wait on each other)."""
+    return cfg.ray.num_cpus or max(math.ceil(cfg.resources_needed()["CPU"]), os.cpu_count() or 1)
+
+
 def execute(spec: RunSpec) -> ckpt.RunState:
     """Run `spec` to learner.max_steps on Ray (a local loopback cluster unless ray.address or
     RAY_ADDRESS names one); returns the final run state."""
@@ -156,13 +161,11 @@ def execute(spec: RunSpec) -> ckpt.RunState:
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, spec.run_dir / "config.yaml")
     log.info("%d prompts from the data set, model %s, run folder %s", len(spec.prompts), spec.model_path, spec.run_dir)
-    cpus = cfg.ray.num_cpus or max(math.ceil(cfg.resources_needed()["CPU"]), os.cpu_count() or 1)
-    init_ray(cfg.ray.address, cpus, cfg.ray.dashboard_host, cfg.ray.dashboard_port, worker_logs=cfg.ray.worker_logs)
+    init_ray(cfg.ray.address, local_cluster_cpus(cfg), cfg.ray.dashboard_host, cfg.ray.dashboard_port,
+             worker_logs=cfg.ray.worker_logs)
     logs = link_worker_logs(spec.run_dir)
     if not cfg.ray.worker_logs:
         log.info("actors' logs: %s (--verbose prints them here)", logs or "the Ray dashboard's Logs view")
-    resources = ray.cluster_resources()
-    check_resources(cfg, resources.get("CPU", 0), resources.get("GPU", 0))
     progress = Progress(cfg.learner.max_steps, state.step, enabled=cfg.metrics.progress)
     pipeline = Pipeline(spec, state, progress.update)
     start = time.perf_counter()

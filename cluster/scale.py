@@ -14,8 +14,8 @@ import sys
 from core.env import apply_runtime_env
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.scale", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m cluster.scale") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--rollout-actors", type=int, help="the number of rollout actors wanted")
     group.add_argument("--add", type=int, help="add (or with a negative number remove) rollout actors")

@@ -27,9 +27,9 @@ from core.config import Config, ConfigError
 log = logging.getLogger("osp")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, prog: str = "python -m cluster.train") -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m cluster.train",
+        prog=prog,
         description="Online self-preferring alignment: vLLM rollouts, a frozen SFT judge and a DeepSpeed learner on Ray.",
     )
     parser.add_argument("--config", help="YAML config (default: cluster/configs/default.yaml, the embedded default run)")
@@ -58,9 +58,9 @@ def resolve_config(args: argparse.Namespace) -> Config:
     return load_config(path, overrides)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m cluster.train") -> int:
     setup_logging()
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     try:
         cfg = resolve_config(args)
         execute(build_run(cfg, resume=args.resume))

@@ -129,6 +129,9 @@ class LearnerConfig:
     max_steps: int = 25
     sync_every: int = 1  # push weights to the rollout actors every N learner steps
     grad_clip: float = 1.0
+    # Recompute each layer's activations in the backward pass instead of keeping them: far less
+    # memory for long answers or big micro-batches (GPU recipes), about a third more compute.
+    gradient_checkpointing: bool = False
     cpus_per_rank: float = 1.0
     gpus_per_rank: float = 0.0
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per rank

@@ -29,6 +29,7 @@ def build_policy(
     dtype: str = "float32",
     lora: LoraConfig | None = None,
     num_degrees: int = 0,
+    gradient_checkpointing: bool = False,
 ) -> Policy:
     # Lazy, as in every actor module: transformers and peft read the environment at import
     # (HF_HUB_OFFLINE), which the actor applies first thing; the driver never needs them.
@@ -37,6 +38,10 @@ def build_policy(
 
     lm = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
     lm.config.use_cache = False
+    if gradient_checkpointing:
+        # Non-reentrant: gradients reach LoRA weights inside a checkpointed layer even though its
+        # input (the frozen embedding's output) does not require grad.
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if lora is not None and lora.enabled:
         lm = peft.get_peft_model(
             lm,

@@ -102,7 +102,7 @@ class LearnerRank:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.pad_id = pad_token_id(self.tokenizer)
         num_degrees = len(loss.spo_ratios) if loss.name == "spo" else 0
-        policy = build_policy(model_path, dtype, learner.lora, num_degrees)
+        policy = build_policy(model_path, dtype, learner.lora, num_degrees, learner.gradient_checkpointing)
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=learner.lr, weight_decay=learner.weight_decay)
         micro = learner.pairs_per_step // world_size

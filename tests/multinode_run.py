@@ -51,11 +51,12 @@ def main(model_dir: str, out: str) -> None:
         learner = ray.get(pipeline.learner.ranks[0].logprobs_of.remote(prompt, response))
         vllm = ray.get(engine.logprobs_of.remote(prompt, response))
         # The GCS's actor table (what the dashboard's state API serves; no dashboard runs here).
-        actors = [{"class": a["ActorClassName"], "node": a["Address"]["NodeID"]}
+        actors = [{"class": a["ActorClassName"], "node": a["Address"]["NodeID"], "name": a.get("Name", "")}
                   for a in ray._private.state.actors().values() if a["State"] == "ALIVE"]
         result = {
             "nodes": {"head": cluster.head_node.node_id, "rollout": rollout_node.node_id, "learner": learner_node.node_id},
             "actors": actors,
+            "plan": json.loads((run_dir / "plan.json").read_text()),
             "steps": state.step, "pairs_trained": state.pairs_trained, "engine_version": ray.get(engine.info.remote())["version"],
             "pushed_version": version,
             "weights_locations": locations[weights_ref]["node_ids"],

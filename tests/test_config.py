@@ -7,15 +7,7 @@ import dataclasses
 import pytest
 import yaml
 
-from cluster.config import (
-    check_resources,
-    config_from_dict,
-    default_config_path,
-    dump_config,
-    load_config,
-    parse_overrides,
-    validate,
-)
+from cluster.config import config_from_dict, default_config_path, dump_config, load_config, parse_overrides, validate
 from core.config import Config, ConfigError
 from learner.losses import LOSS_NAMES
 
@@ -338,46 +330,6 @@ def test_validate_checks_a_config_edited_in_code():
     with pytest.raises(ConfigError, match=r"^rollout\.k: ranked pairing needs an even K ≥ 2 \(DNO, .*\), got 5$"):
         validate(cfg)
     assert issubclass(ConfigError, ValueError)
-
-
-# ---------------------------------------------------------------------------------------
-# Resources the cluster can never place.
-
-
-def test_default_config_fits_on_three_cpus_and_not_on_two():
-    """Would catch a resource sum that forgets a role (the judge, say): 3 CPUs must pass and
-    2 must be refused."""
-    assert Config().resources_needed() == {"CPU": 3.0, "GPU": 0.0}  # rollout, judge, learner: 1 each
-    check_resources(Config(), cpus=3, gpus=0)
-    with pytest.raises(ConfigError):
-        check_resources(Config(), cpus=2, gpus=0)
-
-
-def test_more_learner_ranks_than_cpus():
-    cfg = load_config(None, ["learner.num_ranks=4"])
-    with pytest.raises(ConfigError) as err:
-        check_resources(cfg, cpus=2, gpus=0)
-    assert str(err.value) == "learner.num_ranks: 4 ranks × 1 CPU exceed the cluster's 2 CPUs"
-
-
-def test_learner_rollout_and_judge_together_exceed_cpus():
-    with pytest.raises(ConfigError) as err:
-        check_resources(Config(), cpus=2, gpus=0)
-    assert str(err.value) == "rollout.num_actors: actors need 3 CPUs in all (learner + rollout + judge), the cluster has 2"
-    cfg = load_config(None, ["rollout.num_actors=2", "judge.cpus_per_actor=0.5"])
-    check_resources(cfg, cpus=3.5, gpus=0)
-    with pytest.raises(ConfigError, match=r"actors need 3\.5 CPUs in all .* the cluster has 3$"):
-        check_resources(cfg, cpus=3, gpus=0)
-
-
-def test_more_learner_gpus_than_the_cluster_has():
-    cfg = load_config(None, ["learner.num_ranks=2", "learner.gpus_per_rank=1"])
-    check_resources(cfg, cpus=16, gpus=2)
-    with pytest.raises(ConfigError) as err:
-        check_resources(cfg, cpus=16, gpus=1)
-    assert str(err.value) == "learner.num_ranks: 2 ranks × 1 GPU need more than the cluster's 1 GPUs"
-    # CPU-only learners ask nothing of the GPUs
-    check_resources(Config(), cpus=3, gpus=0)
 
 
 # ---------------------------------------------------------------------------------------

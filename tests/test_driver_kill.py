@@ -26,7 +26,8 @@ def _driver(args: list[str], temp: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_TMPDIR"] = str(temp)  # this driver's Ray session lives (and is found) under here
     env["HF_TOKEN"] = CANARY  # a credential in the environment must never reach logs or checkpoints
-    return subprocess.Popen([sys.executable, "-m", "cluster.train", *args], cwd=REPO, env=env,
+    # `osp train`, the console script (cluster/cli.py) as a user runs it
+    return subprocess.Popen([str(Path(sys.executable).parent / "osp"), "train", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 

@@ -46,6 +46,15 @@ def test_actors_land_on_the_nodes_their_resources_name(multinode):
     assert where["LearnerRank"] == {nodes["learner"]}
 
 
+def test_every_actor_runs_on_the_node_of_the_runs_plan(multinode):
+    """The driver wrote its plan (plan.json) and Ray followed it: each actor, found by its name
+    `<run>/<role>-<i>`, is alive on the planned node. Would catch a pool that ignores the plan."""
+    on = {a["name"].rsplit("/", 1)[-1]: a["node"] for a in multinode["actors"] if "/" in a["name"]}
+    planned = {a["actor"]: a["node_id"] for a in multinode["plan"]["actors"]}
+    assert set(planned) == {"learner-0", "rollout-0", "judge-0"}
+    assert {actor: on[actor] for actor in planned} == planned
+
+
 def test_run_trains_and_weights_cross_to_the_rollout_node(multinode):
     assert multinode["steps"] == 3 and multinode["pairs_trained"] == 12
     assert multinode["engine_version"] == multinode["pushed_version"] == 3

@@ -31,30 +31,35 @@ def actor_name(prefix: str | None, role: str) -> str | None:
     return f"{prefix}/{role}" if prefix else None
 
 
-def _restartable(cls, name: str | None, section, **extra):
-    """A rollout or judge actor class with its section's resources and restarts: Ray restarts
-    a dead one (`max_restarts`) and retries its in-flight call (`max_task_retries`)."""
-    return ray.remote(cls).options(
-        name=name, num_cpus=section.cpus_per_actor, num_gpus=section.gpus_per_actor,
-        resources=dict(section.resources) or None, max_restarts=section.max_restarts,
-        max_task_retries=section.max_restarts, **extra)
+def actor_options(section, name: str | None, node_id: str | None = None) -> dict:
+    """The Ray options of a rollout or judge actor: its section's resources and restarts (Ray
+    restarts a dead one, `max_restarts`, and retries its in-flight call, `max_task_retries`),
+    and, given the plan's `node_id` (cluster/capacity/plan.py), a soft pin to that node: it
+    starts there, and a restart whose node is gone goes elsewhere."""
+    options = dict(name=name, num_cpus=section.cpus_per_actor, num_gpus=section.gpus_per_actor,
+                   resources=dict(section.resources) or None, max_restarts=section.max_restarts,
+                   max_task_retries=section.max_restarts)
+    if node_id is not None:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=True)
+    return options
 
 
-def make_rollout_actor(cfg: Config, model_path: str, index: int, prefix: str | None = None):
+def make_rollout_actor(cfg: Config, model_path: str, index: int, prefix: str | None = None, node_id: str | None = None):
     r = cfg.rollout
-    actor_cls = _restartable(RolloutActor, actor_name(prefix, f"rollout-{index}"), r, max_concurrency=1)
+    actor_cls = ray.remote(RolloutActor).options(max_concurrency=1,
+                                                 **actor_options(r, actor_name(prefix, f"rollout-{index}"), node_id))
     return actor_cls.remote(model_path, r, cfg.model, seed=cfg.seed, name=f"rollout-{index}",
                             threads=_threads(r.cpus_per_actor))
 
 
 def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: str | None = None,
-                     prefix: str | None = None):
+                     prefix: str | None = None, node_id: str | None = None):
     """`instructions`: the name of a SharedValue holding prompt text → its IFEval instructions
     (JSON form), for the verifier judge and the pass rate of fresh samples. A name, not the
     table: a restarted judge fetches it again, and a restartable actor's constructor carries
     nothing from the object store."""
     j = cfg.judge
-    actor_cls = _restartable(JudgeActor, actor_name(prefix, f"judge-{index}"), j)
+    actor_cls = ray.remote(JudgeActor).options(**actor_options(j, actor_name(prefix, f"judge-{index}"), node_id))
     return actor_cls.remote(model_path, j, cfg.dno, dtype=cfg.model.dtype, anchor_max_tokens=cfg.rollout.max_tokens,
                             threads=_threads(j.cpus_per_actor), instructions=instructions, seed=cfg.seed)
 
@@ -65,11 +70,22 @@ def _rendezvous() -> tuple[str, int]:
     return node_address_and_free_port()
 
 
-def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600, prefix: str | None = None):
-    l = cfg.learner
+def learner_placement_group(cfg: Config, node_ids: list[str | None] | None = None):
+    """The learner ranks' placement group: one bundle a rank, packed; given the plan's node of
+    each rank (`node_ids`), each bundle is pinned to it (Ray's `ray.io/node-id` label)."""
     bundle = cfg.actor_resources()["learner"]
-    bundles = [dict(bundle) for _ in range(l.num_ranks)]
-    pg = placement_group(bundles, strategy="PACK", name="osp-learner")
+    bundles = [dict(bundle) for _ in range(cfg.learner.num_ranks)]
+    selectors = None
+    if node_ids and all(node_ids):
+        selectors = [{"ray.io/node-id": node} for node in node_ids]
+    return placement_group(bundles, strategy="PACK", name="osp-learner", bundle_label_selector=selectors)
+
+
+def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600, prefix: str | None = None,
+                       node_ids: list[str | None] | None = None):
+    l = cfg.learner
+    bundles = [cfg.actor_resources()["learner"]] * l.num_ranks
+    pg = learner_placement_group(cfg, node_ids)
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
     if not ready:
         raise RuntimeError(

@@ -19,6 +19,7 @@ weight push in core/weights.py.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -27,6 +28,8 @@ import uuid
 import pyarrow as pa
 import ray
 
+from cluster.capacity.nodes import nodes_from_ray
+from cluster.capacity.plan import Plan, plan_run
 from cluster.driver import checkpoint as ckpt
 from cluster.driver.ledger import (
     Flight,
@@ -92,9 +95,11 @@ class Pipeline:
     def start(self) -> None:
         cfg, spec = self.cfg, self.spec
         t0 = time.perf_counter()
+        plan = self._plan()
+        self.rollouts.plan = plan
         starting = self.rollouts.start()
-        self.judges = JudgePool(cfg, spec.model_path, spec.prompts, self.actor_prefix)
-        self.learner = LearnerGroup(cfg, spec.model_path, spec.run_dir, self.actor_prefix)
+        self.judges = JudgePool(cfg, spec.model_path, spec.prompts, self.actor_prefix, plan)
+        self.learner = LearnerGroup(cfg, spec.model_path, spec.run_dir, self.actor_prefix, plan)
         # Judges and ranks: wait here (a bad model or config fails before any sampling).
         roles = self.judges.roles() + self.learner.roles()
         infos = ray.get([handle.info.remote() for _, handle in roles])
@@ -113,6 +118,16 @@ class Pipeline:
         log.info("actors up in %.1fs: %d rollout, %d judge, %d learner ranks, named %s/…; weight sync: %s",
                  time.perf_counter() - t0, len(self.rollouts.members), len(self.judges.judges),
                  len(self.learner.ranks), self.actor_prefix, f"{method} ({payload})")
+
+    def _plan(self) -> Plan:
+        """The run's plan on the cluster it joined (cluster/capacity/plan.py): refused (PlanRefused,
+        a ConfigError) before any actor starts if it does not fit; written to plan.json."""
+        plan = plan_run(self.cfg, self.spec.model_path, nodes_from_ray())
+        for line in plan.table().splitlines():
+            log.info("plan: %s", line)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "plan.json").write_text(json.dumps(plan.to_json(), indent=1) + "\n")
+        return plan.check()
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> ckpt.RunState:

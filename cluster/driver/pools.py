@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from cluster.capacity.plan import Plan
 from cluster.data.prompts import Prompt
 from cluster.driver import checkpoint as ckpt
 from cluster.driver.actors import Control, make_judge_actor, make_learner_group, make_rollout_actor, on_this_node, share
@@ -53,9 +54,12 @@ class Rollout:
 
 
 class RolloutPool:
-    def __init__(self, cfg: Config, model_path: str, actor_prefix: str, driver_versions: dict[str, str | None]):
+    def __init__(self, cfg: Config, model_path: str, actor_prefix: str, driver_versions: dict[str, str | None],
+                 plan: Plan | None = None):
+        """`plan`: where the configured rollout actors go (cluster/capacity/plan.py); actors added
+        later by scaling go where Ray finds room."""
         self.cfg, self.model_path, self.actor_prefix = cfg, model_path, actor_prefix
-        self.driver_versions = driver_versions
+        self.driver_versions, self.plan = driver_versions, plan
         self.members: list[Rollout] = []
         self.serial = 0
         self.control = None
@@ -68,7 +72,8 @@ class RolloutPool:
         return [self.add() for _ in range(self.cfg.rollout.num_actors)]
 
     def add(self) -> tuple[ray.ObjectRef, Rollout]:
-        handle = make_rollout_actor(self.cfg, self.model_path, self.serial, self.actor_prefix)
+        node = self.plan.node_id(f"rollout-{self.serial}") if self.plan else None
+        handle = make_rollout_actor(self.cfg, self.model_path, self.serial, self.actor_prefix, node)
         rollout = Rollout(handle, f"rollout-{self.serial}")
         self.serial += 1
         self.members.append(rollout)
@@ -140,14 +145,15 @@ class RolloutPool:
 
 
 class JudgePool:
-    def __init__(self, cfg: Config, model_path: str, prompts: tuple[Prompt, ...], prefix: str):
+    def __init__(self, cfg: Config, model_path: str, prompts: tuple[Prompt, ...], prefix: str, plan: Plan | None = None):
         # Prompt text → its IFEval instructions: the verifier judge's input, and the pass rate
         # of fresh samples for any judge kind. Held by a named actor that the judges (restarted
         # ones too) fetch it from: too big to travel inline in each constructor.
         instructions = {p.text: p.instructions.to_json() for p in prompts if p.instructions is not None}
         table = f"{prefix}/instructions"
         self.table = share(table, instructions) if instructions else None
-        self.judges = [make_judge_actor(cfg, model_path, i, table if instructions else None, prefix)
+        self.judges = [make_judge_actor(cfg, model_path, i, table if instructions else None, prefix,
+                                        plan.node_id(f"judge-{i}") if plan else None)
                        for i in range(cfg.judge.num_actors)]
         self.load = [0] * len(self.judges)
         j, k = cfg.judge, cfg.rollout.k
@@ -184,9 +190,10 @@ class LearnerFailed(RuntimeError):
 
 
 class LearnerGroup:
-    def __init__(self, cfg: Config, model_path: str, run_dir: Path, prefix: str):
+    def __init__(self, cfg: Config, model_path: str, run_dir: Path, prefix: str, plan: Plan | None = None):
         self.run_dir = run_dir
-        self.ranks, self.placement_group = make_learner_group(cfg, model_path, prefix=prefix)
+        nodes = [plan.node_id(f"learner-{i}") for i in range(cfg.learner.num_ranks)] if plan else None
+        self.ranks, self.placement_group = make_learner_group(cfg, model_path, prefix=prefix, node_ids=nodes)
 
     def roles(self) -> list[tuple[str, Any]]:
         """(role, handle) of each rank, named as their actors are (cluster.driver.actors)."""
