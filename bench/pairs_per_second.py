@@ -72,7 +72,7 @@ def run_osp(model: str, steps: int, warmup: int, variant: str, task: str = "self
     overrides = [
         f"model.path={model}", f"rollout.max_tokens={max_tokens}", "rollout.temperature=0.8", "eval.prompts=",
         f"learner.pairs_per_step={PAIRS_PER_STEP}", f"learner.max_steps={warmup + steps}", "learner.lora.r=8",
-        "learner.lora.alpha=16", "loss.name=spce", "loss.beta=0.1", "checkpoint.every=0",
+        "learner.lora.alpha=16", "method=osp", "loss.beta=0.1", "checkpoint.every=0",
         f"checkpoint.dir={run_dir}", "metrics.trackers=[]", "metrics.progress=false", "metrics.probe_every=0",
     ] + task_overrides + OSP_VARIANTS[variant]  # TRL's side judges the same way on the same prompts
     start = time.time()
@@ -101,9 +101,11 @@ class SelfJudgeReward:
     __name__ = "self_judge"
 
     def __init__(self, model: str):
+        from cluster.methods import method_of
+        from core.config import Config
         from judge.judge_actor import JudgeActor
 
-        self.judge = JudgeActor(model)
+        self.judge = JudgeActor(model, Config(), method_of(Config()))
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
         b = len(prompts) // 2

@@ -48,7 +48,7 @@ RUNS = {
     # bench/pairs_per_second.py's K = 2 row: the SFT self-judge on the everyday questions, 24 tokens.
     "k2": (None, ["rollout.k=2", "rollout.max_tokens=24", "rollout.temperature=0.8", "judge.kind=self",
                   "judge.drop_ties=false", "data.prompts=questions", "learner.pairs_per_step=4", "learner.lr=5e-5",
-                  "learner.lora.r=8", "learner.lora.alpha=16", "loss.name=spce", "loss.beta=0.1"]),
+                  "learner.lora.r=8", "learner.lora.alpha=16", "method=osp", "loss.beta=0.1"]),
 }
 
 

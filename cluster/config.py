@@ -16,10 +16,9 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from cluster.driver.trackers import TRACKERS
+from cluster.methods import METHODS, method_of
 from core.config import TRUNCATED, Config, ConfigError
-from judge.pairing import ANCHORS
 from judge.preferences import KINDS, NOISES, check_kind
-from learner.losses import LOSS_NAMES
 
 # ---------------------------------------------------------------------------------------
 # Building from dicts, with unknown keys refused.
@@ -139,9 +138,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config_from_dict(_merge(data, parse_overrides(overrides or [])))
 
 
+# Keys that a method replaced (one key picks the method now): refused with what to write instead.
+_LOSS_TO_METHOD = {"spce": "osp", "dpo": "dpo", "cdpo": "cdpo", "ipo": "ipo", "spo": "spo"}
+
+
+def _refuse_replaced_keys(data: dict[str, Any]) -> None:
+    loss, dno, judge = (data.get(k) if isinstance(data.get(k), dict) else {} for k in ("loss", "dno", "judge"))
+    if "name" in loss:
+        method = _LOSS_TO_METHOD.get(str(loss["name"]), loss["name"])
+        raise ConfigError(f"loss.name was replaced by the top-level key `method` (did you mean method={method}?)")
+    if "enabled" in dno:
+        raise ConfigError("dno.enabled was replaced by the top-level key `method` (did you mean method=dno?)")
+    if judge.get("anchor") == "dno":
+        raise ConfigError("judge.anchor=dno was replaced by the top-level key `method` (did you mean method=dno?)")
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     """A validated Config from nested sections, as a YAML file would give them (the same
     refusals as load_config: unknown keys, wrong types, impossible values)."""
+    if isinstance(data, dict):
+        _refuse_replaced_keys(data)
     cfg = _build(Config, data)
     validate(cfg)
     return cfg
@@ -158,8 +174,8 @@ def _require(ok: bool, key: str, message: str) -> None:
 
 def validate(cfg: Config) -> None:
     r, j, l, loss = cfg.rollout, cfg.judge, cfg.learner, cfg.loss
-    _require(r.k >= 2 and (r.k % 2 == 0 or cfg.judge.anchor == "dno"), "rollout.k",
-             f"ranked pairing needs an even K ≥ 2 (DNO, judge.anchor=dno, takes any K ≥ 2), got {r.k}")
+    _require(cfg.method in METHODS, "method", f"unknown {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    method_of(cfg).validate(cfg)  # what the method itself cannot run: K, the anchor, its own keys
     _require(r.num_actors >= 1, "rollout.num_actors", f"need at least 1, got {r.num_actors}")
     _require(r.max_tokens >= 1, "rollout.max_tokens", f"must be ≥ 1, got {r.max_tokens}")
     _require(0.0 < r.top_p <= 1.0, "rollout.top_p", f"must be in (0, 1], got {r.top_p}")
@@ -171,7 +187,6 @@ def validate(cfg: Config) -> None:
     _require(r.tensor_parallel_size == 1 or r.gpus_per_actor >= r.tensor_parallel_size, "rollout.gpus_per_actor",
              f"tensor_parallel_size={r.tensor_parallel_size} needs that many GPUs per rollout actor, got {r.gpus_per_actor:g}")
     _require(j.num_actors >= 1, "judge.num_actors", f"need at least 1, got {j.num_actors}")
-    _require(j.anchor in ANCHORS, "judge.anchor", f"unknown {j.anchor!r}; choose one of {ANCHORS}")
     try:
         check_kind(j.kind)
     except ValueError:
@@ -203,17 +218,14 @@ def validate(cfg: Config) -> None:
     _require(l.pairs_per_step >= l.num_ranks and l.pairs_per_step % l.num_ranks == 0,
              "learner.pairs_per_step", f"must be a positive multiple of learner.num_ranks={l.num_ranks}, got {l.pairs_per_step}")
     _require(l.lora.r >= 1, "learner.lora.r", f"must be ≥ 1, got {l.lora.r}")
-    _require(loss.name in LOSS_NAMES, "loss.name", f"unknown {loss.name!r}; choose one of {LOSS_NAMES}")
     _require(loss.beta > 0, "loss.beta", f"must be > 0, got {loss.beta}")
     _require(0.0 <= loss.label_smoothing < 0.5, "loss.label_smoothing", f"must be in [0, 0.5), got {loss.label_smoothing}")
     _require(loss.spo_weight >= 0, "loss.spo_weight", f"must be ≥ 0, got {loss.spo_weight}")
     _require(loss.nll_weight >= 0, "loss.nll_weight", f"must be ≥ 0, got {loss.nll_weight}")
-    _require(len(loss.spo_ratios) >= 2 and all(0 <= x <= 1 for x in loss.spo_ratios), "loss.spo_ratios",
-             f"need ≥ 2 ratios in [0, 1], got {loss.spo_ratios}")
     _require(0.0 <= cfg.dno.replay_fraction < 1.0, "dno.replay_fraction", f"must be in [0, 1), got {cfg.dno.replay_fraction}")
     _require(cfg.dno.iteration_steps >= 1, "dno.iteration_steps", f"must be ≥ 1, got {cfg.dno.iteration_steps}")
-    if cfg.dno.enabled:
-        _require(j.anchor == "dno", "judge.anchor", "dno.enabled needs judge.anchor=dno (win-rate pair selection)")
+    _require(len(loss.spo_ratios) >= 2 and all(0 <= x <= 1 for x in loss.spo_ratios), "loss.spo_ratios",
+             f"need ≥ 2 ratios in [0, 1], got {loss.spo_ratios}")
     _require(cfg.pipeline.max_staleness >= 0, "pipeline.max_staleness", f"must be ≥ 0, got {cfg.pipeline.max_staleness}")
     _require(cfg.pipeline.buffer_max_pairs >= l.pairs_per_step, "pipeline.buffer_max_pairs",
              f"must hold at least one step ({l.pairs_per_step} pairs), got {cfg.pipeline.buffer_max_pairs}")

@@ -98,7 +98,7 @@ class JudgeConfig:
     # place in the step. Counted either way (judge/tie_share, pairs/ties).
     drop_ties: bool = True
     truncated: str = "keep"  # a pair with a response cut at rollout.max_tokens: one of TRUNCATED
-    anchor: str = "round_robin"  # round_robin | sample0 | sft_greedy | dno
+    anchor: str = "round_robin"  # how ranked pairing scores the K answers: round_robin | sample0 | sft_greedy
     template: str | None = None  # None: judge.strength.DEFAULT_TEMPLATE
     answer_tokens: list[str] = field(default_factory=lambda: ["A", "B"])
     batch_size: int = 8
@@ -140,17 +140,17 @@ class LearnerConfig:
 
 @dataclass
 class LossConfig:
-    name: str = "spce"  # spce | dpo | cdpo | ipo | spo
+    # The loss itself is the method's (the top-level key `method`); these are its parameters.
     beta: float = 0.1
     label_smoothing: float = 0.1  # cdpo's ε
-    # Train on the judge's verdict (p → 1 if p > 0.5, 0 if p < 0.5; a tie stays 0.5 and trains
-    # nothing) instead of its strength. Only spce reads the strength, so this makes spce exactly
-    # dpo; dpo, cdpo, ipo and spo read the verdict alone either way.
+    # method=osp only: train on the judge's verdict (p → 1 if p > 0.5, 0 if p < 0.5; a tie stays
+    # 0.5 and trains nothing) instead of its strength, which makes osp exactly dpo. The other
+    # methods read the verdict alone already (refused there).
     hard_labels: bool = False
     spo_weight: float = 0.1  # λ of the SPO preference-degree loss
     spo_ratios: list[float] = field(default_factory=lambda: list(SPO_RATIOS))
     # Compare mean per-token log-probs instead of sums (SimPO-style; removes the length term
-    # from h). null: the loss's own default — on for ipo (the IPO authors' form, as TRL runs
+    # from h). null: the method's own default — on for ipo (the IPO authors' form, as TRL runs
     # it), off for the others.
     length_normalize: bool | None = None
     nll_weight: float = 0.0  # RPO: add this × the per-token NLL of the chosen response
@@ -158,7 +158,7 @@ class LossConfig:
 
 @dataclass
 class DnoConfig:
-    enabled: bool = False
+    # method=dno's parameters (cluster/methods/dno.py).
     iteration_steps: int = 10  # learner steps per DNO iteration (reference = previous iterate)
     margin: float = 0.5  # minimum win-rate gap of a kept pair
     replay_fraction: float = 0.3  # share of each batch drawn from the previous iteration's pairs
@@ -225,6 +225,9 @@ class RayConfig:
 @dataclass
 class Config:
     seed: int = 0
+    # osp | dpo | cdpo | ipo | spo | dno: the loss, the pairing, the reference and the schedule
+    # together (cluster/methods/).
+    method: str = "osp"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)

@@ -18,13 +18,13 @@ import pyarrow as pa
 import ray
 import torch
 
-from core.config import TRUNCATED, DnoConfig, JudgeConfig
+from core.config import TRUNCATED, Config
 from core.env import apply_runtime_env, peak_rss_bytes, thread_report, use_cores
 from core.logprobs import sequence_logprobs
 from core.records import pair_batch, validate_rollout_batch
 from core.tokens import pad_token_id
 from core.versions import installed
-from judge.pairing import JudgedPair, judge_pairs
+from judge.pairing import JudgedPair
 from judge.preferences import base_judge, make_preference
 from judge.repetition import repeated_share
 from judge.strength import JudgeTemplate
@@ -32,18 +32,18 @@ from judge.verifier import parse_instructions, verify
 
 
 class JudgeActor:
-    """Judges rollout batches with `kind` (judge/preferences.py); the SFT model at
-    `model_path` is always loaded: it is the reference (SPCE, DPO) and makes the
-    `sft_greedy` anchor, whatever the judge kind."""
+    """Judges rollout batches with `judge.kind` (judge/preferences.py); the SFT model at
+    `model_path` is always loaded: it makes the `sft_greedy` anchor and, unless the method's
+    reference is the sampling policy, the reference log-probs, whatever the judge kind."""
 
-    def __init__(self, model_path: str, judge: JudgeConfig | None = None, dno: DnoConfig | None = None, *,
-                 dtype: str = "float32", anchor_max_tokens: int = 32, threads: int | None = None,
-                 instructions: dict[str, dict] | str | None = None, seed: int = 0):
-        """`judge`: who judges and how (kind, anchor, template, ties, truncation); `dno`: with
-        DNO on, the pair is picked by win rate (above `dno.margin`) and the reference is the
-        sampling policy; `instructions`: prompt text → its IFEval instructions (JSON form), or the
-        name of the actor that holds them (cluster/driver/actors.SharedValue)."""
-        judge, dno = judge or JudgeConfig(), dno or DnoConfig()
+    def __init__(self, model_path: str, cfg: Config, method, *, threads: int | None = None,
+                 instructions: dict[str, dict] | str | None = None):
+        """`cfg`: the run's config (the judge section: who judges and how; the model's dtype; the
+        answers' length, for the sft_greedy anchor; the seed of noisy judges); `method` (a
+        cluster.methods.Method, passed by the driver): which pairs K answers become and whose
+        log-probs are the reference; `instructions`: prompt text → its IFEval instructions (JSON
+        form), or the name of the actor that holds them (cluster/driver/actors.SharedValue)."""
+        judge, dtype, seed = cfg.judge, cfg.model.dtype, cfg.seed
         apply_runtime_env()
         # Lazy: transformers reads the environment applied just above at import (HF_HUB_OFFLINE),
         # and the driver imports this module to create the actor without needing it.
@@ -69,14 +69,12 @@ class JudgeActor:
                                    answer_tokens=tuple(judge.answer_tokens)),
             batch_size=judge.batch_size, noise=judge.noise, noise_scale=judge.noise_scale, seed=seed, dtype=dtype,
             partial_credit=judge.partial_credit, loop_penalty=judge.loop_penalty, temperature=judge.temperature)
-        self.anchor, self.batch_size, self.dno_margin = judge.anchor, judge.batch_size, dno.margin
+        self.method, self.anchor, self.batch_size = method, judge.anchor, judge.batch_size
         self.drop_ties = judge.drop_ties
         if judge.truncated not in TRUNCATED:
             raise ValueError(f"judge truncated must be one of {TRUNCATED}, got {judge.truncated!r}")
         self.truncated = judge.truncated
-        # DNO: the reference log-probs are the sampling policy's (π_t), not the SFT model's.
-        self.reference = "policy" if dno.enabled else "sft"
-        self.anchor_max_tokens = anchor_max_tokens
+        self.anchor_max_tokens = cfg.rollout.max_tokens
         self.comparisons = 0
 
     def info(self) -> dict[str, Any]:
@@ -132,9 +130,7 @@ class JudgeActor:
                                     misses.append(key)
                     return [cache.get(key, 0.5) for key in keys]
 
-                results.append(
-                    judge_pairs(row["response_texts"], judge_fn, self.anchor, anchor, self.dno_margin)
-                )
+                results.append(self.method.pair(row["response_texts"], judge_fn, anchor))
             if not misses:
                 return results
             cache.update(zip(misses, self.strengths(misses)))
@@ -153,7 +149,8 @@ class JudgeActor:
         return torch.cat(out).tolist() if out else []
 
     def score(self, rollout: pa.Table) -> tuple[pa.Table, dict[str, float]]:
-        """Rollout batch → (pair batch, stats). A prompt may yield no pair (DNO margin)."""
+        """Rollout batch → (pair batch, stats). A prompt may yield no pair (ties dropped, a
+        method's margin)."""
         start = time.perf_counter()
         validate_rollout_batch(rollout)
         rows = rollout.to_pylist()
@@ -177,9 +174,9 @@ class JudgeActor:
                 out_rows.append((row, pair))
                 ref_prompts += [row["prompt_tokens"]] * 2
                 ref_responses += [row["response_tokens"][pair.chosen], row["response_tokens"][pair.rejected]]
-        if self.reference == "sft":
+        if self.method.reference == "sft":
             ref = self.reference_logprobs(ref_prompts, ref_responses)
-        else:  # DNO: the reference is the policy that sampled this iteration
+        else:  # the reference is the policy that sampled (its log-probs came with the rollout)
             ref = []
             for row, pair in out_rows:
                 ref += [row["response_logprobs"][pair.chosen], row["response_logprobs"][pair.rejected]]
@@ -198,7 +195,7 @@ class JudgeActor:
                     "ref_logp_chosen": ref[2 * i],
                     "ref_logp_rejected": ref[2 * i + 1],
                     "policy_version": row["policy_version"],
-                    "source": self.anchor,
+                    "source": self.method.source,
                 }
             )
         table = pair_batch(pairs) if pairs else None

@@ -10,11 +10,11 @@ One rule for every loss:
 - **a tie (p = 0.5 exactly) has no verdict and gives no gradient**, whatever h is: its
   per-pair loss is 0 and `batch_mean` leaves it out of the mean;
 - only SPCE reads how far p is from 0.5; DPO, cDPO and IPO read the verdict alone
-  (which side p is on), so `loss.hard_labels` (p → its verdict 1 / 0.5 / 0) turns SPCE into
-  DPO exactly and changes nothing for the others.
+  (which side p is on: `verdict_sign`), so `loss.hard_labels` (p → its verdict 1 / 0.5 / 0)
+  turns SPCE into DPO exactly.
+Which loss a run uses is its method's choice (cluster/methods/); the tie is masked there
+(`Method.masked_pair_loss`) and left out of the mean here (`batch_mean`).
 """
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ def _check_beta(beta: float) -> None:
         raise ValueError(f"beta must be > 0, got {beta}")
 
 
-def _as_prob(p: Tensor | float | None, like: Tensor) -> Tensor:
+def as_prob(p: Tensor | float | None, like: Tensor) -> Tensor:
     """p as a tensor broadcastable to `like`, after checking it is a probability."""
     if p is None:
         raise ValueError("the loss needs the judge's strengths p (a tie gives no gradient under every loss), got None")
@@ -65,11 +65,6 @@ def rpo_nll(policy_chosen: Tensor, chosen_lengths: Tensor, p: Tensor | None = No
     return torch.where(keep, per, torch.zeros_like(per)).sum() / keep.sum().clamp(min=1)
 
 
-def uses_length_normalization(name: str, configured: bool | None) -> bool:
-    """loss.length_normalize, with null meaning the loss's own default (on for IPO only)."""
-    return configured if configured is not None else name == "ipo"
-
-
 def spce_loss(h: Tensor, p: Tensor | float, beta: float) -> Tensor:
     """OSP soft-preference cross-entropy: -[p·logσ(βh) + (1-p)·logσ(-βh)].
 
@@ -78,7 +73,7 @@ def spce_loss(h: Tensor, p: Tensor | float, beta: float) -> Tensor:
     logsigmoid keeps it finite for large |βh|.
     """
     _check_beta(beta)
-    p = _as_prob(p, h)
+    p = as_prob(p, h)
     z = beta * h
     return -(p * F.logsigmoid(z) + (1 - p) * F.logsigmoid(-z))
 
@@ -116,35 +111,17 @@ def ipo_loss(h: Tensor, beta: float) -> Tensor:
     return (h - 1 / (2 * beta)) ** 2
 
 
-def _verdict_sign(p: Tensor) -> Tensor:
-    """+1 where the judge prefers chosen (p > 0.5), −1 where it prefers rejected, 0 for a tie."""
+def verdict_sign(p: Tensor) -> Tensor:
+    """+1 where the judge prefers chosen (p > 0.5), −1 where it prefers rejected, 0 for a tie:
+    sign(p − ½)·h is the margin of the preferred side, what the verdict-only losses read."""
     return torch.sign(p - 0.5)
 
 
-# name -> loss(h, p, beta, label_smoothing) on decided pairs. Only SPCE reads p's size; the
-# others train on its verdict, sign(p − 0.5)·h being the margin of the preferred side. SPO uses
-# "dpo" here plus its own degree loss (spo.py).
-LOSSES: dict[str, Callable[[Tensor, Tensor, float, float], Tensor]] = {
-    "spce": lambda h, p, beta, eps: spce_loss(h, p, beta),
-    "dpo": lambda h, p, beta, eps: dpo_loss(_verdict_sign(p) * h, beta),
-    "cdpo": lambda h, p, beta, eps: cdpo_loss(_verdict_sign(p) * h, beta, eps),
-    "ipo": lambda h, p, beta, eps: ipo_loss(_verdict_sign(p) * h, beta),
-}
-# What loss.name may be: the pair losses, and SPO (DPO plus the degree loss).
-LOSS_NAMES = (*LOSSES, "spo")
-
-
-def pair_loss(
-    name: str, h: Tensor, p: Tensor | float | None, beta: float, label_smoothing: float = 0.0
-) -> Tensor:
-    """Per-pair loss [B] for the loss called `name`; 0, with zero gradient, for a tie."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-    p = _as_prob(p, h).expand_as(h)
-    loss = LOSSES[name](h, p, beta, label_smoothing)
-    # where(), not a product: the tie's branch gets exactly zero gradient even if its loss
-    # were inf (an IPO margin of 1e300, say).
-    return torch.where(decided(p), loss, torch.zeros_like(loss))
+def tie_masked(per_pair: Tensor, p: Tensor) -> Tensor:
+    """Per-pair losses with every tie's (p = ½: no verdict) set to 0 with zero gradient: where(),
+    not a product, so the tie's branch gets no gradient even if its loss were inf (an IPO
+    margin of 1e300, say)."""
+    return torch.where(decided(p), per_pair, torch.zeros_like(per_pair))
 
 
 def batch_mean(per_pair: Tensor, p: Tensor, decided_in_step: int | None = None, world_size: int = 1) -> Tensor:
@@ -179,14 +156,10 @@ def reward_metrics(
 
 @torch.no_grad()
 def preference_diagnostics(
-    policy_chosen: Tensor,
-    policy_rejected: Tensor,
-    ref_chosen: Tensor,
-    ref_rejected: Tensor,
+    sums: tuple[Tensor, Tensor, Tensor, Tensor],
     p: Tensor,
     beta: float,
-    chosen_lengths: Tensor,
-    rejected_lengths: Tensor,
+    lengths: tuple[Tensor, Tensor],
     h: Tensor | None = None,
 ) -> dict[str, float]:
     """What a reviewer from OpenRLHF/TRL reads per step, from numbers already computed.
@@ -202,7 +175,12 @@ def preference_diagnostics(
       (length-normalised, say), else computed from the sums;
     - strength/near_half: share of pairs with |p − 0.5| < 0.05 (little preference signal);
     - length/chosen, length/rejected: mean response tokens.
+
+    `sums`: summed log-probs (policy chosen, policy rejected, reference chosen, reference
+    rejected); `lengths`: response tokens (chosen, rejected).
     """
+    policy_chosen, policy_rejected, ref_chosen, ref_rejected = sums
+    chosen_lengths, rejected_lengths = lengths
     _check_beta(beta)
     if h is None:
         h = preference_margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected)

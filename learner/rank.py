@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import ray
 import torch
 from safetensors.torch import save_file
 
-from core.config import LearnerConfig, LossConfig
+from core.config import Config
 from core.env import apply_runtime_env, disable_deepspeed_shm_comm, peak_rss_bytes, thread_report, use_cores
 from core.logprobs import pack_right_padded, sequence_logprobs, token_logprobs
 from core.net import bind_gloo_to, node_address_and_free_port, tcp_store
@@ -32,17 +33,13 @@ from core.weights import join_group, payload_bytes, send_tensors, spec_of
 from learner.losses import (
     batch_mean,
     decided,
-    hard_labels,
     length_normalized,
-    pair_loss,
     preference_diagnostics,
     preference_margin,
     reward_metrics,
     rpo_nll,
-    uses_length_normalization,
 )
 from learner.policy import build_policy, merged_state_dict, policy_payload
-from learner.spo import spo_degree_term
 
 
 def deepspeed_config(micro_batch: int, zero_stage: int, grad_clip: float, dtype: str) -> dict[str, Any]:
@@ -60,20 +57,22 @@ def deepspeed_config(micro_batch: int, zero_stage: int, grad_clip: float, dtype:
     }
 
 
+@dataclass(frozen=True)
+class RankGroup:
+    """The learner group a rank joins: its size and the first rank's TCP store."""
+
+    world_size: int
+    master_addr: str
+    master_port: int
+
+
 class LearnerRank:
-    def __init__(
-        self,
-        rank: int,
-        world_size: int,
-        master_addr: str,
-        master_port: int,
-        model_path: str,
-        learner: LearnerConfig,
-        loss: LossConfig,
-        dtype: str = "float32",
-        seed: int = 0,
-        threads: int | None = None,
-    ):
+    def __init__(self, rank: int, group: RankGroup, model_path: str, cfg: Config, method, threads: int | None = None):
+        """`cfg`: the run's config (the learner section, the model's dtype, the seed, the loss's
+        parameters); `method` (a cluster.methods.Method, passed by the driver): the loss, the
+        labels it reads and any auxiliary term with its head."""
+        learner, dtype, seed = cfg.learner, cfg.model.dtype, cfg.seed
+        world_size, master_addr, master_port = group.world_size, group.master_addr, group.master_port
         apply_runtime_env()
         os.environ.update(
             RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR=master_addr, MASTER_PORT=str(master_port),
@@ -96,13 +95,12 @@ class LearnerRank:
         torch.manual_seed(seed + rank)
         self.rng = random.Random(seed * 9973 + rank)
         self.rank, self.world_size = rank, world_size
-        self.learner_cfg, self.loss_cfg = learner, loss
+        self.learner_cfg, self.loss_cfg, self.method = learner, cfg.loss, method
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.pad_id = pad_token_id(self.tokenizer)
-        num_degrees = len(loss.spo_ratios) if loss.name == "spo" else 0
-        policy = build_policy(model_path, dtype, learner.lora, num_degrees, learner.gradient_checkpointing)
+        policy = build_policy(model_path, dtype, learner.lora, method.degree_classes, learner.gradient_checkpointing)
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=learner.lr, weight_decay=learner.weight_decay)
         micro = learner.pairs_per_step // world_size
@@ -136,14 +134,11 @@ class LearnerRank:
         rr = torch.tensor(cols["ref_logp_rejected"], dtype=logps.dtype, device=logps.device)
         lengths = torch.tensor([len(t) for t in responses], dtype=torch.float32, device=logps.device)
         sums = (pc, pr, rc, rr)
-        if uses_length_normalization(cfg.name, cfg.length_normalize):
+        if self.method.length_normalize():
             pc, pr, rc, rr = length_normalized(pc, pr, rc, rr, lengths[:n], lengths[n:])
         h = preference_margin(pc, pr, rc, rr)
-        p = torch.tensor(cols["strength"], dtype=logps.dtype, device=logps.device)
-        if cfg.hard_labels:
-            p = hard_labels(p)
-        name = "dpo" if cfg.name == "spo" else cfg.name
-        per_pair = pair_loss(name, h, p, cfg.beta, cfg.label_smoothing)
+        p = self.method.labels(torch.tensor(cols["strength"], dtype=logps.dtype, device=logps.device))
+        per_pair = self.method.masked_pair_loss(h, p)
         world = 1 if decided_in_step is None else self.world_size
         loss = batch_mean(per_pair, p, decided_in_step, world)
         metrics = {"loss/pref": float(loss.detach()), "pairs/ties": float((~decided(p)).sum())}
@@ -151,13 +146,12 @@ class LearnerRank:
             nll = rpo_nll(logps[:n], lengths[:n], p)
             loss = loss + cfg.nll_weight * nll
             metrics["loss/nll_chosen"] = float(nll.detach())
-        if cfg.name == "spo":
-            aux, spo_metrics = spo_degree_term(policy, self.tokenizer, self.pad_id, cols["prompt_tokens"],
-                                               cols["chosen_text"], cfg.spo_ratios, self.rng)
-            loss = loss + cfg.spo_weight * aux
-            metrics.update(spo_metrics)
+        if (aux := self.method.aux_loss(policy, self.tokenizer, self.pad_id, cols, self.rng)) is not None:
+            term, aux_metrics = aux
+            loss = loss + term
+            metrics.update(aux_metrics)
         metrics.update(reward_metrics(pc, pr, rc, rr, cfg.beta))
-        metrics.update(preference_diagnostics(*sums, p, cfg.beta, lengths[:n], lengths[n:], h=h))
+        metrics.update(preference_diagnostics(sums, p, cfg.beta, (lengths[:n], lengths[n:]), h=h))
         metrics["strength/mean"] = float(p.mean())
         metrics["arrow/convert_s"] = convert_s
         return loss, metrics

@@ -21,9 +21,9 @@ done
 # gap, ≥ 0.5), DPO on the verdict, reference = the previous iterate, 25% replay.
 # SPO: DPO plus the preference-degree loss (λ = 0.1). Same judge, lr and β as OSP.
 for seed in 0 1; do
-  run dno-s$seed ifeval-osp $seed 15 judge.anchor=dno dno.enabled=true dno.iteration_steps=5 rollout.k=5 \
-      rollout.temperature=0.7 loss.name=dpo
-  run spo-s$seed ifeval-osp $seed 15 loss.name=spo loss.spo_weight=0.1
+  run dno-s$seed ifeval-osp $seed 15 method=dno dno.iteration_steps=5 rollout.k=5 \
+      rollout.temperature=0.7
+  run spo-s$seed ifeval-osp $seed 15 method=spo loss.spo_weight=0.1
 done
 evaluate eval-methods 15 osp-s0 osp-s1 osp-s2 dpo-s0 dpo-s1 dpo-s2 dno-s0 dno-s1 spo-s0 spo-s1
 .venv/bin/python scripts/summarise_ifeval_experiment.py --exp "$OUT" --out docs/results.json

@@ -40,7 +40,7 @@ runs)
     # shellcheck disable=SC2086
     run "dpo-logit-s$seed" ifeval-dpo "$seed" 15 $noise
     # shellcheck disable=SC2086
-    run "cdpo-logit-s$seed" ifeval-osp "$seed" 15 $noise loss.name=cdpo "loss.label_smoothing=$EPS"
+    run "cdpo-logit-s$seed" ifeval-osp "$seed" 15 $noise method=cdpo "loss.label_smoothing=$EPS"
     runs+=("osp-logit-s$seed" "dpo-logit-s$seed" "cdpo-logit-s$seed")
     if [ -n "${TEMPERATURE:-}" ]; then
       # shellcheck disable=SC2086

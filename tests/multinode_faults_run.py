@@ -105,23 +105,23 @@ def main(model_dir: str, out: str) -> None:
     try:
         pipeline.start()
         loop = _Loop(pipeline)
-        _wait(lambda: pipeline.ledger.step >= 2 or loop.done, 600, "step 2")
+        _wait(lambda: pipeline.scheduler.step >= 2 or loop.done, 600, "step 2")
         node_b = cluster.add_node(num_cpus=3, resources={"rollout": 3})
         result["nodes"]["b"] = node_b.node_id
         ray.get(pipeline.rollouts.control.set_rollout_actors.remote(2))  # what `cluster.scale --add 1` does
         _wait(lambda: len(pipeline.rollouts.live()) == 2 or loop.done, 600, "the second rollout actor")
         result["after_scale_out"] = _actors()
-        result["events"].append(["scaled out", pipeline.ledger.step])
-        lose_at = pipeline.ledger.step + 2
-        _wait(lambda: pipeline.ledger.step >= lose_at or loop.done, 600, f"step {lose_at}")
+        result["events"].append(["scaled out", pipeline.scheduler.step])
+        lose_at = pipeline.scheduler.step + 2
+        _wait(lambda: pipeline.scheduler.step >= lose_at or loop.done, 600, f"step {lose_at}")
         cluster.remove_node(node_a)  # its raylet killed: the node is gone
-        result["events"].append(["node A removed", pipeline.ledger.step])
+        result["events"].append(["node A removed", pipeline.scheduler.step])
         def restarted() -> bool:
             return all(a["state"] == "ALIVE" for a in _actors() if a["name"].endswith(("/rollout-0", "/judge-0")))
 
         _wait(lambda: restarted() or loop.done, 600, "rollout-0 and judge-0 restarted")
         result["after_node_loss"] = _actors()
-        result["events"].append(["restarted", pipeline.ledger.step])
+        result["events"].append(["restarted", pipeline.scheduler.step])
         state = loop.result()
         result["run1"] = {**_accounting(state), "failures": pipeline.failures,
                           "live_engines": len(pipeline.rollouts.live())}
@@ -135,8 +135,8 @@ def main(model_dir: str, out: str) -> None:
     try:
         pipeline.start()
         loop = _Loop(pipeline)
-        _wait(lambda: pipeline.ledger.step >= 33 or loop.done, 600, "step 33")
-        result["learner_lost_at"] = pipeline.ledger.step
+        _wait(lambda: pipeline.scheduler.step >= 33 or loop.done, 600, "step 33")
+        result["learner_lost_at"] = pipeline.scheduler.step
         cluster.remove_node(learner_node)
         try:
             loop.result()

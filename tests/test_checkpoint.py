@@ -36,7 +36,7 @@ def _pointer(run_dir: Path) -> str:
 def test_run_state_defaults():
     s = RunState()
     assert (s.step, s.version, s.next_prompt, s.requeued, s.prompts_done, s.pairs_trained) == (0, 0, 0, [], 0, 0)
-    assert (s.pairs_regenerated, s.tokens_generated, s.seed, s.dno_iteration, s.rng) == (0, 0, 0, 0, None)
+    assert (s.pairs_regenerated, s.tokens_generated, s.seed, s.rng) == (0, 0, 0, None)
     assert RunState().requeued is not RunState().requeued
 
 
@@ -45,14 +45,14 @@ def test_run_state_json_round_trip_with_an_rng_state():
     rng.random()
     state = RunState(step=12, version=11, next_prompt=250, requeued=[3, 3, 17], prompts_done=230,
                      pairs_trained=48, pairs_regenerated=6, tokens_generated=12345, seed=7,
-                     dno_iteration=2, rng=list(rng.getstate()))
+                     rng=list(rng.getstate()))
     text = state.to_json()
     back = RunState.from_json(text)
     assert json.loads(text)["requeued"] == [3, 3, 17]
     assert back.step == 12 and back.version == 11 and back.next_prompt == 250
     assert back.requeued == [3, 3, 17]  # duplicates kept: each is one handing-out to redo
     assert (back.prompts_done, back.pairs_trained, back.pairs_regenerated) == (230, 48, 6)
-    assert (back.tokens_generated, back.seed, back.dno_iteration) == (12345, 7, 2)
+    assert (back.tokens_generated, back.seed) == (12345, 7)
     assert back.to_json() == text
     # The driver restores its RNG from the JSON lists (as Pipeline does): same stream.
     restored = random.Random()
@@ -63,6 +63,12 @@ def test_run_state_json_round_trip_with_an_rng_state():
 def test_run_state_from_json_refuses_unknown_fields():
     with pytest.raises(TypeError):
         RunState.from_json(json.dumps({"step": 1, "bogus": 2}))
+
+
+def test_run_state_of_an_older_checkpoint_drops_the_retired_dno_iteration():
+    """Checkpoints written before methods were objects carry dno_iteration (now step // the
+    iteration length): they must still resume."""
+    assert RunState.from_json(json.dumps({"step": 4, "dno_iteration": 2})) == RunState(step=4)
 
 
 # ---------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from cluster.config import config_from_dict, default_config_path, dump_config, load_config, parse_overrides, validate
+from cluster.methods import METHODS
 from core.config import Config, ConfigError
-from learner.losses import LOSS_NAMES
 
 # ---------------------------------------------------------------------------------------
 # Defaults.
@@ -27,8 +27,7 @@ def test_dataclass_defaults_are_the_embedded_default_run():
     assert cfg.learner.lr == 5e-5 and cfg.learner.pairs_per_step == 4
     assert cfg.learner.lora.enabled is True and cfg.learner.lora.r == 8
     assert cfg.learner.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    assert cfg.loss.name == "spce" and cfg.loss.beta == 0.1 and cfg.loss.spo_ratios == [0.0, 0.25, 0.5, 0.75]
-    assert cfg.dno.enabled is False
+    assert cfg.method == "osp" and cfg.loss.beta == 0.1 and cfg.loss.spo_ratios == [0.0, 0.25, 0.5, 0.75]
     assert cfg.weight_sync.method == "auto" and cfg.weight_sync.payload == "auto"
     assert cfg.ray.address is None and cfg.ray.dashboard_host == "127.0.0.1"  # loopback by default
 
@@ -42,7 +41,7 @@ def test_default_list_fields_are_not_shared_between_configs():
 
 
 def test_dno_may_sample_an_odd_k():
-    assert load_config(None, ["rollout.k=5", "judge.anchor=dno", "dno.enabled=true"]).rollout.k == 5
+    assert load_config(None, ["rollout.k=5", "method=dno"]).rollout.k == 5
 
 
 def test_default_yaml_loads_and_validates():
@@ -55,7 +54,7 @@ def test_default_yaml_loads_and_validates():
     cfg = load_config(path)
     validate(cfg)
     assert cfg.rollout.k >= 2 and cfg.rollout.k % 2 == 0
-    assert cfg.loss.name in LOSS_NAMES
+    assert cfg.method in METHODS
     # overrides apply on top of the file
     assert load_config(path, ["learner.max_steps=3", "seed=11"]).learner.max_steps == 3
     assert load_config(path, ["seed=11"]).seed == 11
@@ -90,7 +89,7 @@ def test_parse_overrides_builds_a_nested_tree():
         ("learner.lora.enabled=False", lambda c: c.learner.lora.enabled, False, bool),
         ("metrics.progress=0", lambda c: c.metrics.progress, False, bool),
         ("loss.hard_labels=1", lambda c: c.loss.hard_labels, True, bool),
-        ("loss.name=dpo", lambda c: c.loss.name, "dpo", str),
+        ("method=dpo", lambda c: c.method, "dpo", str),
         ("model.path=/models/smol", lambda c: c.model.path, "/models/smol", str),
         ("checkpoint.dir=2024", lambda c: c.checkpoint.dir, "2024", str),
         ("judge.answer_tokens=[X, Y]", lambda c: c.judge.answer_tokens, ["X", "Y"], list),
@@ -121,9 +120,9 @@ def test_overrides_only_touch_their_keys_and_the_last_one_wins():
 
 def test_overrides_merge_into_a_yaml_file(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("loss:\n  name: dpo\n  beta: 0.5\nlearner:\n  max_steps: 5\n  lora:\n    r: 16\n")
+    path.write_text("method: dpo\nloss:\n  beta: 0.5\nlearner:\n  max_steps: 5\n  lora:\n    r: 16\n")
     cfg = load_config(path, ["learner.max_steps=9", "loss.beta=0.25"])
-    assert cfg.loss.name == "dpo"  # from the file
+    assert cfg.method == "dpo"  # from the file
     assert cfg.loss.beta == 0.25  # override beats the file
     assert cfg.learner.max_steps == 9
     assert cfg.learner.lora.r == 16  # sibling keys of an overridden section survive
@@ -194,7 +193,7 @@ def test_unknown_key_with_no_close_match_lists_the_valid_keys():
     with pytest.raises(ConfigError) as err:
         load_config(None, ["zzz=1"])
     msg = str(err.value)
-    assert msg.startswith("unknown config key zzz; valid keys: seed, model, data, rollout, judge, learner, loss,")
+    assert msg.startswith("unknown config key zzz; valid keys: seed, method, model, data, rollout, judge, learner, loss,")
     assert "did you mean" not in msg
 
 
@@ -239,10 +238,10 @@ def test_yaml_file_that_is_not_a_mapping(tmp_path, text, shown):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["rollout.k=3"], "rollout.k: ranked pairing needs an even K ≥ 2 (DNO, judge.anchor=dno, takes any K ≥ 2), got 3"),
-        (["rollout.k=1"], "rollout.k: ranked pairing needs an even K ≥ 2 (DNO, judge.anchor=dno, takes any K ≥ 2), got 1"),
-        (["rollout.k=0"], "rollout.k: ranked pairing needs an even K ≥ 2 (DNO, judge.anchor=dno, takes any K ≥ 2), got 0"),
-        (["rollout.k=-2"], "rollout.k: ranked pairing needs an even K ≥ 2 (DNO, judge.anchor=dno, takes any K ≥ 2), got -2"),
+        (["rollout.k=3"], "rollout.k: ranked pairing needs an even K ≥ 2 (method=dno takes any K ≥ 2), got 3"),
+        (["rollout.k=1"], "rollout.k: ranked pairing needs an even K ≥ 2 (method=dno takes any K ≥ 2), got 1"),
+        (["rollout.k=0"], "rollout.k: ranked pairing needs an even K ≥ 2 (method=dno takes any K ≥ 2), got 0"),
+        (["rollout.k=-2"], "rollout.k: ranked pairing needs an even K ≥ 2 (method=dno takes any K ≥ 2), got -2"),
         (["rollout.num_actors=0"], "rollout.num_actors: need at least 1, got 0"),
         (["rollout.max_tokens=0"], "rollout.max_tokens: must be ≥ 1, got 0"),
         (["rollout.top_p=0"], "rollout.top_p: must be in (0, 1], got 0.0"),
@@ -250,7 +249,7 @@ def test_yaml_file_that_is_not_a_mapping(tmp_path, text, shown):
         (["rollout.temperature=0"], "rollout.temperature: must be > 0 for K distinct samples, got 0.0"),
         (["rollout.prompts_per_batch=0"], "rollout.prompts_per_batch: must be ≥ 1, got 0"),
         (["judge.num_actors=0"], "judge.num_actors: need at least 1, got 0"),
-        (["judge.anchor=best"], "judge.anchor: unknown 'best'; choose one of ('round_robin', 'sample0', 'sft_greedy', 'dno')"),
+        (["judge.anchor=best"], "judge.anchor: unknown 'best'; choose one of ('round_robin', 'sample0', 'sft_greedy')"),
         (["judge.answer_tokens=[A, A]"], "judge.answer_tokens: need two distinct strings, got ['A', 'A']"),
         (["judge.answer_tokens=[A, B, C]"], "judge.answer_tokens: need two distinct strings, got ['A', 'B', 'C']"),
         (["judge.temperature=0"], "judge.temperature: must be > 0 (1: unchanged), got 0.0"),
@@ -265,7 +264,14 @@ def test_yaml_file_that_is_not_a_mapping(tmp_path, text, shown):
         (["learner.pairs_per_step=2", "learner.num_ranks=4"],
          "learner.pairs_per_step: must be a positive multiple of learner.num_ranks=4, got 2"),
         (["learner.lora.r=0"], "learner.lora.r: must be ≥ 1, got 0"),
-        (["loss.name=ppo"], "loss.name: unknown 'ppo'; choose one of ('spce', 'dpo', 'cdpo', 'ipo', 'spo')"),
+        (["method=ppo"], "method: unknown 'ppo'; choose one of osp, dpo, cdpo, ipo, spo, dno"),
+        (["loss.name=spce"], "loss.name was replaced by the top-level key `method` (did you mean method=osp?)"),
+        (["loss.name=ipo"], "loss.name was replaced by the top-level key `method` (did you mean method=ipo?)"),
+        (["judge.anchor=dno"], "judge.anchor=dno was replaced by the top-level key `method` (did you mean method=dno?)"),
+        (["method=dpo", "loss.hard_labels=true"],
+         "loss.hard_labels: method=dpo trains on the judge's verdict already; the switch only changes osp (making it dpo)"),
+        (["method=dno", "judge.anchor=sample0"],
+         "judge.anchor: method=dno judges every pair of answers (win rates); judge.anchor=sample0 does not apply"),
         (["loss.beta=0"], "loss.beta: must be > 0, got 0.0"),
         (["loss.beta=-0.1"], "loss.beta: must be > 0, got -0.1"),
         (["loss.label_smoothing=0.5"], "loss.label_smoothing: must be in [0, 0.5), got 0.5"),
@@ -275,7 +281,7 @@ def test_yaml_file_that_is_not_a_mapping(tmp_path, text, shown):
         (["loss.spo_ratios=[0, 1.5]"], "loss.spo_ratios: need ≥ 2 ratios in [0, 1], got [0.0, 1.5]"),
         (["dno.replay_fraction=1"], "dno.replay_fraction: must be in [0, 1), got 1.0"),
         (["dno.iteration_steps=0"], "dno.iteration_steps: must be ≥ 1, got 0"),
-        (["dno.enabled=true"], "judge.anchor: dno.enabled needs judge.anchor=dno (win-rate pair selection)"),
+        (["dno.enabled=true"], "dno.enabled was replaced by the top-level key `method` (did you mean method=dno?)"),
         (["pipeline.max_staleness=-1"], "pipeline.max_staleness: must be ≥ 0, got -1"),
         (["pipeline.buffer_max_pairs=2"], "pipeline.buffer_max_pairs: must hold at least one step (4 pairs), got 2"),
         (["weight_sync.method=nccl"], "weight_sync.method: unknown 'nccl'; choose auto, object_store or broadcast"),
@@ -303,9 +309,9 @@ def test_impossible_values_are_refused_naming_the_key(overrides, message):
     [
         ["rollout.k=4"],
         ["rollout.k=8", "rollout.top_p=1.0"],
-        ["dno.enabled=true", "judge.anchor=dno"],
+        ["method=dno", "rollout.k=3"],
         ["learner.num_ranks=2", "learner.pairs_per_step=8"],
-        ["learner.zero_stage=0", "loss.name=ipo", "loss.label_smoothing=0"],
+        ["learner.zero_stage=0", "method=ipo", "loss.label_smoothing=0"],
         ["loss.spo_ratios=[0, 1]", "loss.spo_weight=0"],
         ["pipeline.max_staleness=0", "pipeline.buffer_max_pairs=4", "checkpoint.every=0"],
         ["data.on_bad_rows=skip", "data.num_prompts=1", "model.dtype=bfloat16"],
@@ -327,7 +333,7 @@ def test_validate_checks_a_config_edited_in_code():
     cfg = Config()
     validate(cfg)
     cfg.rollout.k = 5
-    with pytest.raises(ConfigError, match=r"^rollout\.k: ranked pairing needs an even K ≥ 2 \(DNO, .*\), got 5$"):
+    with pytest.raises(ConfigError, match=r"^rollout\.k: ranked pairing needs an even K ≥ 2 \(method=dno .*\), got 5$"):
         validate(cfg)
     assert issubclass(ConfigError, ValueError)
 
@@ -346,7 +352,7 @@ def test_dump_then_load_round_trips(tmp_path):
             "rollout.k=6",
             "learner.lr=2e-4",
             "learner.lora.target_modules=[q_proj]",
-            "loss.name=spo",
+            "method=spo",
             "loss.spo_ratios=[0, 0.5, 1]",
             "judge.answer_tokens=[X, Y]",
             "metrics.trackers=[]",

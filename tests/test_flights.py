@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from cluster.driver.ledger import JudgeFlight, RolloutFlight
+from cluster.driver.flights import JudgeFlight, RolloutFlight
 from cluster.driver.progress import StallWatch
 from core.config import Config
 

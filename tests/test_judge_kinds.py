@@ -380,13 +380,25 @@ def _rollout(tokenizer, k: int = 4, cut: tuple[int, ...] = ()):
     return rollout_batch(rows)
 
 
+def judge_actor(model_path: str, max_tokens: int = 24, **judge):
+    """A JudgeActor in this process, for the run config whose judge section has `judge` (and
+    whose answers are at most `max_tokens` long: the sft_greedy anchor's length), with that
+    config's method (the driver passes both)."""
+    from cluster.methods import method_of
+    from core.config import Config
+    from judge.judge_actor import JudgeActor
+
+    cfg = Config(judge=JudgeConfig(**judge))
+    cfg.rollout.k, cfg.rollout.max_tokens = 4, max_tokens
+    return JudgeActor(model_path, cfg, method_of(cfg))
+
+
 @pytest.mark.parametrize("anchor", ["round_robin", "sample0", "sft_greedy"])
 def test_judge_worker_makes_the_documented_comparisons_and_never_judges_a_response_with_itself(
         anchor, tiny_model_dir, tiny_tokenizer, monkeypatch):
-    from judge.judge_actor import JudgeActor
     from judge.pairing import comparisons_per_prompt
 
-    worker = JudgeActor(tiny_model_dir, JudgeConfig(anchor=anchor), anchor_max_tokens=4)
+    worker = judge_actor(tiny_model_dir, max_tokens=4, anchor=anchor)
     seen = []
     compare = worker.preference.compare
     monkeypatch.setattr(worker.preference, "compare", lambda p, a, b: seen.extend(zip(a, b)) or compare(p, a, b))
@@ -403,10 +415,9 @@ def test_sft_greedy_anchor_comes_from_the_sft_model_when_another_lm_judges(tiny_
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cluster.data.prompts import encode_chat
-    from judge.judge_actor import JudgeActor
 
     other = build_tiny_model(tmp_path / "judge", seed=3)
-    worker = JudgeActor(tiny_model_dir, JudgeConfig(kind=f"lm:{other}", anchor="sft_greedy"), anchor_max_tokens=5)
+    worker = judge_actor(tiny_model_dir, max_tokens=5, kind=f"lm:{other}", anchor="sft_greedy")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     tokens = encode_chat(tokenizer, "Say hi.")
 
@@ -421,22 +432,20 @@ def test_sft_greedy_anchor_comes_from_the_sft_model_when_another_lm_judges(tiny_
 
 
 def test_truncated_pairs_are_kept_dropped_or_lose_as_configured(tiny_model_dir, tiny_tokenizer):
-    from judge.judge_actor import JudgeActor
-
     batch = _rollout(tiny_tokenizer, cut=(1,))  # "hello there" and "a pear" were cut at max_tokens
-    kept, stats = JudgeActor(tiny_model_dir).score(batch)
+    kept, stats = judge_actor(tiny_model_dir).score(batch)
     assert stats["pairs_with_truncated"] == 2.0 and stats["truncated"] == 2.0 and kept.num_rows == 4
     cut_texts = {"hello there", "a pear"}
     with_cut = [r for r in kept.to_pylist() if {r["chosen_text"], r["rejected_text"]} & cut_texts]
-    dropped, _ = JudgeActor(tiny_model_dir, JudgeConfig(truncated="drop")).score(batch)
+    dropped, _ = judge_actor(tiny_model_dir, truncated="drop").score(batch)
     assert dropped.num_rows == 2
     assert not any({r["chosen_text"], r["rejected_text"]} & cut_texts for r in dropped.to_pylist())
-    lost, _ = JudgeActor(tiny_model_dir, JudgeConfig(truncated="lose")).score(batch)
+    lost, _ = judge_actor(tiny_model_dir, truncated="lose").score(batch)
     lost_rows = [r for r in lost.to_pylist() if {r["chosen_text"], r["rejected_text"]} & cut_texts]
     assert len(lost_rows) == len(with_cut) == 2
     assert all(r["rejected_text"] in cut_texts and r["strength"] == 1.0 for r in lost_rows)
     with pytest.raises(ValueError, match="judge truncated must be one of"):
-        JudgeActor(tiny_model_dir, JudgeConfig(truncated="trim"))
+        judge_actor(tiny_model_dir, truncated="trim")
 
 
 def test_checklist_judge_asks_each_instruction_in_ifevals_words_once(tiny_model_dir, tiny_tokenizer):

@@ -3,7 +3,18 @@ import math
 import pytest
 import torch
 
-from learner.losses import LOSSES, cdpo_loss, dpo_loss, ipo_loss, pair_loss, preference_margin, reward_metrics, spce_loss
+from cluster.config import load_config
+from cluster.methods import method_of
+from learner.losses import cdpo_loss, dpo_loss, ipo_loss, preference_margin, reward_metrics, spce_loss
+
+# The losses by their old names, as the methods that own them (cluster/methods/) compute them.
+METHOD_OF_LOSS = {"spce": "osp", "dpo": "dpo", "cdpo": "cdpo", "ipo": "ipo"}
+
+
+def pair_loss(name: str, h: torch.Tensor, p: torch.Tensor, beta: float, eps: float = 0.0) -> torch.Tensor:
+    """The per-pair loss of the method whose loss is `name`, ties masked (Method.masked_pair_loss)."""
+    cfg = load_config(None, [f"method={METHOD_OF_LOSS[name]}", f"loss.beta={beta}", f"loss.label_smoothing={eps}"])
+    return method_of(cfg).masked_pair_loss(h, p)
 
 
 def log_sigmoid(x: float) -> float:
@@ -82,13 +93,13 @@ def test_spce_is_stable_for_large_margins():
     assert loss.tolist() == pytest.approx([0.0, 1e4])
 
 
-def test_pair_loss_dispatch():
+def test_each_method_uses_its_loss():
+    """Would catch a method wired to another's loss (cdpo computing dpo, say)."""
     h, p = t(0.7, -0.4), t(0.8, 0.9)
     assert torch.equal(pair_loss("spce", h, p, 0.5), spce_loss(h, p, 0.5))
     assert torch.equal(pair_loss("dpo", h, p, 0.5), dpo_loss(h, 0.5))
     assert torch.equal(pair_loss("cdpo", h, p, 0.5, 0.2), cdpo_loss(h, 0.5, 0.2))
     assert torch.equal(pair_loss("ipo", h, p, 0.5), ipo_loss(h, 0.5))
-    assert set(LOSSES) == {"spce", "dpo", "cdpo", "ipo"}
 
 
 def _grad(name: str, h: float, p: float, beta: float, eps: float = 0.0) -> float:
@@ -151,11 +162,6 @@ def test_batch_mean_leaves_ties_out_and_spans_ranks():
     assert batch_mean(t(0.0), t(0.5)).item() == 0.0  # a batch of ties: zero, not NaN
 
 
-def test_pair_loss_unknown_name():
-    with pytest.raises(ValueError, match="cdpo.*dpo.*ipo.*spce"):
-        pair_loss("kto", t(0.1), t(0.5), 0.5)
-
-
 @pytest.mark.parametrize("beta", [0.0, -0.1, float("nan")])
 def test_invalid_beta(beta):
     for fn in (lambda: spce_loss(t(0.1), 0.5, beta), lambda: dpo_loss(t(0.1), beta),
@@ -201,7 +207,7 @@ def test_preference_diagnostics_by_hand():
     rc = torch.tensor([-11.0, -20.0], dtype=torch.float64)
     rr = torch.tensor([-11.0, -19.0], dtype=torch.float64)
     p = torch.tensor([0.9, 0.52], dtype=torch.float64)
-    d = preference_diagnostics(pc, pr, rc, rr, p, 0.5, torch.tensor([5, 7]), torch.tensor([3, 4]))
+    d = preference_diagnostics((pc, pr, rc, rr), p, 0.5, (torch.tensor([5, 7]), torch.tensor([3, 4])))
     # h = (−10+11) − (−12+11) = 2 and (−20+20) − (−18+19) = −1
     assert d["logps/chosen"] == pytest.approx(-15.0) and d["logps/rejected"] == pytest.approx(-15.0)
     assert d["kl/policy_sft"] == pytest.approx((1 + 0 - 1 + 1) / 4)  # log-ratios 1, 0, −1, 1
@@ -212,7 +218,7 @@ def test_preference_diagnostics_by_hand():
 
 
 def test_length_normalized_margin_and_rpo_nll_by_hand():
-    from learner.losses import length_normalized, rpo_nll, uses_length_normalization
+    from learner.losses import length_normalized, rpo_nll
 
     pc, pr = torch.tensor([-12.0], dtype=torch.float64), torch.tensor([-30.0], dtype=torch.float64)
     rc, rr = torch.tensor([-15.0], dtype=torch.float64), torch.tensor([-27.0], dtype=torch.float64)
@@ -225,5 +231,7 @@ def test_length_normalized_margin_and_rpo_nll_by_hand():
     # IPO regresses the normalised margin onto 1/(2β) = 5 at β = 0.1: (1.05 − 5)²
     assert ipo_loss(h, 0.1).item() == pytest.approx((1.05 - 5.0) ** 2, abs=1e-12)
     assert rpo_nll(torch.tensor([-12.0, -3.0], dtype=torch.float64), torch.tensor([4, 1])).item() == 3.0
-    assert uses_length_normalization("ipo", None) and not uses_length_normalization("spce", None)
-    assert uses_length_normalization("spce", True) and not uses_length_normalization("ipo", False)
+    # loss.length_normalize=null is the method's own default: on for IPO only
+    normalized = lambda *o: method_of(load_config(None, list(o))).length_normalize()  # noqa: E731
+    assert normalized("method=ipo") and not normalized("method=osp")
+    assert normalized("method=osp", "loss.length_normalize=true") and not normalized("method=ipo", "loss.length_normalize=false")

@@ -10,6 +10,7 @@ from collections import Counter
 from cluster.driver.checkpoint import RunState
 from cluster.driver.ledger import PromptLedger
 from cluster.driver.scheduler import StepScheduler
+from cluster.methods import method_of
 from core.config import Config
 from core.records import pair_batch
 
@@ -47,16 +48,17 @@ def _pairs(n: int) -> object:
                         "source": "round_robin"} for i in range(n)])
 
 
-def _scheduler(**changes) -> StepScheduler:
+def _scheduler(method: str = "osp", **changes) -> StepScheduler:
     cfg = Config()
+    cfg.method = method
     cfg.rollout.k, cfg.rollout.prompts_per_batch = 4, 4
     cfg.learner.pairs_per_step, cfg.learner.max_steps, cfg.learner.sync_every = 4, 10, 1
     cfg.pipeline.max_staleness = 1
     for key, value in changes.items():
         section, name = key.split("__")
         setattr(getattr(cfg, section), name, value)
-    ledger = PromptLedger(1000, 0, False, RunState(), cfg.pipeline.max_staleness)
-    return StepScheduler(cfg, ledger, random.Random(0))
+    cfg.data.shuffle = False
+    return StepScheduler(cfg, 1000, RunState(), random.Random(0), method_of(cfg))
 
 
 def _to_sample(scheduler: StepScheduler, step_running: bool, buffered: int, prompts_in_flight: int,
@@ -94,11 +96,11 @@ def test_prompts_to_sample_counts_the_buffer_and_what_is_on_its_way():
 
 
 def test_dno_keeps_one_pair_a_prompt_and_samples_for_this_iteration_only():
-    policy = _scheduler(judge__anchor="dno", dno__enabled=True, dno__iteration_steps=3)
+    policy = _scheduler("dno", dno__iteration_steps=3)
     assert policy.pairs_per_prompt == 1
     policy.ledger.state.step = 1  # two steps of this iteration left: 8 pairs, 4 prompts per batch at most
     assert _to_sample(policy, False, buffered=0, prompts_in_flight=0, buffer_max=64) == 4
     assert _to_sample(policy, False, buffered=0, prompts_in_flight=7, buffer_max=64) == 1
     policy.ledger.state.step = 2  # its last step running: wait for the next iterate
     assert _to_sample(policy, True, buffered=0, prompts_in_flight=0, buffer_max=64) == 0
-    assert policy.oldest_trainable_version() == policy.ledger.pushed_versions[-1]
+    assert policy.policy.oldest_trainable(policy.ledger.pushed_versions) == policy.ledger.pushed_versions[-1]

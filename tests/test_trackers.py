@@ -11,7 +11,7 @@ import pytest
 
 from cluster.driver.metrics import MetricsLogger
 
-CONFIG = {"seed": 3, "loss": {"name": "spce", "beta": 0.1}}
+CONFIG = {"seed": 3, "method": "osp", "loss": {"beta": 0.1}}
 STEPS = {1: {"loss": 0.69, "rewards/margin": 0.01}, 2: {"loss": 0.61, "rewards/margin": 0.05},
          3: {"loss": 0.55, "rewards/margin": 0.12, "note": "not a number"}}
 
@@ -66,7 +66,7 @@ def test_offline_wandb_run_holds_the_per_step_metrics_and_the_config(tmp_path, m
     assert all("note" not in h for h in history)  # numbers only
     [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     config = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in run.config.update}
-    assert config["seed"] == 3 and config["loss"] == {"name": "spce", "beta": 0.1}
+    assert config["seed"] == 3 and config["method"] == "osp" and config["loss"] == {"beta": 0.1}
     assert run.display_name == "wb-run"
 
 
@@ -78,7 +78,7 @@ def test_mlflow_store_holds_the_run_its_params_and_per_step_metrics(tmp_path, mo
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'ml-run' / 'mlflow.db'}")
     [run] = client.search_runs([client.get_experiment_by_name("osp").experiment_id])
     assert run.info.run_name == "ml-run" and run.info.status == "FINISHED"
-    assert run.data.params == {"seed": "3", "loss.name": "spce", "loss.beta": "0.1"}
+    assert run.data.params == {"seed": "3", "method": "osp", "loss.beta": "0.1"}
     history = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
                for key in ("loss", "rewards/margin")}
     assert history == {"loss": [(1, 0.69), (2, 0.61), (3, 0.55)], "rewards/margin": [(1, 0.01), (2, 0.05), (3, 0.12)]}

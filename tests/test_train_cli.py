@@ -71,7 +71,7 @@ def _run_main(argv: list[str], capsys) -> tuple[int, str]:
 @pytest.mark.parametrize("override, message", [
     ("learner.max_step=10", "unknown config key learner.max_step (did you mean learner.max_steps?)"),
     ("rollout.kk=4", "unknown config key rollout.kk (did you mean rollout.k?)"),
-    ("rollout.k=3", "rollout.k: ranked pairing needs an even K ≥ 2 (DNO, judge.anchor=dno, takes any K ≥ 2), got 3"),
+    ("rollout.k=3", "rollout.k: ranked pairing needs an even K ≥ 2 (method=dno takes any K ≥ 2), got 3"),
     ("loss.beta=0", "loss.beta: must be > 0, got 0.0"),
     ("judge.answer_tokens=[A]", "judge.answer_tokens: need two distinct strings, got ['A']"),
 ])
@@ -255,10 +255,10 @@ def test_resolve_config_without_resume_ignores_a_saved_config(tmp_path):
 
 
 def test_resolve_config_on_resume_uses_the_runs_own_config_plus_overrides(tmp_path):
-    saved = load_config(None, ["rollout.k=4", "loss.name=ipo", "learner.max_steps=5", f"checkpoint.dir={tmp_path}"])
+    saved = load_config(None, ["rollout.k=4", "method=ipo", "learner.max_steps=5", f"checkpoint.dir={tmp_path}"])
     dump_config(saved, tmp_path / "config.yaml")
     cfg = resolve_config(parse_args(["--resume", "learner.max_steps=9", f"checkpoint.dir={tmp_path}"]))
-    assert (cfg.rollout.k, cfg.loss.name, cfg.learner.max_steps) == (4, "ipo", 9)
+    assert (cfg.rollout.k, cfg.method, cfg.learner.max_steps) == (4, "ipo", 9)
     assert cfg.checkpoint.dir == str(tmp_path)
 
 
@@ -291,7 +291,7 @@ def test_resolve_config_on_resume_refuses_a_bad_override_of_the_saved_config(tmp
 # tests, and are awaited by the tests at the end of the module.
 
 CLI_CASES = {
-    "odd_k": (["rollout.k=3"], "rollout.k: ranked pairing needs an even K ≥ 2 (DNO, judge.anchor=dno, takes any K ≥ 2), got 3"),
+    "odd_k": (["rollout.k=3"], "rollout.k: ranked pairing needs an even K ≥ 2 (method=dno takes any K ≥ 2), got 3"),
     "unknown_key": (["learner.max_step=10"], "unknown config key learner.max_step (did you mean learner.max_steps?)"),
     "missing_model": (["model.path={base}/no-such-model"], "no-such-model' does not exist or is not a folder"),
 }

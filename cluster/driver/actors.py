@@ -14,10 +14,11 @@ from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from actors.rollout import RolloutActor
+from cluster.methods import Method
 from core.config import Config
 from core.net import node_address_and_free_port
 from judge.judge_actor import JudgeActor
-from learner.rank import LearnerRank
+from learner.rank import LearnerRank, RankGroup
 
 
 def _threads(cpus: float) -> int:
@@ -52,7 +53,7 @@ def make_rollout_actor(cfg: Config, model_path: str, index: int, prefix: str | N
                             threads=_threads(r.cpus_per_actor))
 
 
-def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: str | None = None,
+def make_judge_actor(cfg: Config, method: Method, model_path: str, index: int, instructions: str | None = None,
                      prefix: str | None = None, node_id: str | None = None):
     """`instructions`: the name of a SharedValue holding prompt text → its IFEval instructions
     (JSON form), for the verifier judge and the pass rate of fresh samples. A name, not the
@@ -60,8 +61,7 @@ def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: str
     nothing from the object store."""
     j = cfg.judge
     actor_cls = ray.remote(JudgeActor).options(**actor_options(j, actor_name(prefix, f"judge-{index}"), node_id))
-    return actor_cls.remote(model_path, j, cfg.dno, dtype=cfg.model.dtype, anchor_max_tokens=cfg.rollout.max_tokens,
-                            threads=_threads(j.cpus_per_actor), instructions=instructions, seed=cfg.seed)
+    return actor_cls.remote(model_path, cfg, method, threads=_threads(j.cpus_per_actor), instructions=instructions)
 
 
 @ray.remote(num_cpus=0)
@@ -81,7 +81,7 @@ def learner_placement_group(cfg: Config, node_ids: list[str | None] | None = Non
     return placement_group(bundles, strategy="PACK", name="osp-learner", bundle_label_selector=selectors)
 
 
-def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600, prefix: str | None = None,
+def make_learner_group(cfg: Config, method: Method, model_path: str, timeout_s: float = 600, prefix: str | None = None,
                        node_ids: list[str | None] | None = None):
     l = cfg.learner
     bundles = [cfg.actor_resources()["learner"]] * l.num_ranks
@@ -106,8 +106,7 @@ def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600, pre
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
         )
         ranks.append(
-            actor_cls.remote(rank, l.num_ranks, addr, port, model_path, l, cfg.loss, cfg.model.dtype, cfg.seed,
-                             _threads(l.cpus_per_rank))
+            actor_cls.remote(rank, RankGroup(l.num_ranks, addr, port), model_path, cfg, method, _threads(l.cpus_per_rank))
         )
     return ranks, pg
 

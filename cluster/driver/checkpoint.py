@@ -34,7 +34,6 @@ class RunState:
     pairs_regenerated: int = 0  # too-stale pairs whose prompts were sampled again
     tokens_generated: int = 0
     seed: int = 0
-    dno_iteration: int = 0
     rng: list | None = None  # the driver's random.Random state
 
     def to_json(self) -> str:
@@ -42,7 +41,15 @@ class RunState:
 
     @classmethod
     def from_json(cls, text: str) -> "RunState":
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        for gone in _RETIRED_FIELDS:  # written by older versions; derived from `step` now
+            data.pop(gone, None)
+        return cls(**data)
+
+
+# Fields older checkpoints carry that the run state no longer keeps (a method's iteration is
+# step // its iteration length).
+_RETIRED_FIELDS = ("dno_iteration",)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -10,7 +10,7 @@ continues at the same place.
 
 **A prompt's life**: handed out (in flight while it is sampled and judged), then waiting as
 pairs in the buffer, then done when all its pairs are trained, or at once when judging kept
-none of them (ties dropped, DNO's margin). Pairs too stale to train, a failed call, and a
+none of them (ties dropped, a method's margin). Pairs too stale to train, a failed call, and a
 checkpoint taken while a prompt is in flight or waiting all send the prompt back to the queue,
 so none is skipped and none is counted done twice.
 
@@ -18,25 +18,16 @@ so none is skipped and none is counted done twice.
 Pairs carry the version that sampled them; the scheduler (cluster/driver/scheduler.py) reads
 `pushed_versions` to decide which are still fresh enough to train.
 
-**Flights**: every object ref the driver waits on has a record of what it will deliver, one
-class per kind (`Flight`); the pipeline dispatches on the class.
+The scheduler owns the ledger (cluster/driver/scheduler.py): the pipeline asks the scheduler,
+which tells the ledger.
 """
 
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
-
-import ray
 
 from cluster.driver.checkpoint import RunState
-
-if TYPE_CHECKING:  # annotations only: the scheduler and the pools import this module's neighbours
-    from cluster.driver.pools import Rollout
-    from cluster.driver.scheduler import StepBatch
 
 
 class PromptSchedule:
@@ -142,7 +133,7 @@ class PromptLedger:
     # -- steps and pushes -----------------------------------------------------------------
     def step_trained(self, indices: list[int]) -> int:
         """A learner step finished. `indices`: one entry per fresh pair it trained (a prompt is
-        done when its last waiting pair trains; DNO's replayed pairs are not listed). Returns
+        done when its last waiting pair trains; replayed pairs are not listed). Returns
         the step's number."""
         for index in indices:
             if self.waiting[index] > 0:
@@ -164,10 +155,6 @@ class PromptLedger:
         self.pushed_versions.append(version)
         del self.pushed_versions[: -self.keep_versions]
 
-    def iteration_ended(self) -> None:
-        """DNO: an iteration (dno.iteration_steps steps with one sampling policy) ended."""
-        self.state.dno_iteration += 1
-
     def record(self, rng_state: tuple, seed: int) -> RunState:
         """The run state for a checkpoint: the data position (prompts handed out but not yet
         trained, in flight or waiting as pairs, are sampled again after a resume), the driver's
@@ -178,47 +165,3 @@ class PromptLedger:
         self.state.rng = list(rng_state)
         self.state.seed = seed
         return self.state
-
-
-# -- what the driver waits on: one record per kind of flight, `what` names it in a stall warning
-@dataclass
-class ReadyFlight:  # a new rollout actor's info(): it can sample
-    rollout: Rollout
-    what: ClassVar[str] = "ready"
-
-
-@dataclass
-class RolloutFlight:  # a batch's token count; the batch (`table`) stays in the object store for a judge
-    rollout: Rollout
-    prompt_indices: list[int]
-    table: ray.ObjectRef
-    started: float = field(default_factory=time.perf_counter)
-    what: ClassVar[str] = "rollout"
-
-
-@dataclass
-class JudgeFlight:  # judged pairs and the judge's stats
-    prompt_indices: list[int]
-    judge: int
-    what: ClassVar[str] = "judge"
-
-
-@dataclass
-class StepFlight:  # rank 0's step result; `refs` holds every rank's
-    refs: list[ray.ObjectRef]
-    batch: StepBatch
-    arrow_s: float
-    what: ClassVar[str] = "step"
-
-
-@dataclass
-class RankFlight:  # another rank's step result: a failure surfaces at once
-    what: ClassVar[str] = "step_rank"
-
-
-@dataclass
-class LoadFlight:  # a rollout actor loading pushed weights
-    what: ClassVar[str] = "load"
-
-
-Flight = ReadyFlight | RolloutFlight | JudgeFlight | StepFlight | RankFlight | LoadFlight

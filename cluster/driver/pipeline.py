@@ -11,9 +11,10 @@ judge, and starts a learner step as soon as one step's worth of fresh pairs is b
 rollout for step t+1 overlaps learning on step t, bounded by `pipeline.max_staleness` (in
 weight pushes).
 
-The pieces (docs/architecture.md): the actor pools, the ledger (the run state's one writer,
-and the flights: every ref the driver waits on, handled by `_arrived`), the scheduler (what to
-sample, which pairs train next, when to push) and the metrics window, in cluster/driver/; the
+The pieces (docs/architecture.md): the actor pools (which own their actors' busy and retiring
+state), the scheduler (what to sample, which pairs train next, when to push; the one door to
+the run's accounting, its ledger), the flights (every ref the driver waits on, handled by
+`_arrived`), the method (cluster/methods/) and the metrics window, in cluster/driver/; the
 weight push in core/weights.py.
 """
 
@@ -31,16 +32,7 @@ import ray
 from cluster.capacity.nodes import nodes_from_ray
 from cluster.capacity.plan import Plan, plan_run
 from cluster.driver import checkpoint as ckpt
-from cluster.driver.ledger import (
-    Flight,
-    JudgeFlight,
-    LoadFlight,
-    PromptLedger,
-    RankFlight,
-    ReadyFlight,
-    RolloutFlight,
-    StepFlight,
-)
+from cluster.driver.flights import Flight, JudgeFlight, LoadFlight, RankFlight, ReadyFlight, RolloutFlight, StepFlight
 from cluster.driver.metrics import (
     MetricsLogger,
     StepWindow,
@@ -55,6 +47,7 @@ from cluster.driver.pools import JudgePool, LearnerGroup, RolloutPool
 from cluster.driver.progress import StallWatch
 from cluster.driver.scheduler import StepScheduler
 from cluster.evaluation import heldout
+from cluster.methods import method_of
 from core.versions import check_versions, installed
 from core.weights import check_push, make_weight_sync
 
@@ -72,8 +65,8 @@ class Pipeline:
         self.rng = random.Random(cfg.seed)
         if state.rng is not None:
             self.rng.setstate((state.rng[0], tuple(state.rng[1]), state.rng[2]))
-        self.ledger = PromptLedger(len(spec.prompts), cfg.seed, cfg.data.shuffle, state, cfg.pipeline.max_staleness)
-        self.scheduler = StepScheduler(cfg, self.ledger, self.rng)
+        self.method = method_of(cfg)
+        self.scheduler = StepScheduler(cfg, len(spec.prompts), state, self.rng, self.method)
         self.inflight: dict[ray.ObjectRef, Flight] = {}
         # Actors are named `<run folder>-<4 hex>/<role>-<i>` (e.g. default-3f2a/rollout-0): readable in
         # the dashboard, unique per start so a resumed run never waits for the old names to free.
@@ -98,8 +91,8 @@ class Pipeline:
         plan = self._plan()
         self.rollouts.plan = plan
         starting = self.rollouts.start()
-        self.judges = JudgePool(cfg, spec.model_path, spec.prompts, self.actor_prefix, plan)
-        self.learner = LearnerGroup(cfg, spec.model_path, spec.run_dir, self.actor_prefix, plan)
+        self.judges = JudgePool(cfg, self.method, spec.model_path, spec.prompts, self.actor_prefix, plan)
+        self.learner = LearnerGroup(cfg, self.method, spec.model_path, spec.run_dir, self.actor_prefix, plan)
         # Judges and ranks: wait here (a bad model or config fails before any sampling).
         roles = self.judges.roles() + self.learner.roles()
         infos = ray.get([handle.info.remote() for _, handle in roles])
@@ -107,14 +100,14 @@ class Pipeline:
         method, payload = cfg.weight_sync.method, cfg.weight_sync.payload  # resolved by cluster/run.build_run
         if spec.resume_from is not None:
             self.learner.load(spec.resume_from)
-            log.info("resumed learner state from %s (step %d)", spec.resume_from, self.ledger.step)
+            log.info("resumed learner state from %s (step %d)", spec.resume_from, self.scheduler.step)
         for ref, rollout in starting:
             self.rollouts.mark_ready(rollout, ray.get(ref))
         if spec.eval_prompts:  # the rollout actors still hold the SFT weights: the baseline
             self.heldout_sft = self._heldout("SFT")
         self.sync = make_weight_sync(method, self.learner.ranks, self.rollouts.handles(), payload)
-        if self.ledger.step > 0:  # rollout actors start from the SFT weights: bring them to the run's version
-            self._push(self.ledger.version)
+        if self.scheduler.step > 0:  # rollout actors start from the SFT weights: bring them to the run's version
+            self._push(self.scheduler.version)
         log.info("actors up in %.1fs: %d rollout, %d judge, %d learner ranks, named %s/…; weight sync: %s",
                  time.perf_counter() - t0, len(self.rollouts.members), len(self.judges.judges),
                  len(self.learner.ranks), self.actor_prefix, f"{method} ({payload})")
@@ -132,7 +125,7 @@ class Pipeline:
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> ckpt.RunState:
         try:
-            while self.ledger.step < self.cfg.learner.max_steps:
+            while self.scheduler.step < self.cfg.learner.max_steps:
                 self._scale()
                 self._maybe_start_step()  # first: it may requeue stale prompts to dispatch
                 self._dispatch_rollouts()
@@ -144,19 +137,19 @@ class Pipeline:
                     self._arrived(ref, self.inflight.pop(ref))
             # The run ends with the engines on step N's weights (not the last push's, whatever
             # sync_every or DNO's iteration): the held-out answers are step N's; a resume starts there.
-            if self.ledger.version != self.ledger.step:
-                self._push(self.ledger.step)
+            if self.scheduler.version != self.scheduler.step:
+                self._push(self.scheduler.step)
             for ref in [r for r, f in self.inflight.items() if isinstance(f, LoadFlight)]:
                 self._on_load(ref, self.inflight.pop(ref))
             self._check_weights()
             if self.spec.eval_prompts:
-                heldout.write_result(self.run_dir, self.ledger.step, list(self.spec.eval_prompts), self.heldout_sft,
-                                     self._heldout(f"step {self.ledger.step}"), self.cfg.seed)
+                heldout.write_result(self.run_dir, self.scheduler.step, list(self.spec.eval_prompts), self.heldout_sft,
+                                     self._heldout(f"step {self.scheduler.step}"), self.cfg.seed)
             self._memory_report()
             self._checkpoint(final=True)
         finally:
             self.metrics.close()
-        return self.ledger.state
+        return self.scheduler.state
 
     def _arrived(self, ref: ray.ObjectRef, flight: Flight) -> None:
         match flight:
@@ -170,34 +163,30 @@ class Pipeline:
             case StepFlight():
                 self._on_step(ref, flight)
             case RankFlight():
-                self.learner.results([ref], self.ledger.step + 1)
+                self.learner.results([ref], self.scheduler.step + 1)
             case LoadFlight():
                 self._on_load(ref, flight)
 
     # -- rollouts and judging --------------------------------------------------------------
     def _dispatch_rollouts(self) -> None:
-        for rollout in self.rollouts.live():
-            if rollout.busy:
-                continue
+        for rollout in self.rollouts.idle():
             n = self.scheduler.prompts_to_sample(self.step_running)
             if n == 0:
                 return  # back-pressure: the buffer (with what is on its way) is full
-            indices = self.ledger.hand_out(n)
+            indices = self.scheduler.take_prompts(n)
             requests = [self.spec.prompts[i].request(i) for i in indices]
             table, counts = rollout.handle.generate.remote(requests, self._catch_up())
-            rollout.busy = True
+            self.rollouts.sampling(rollout)
             self.inflight[counts] = RolloutFlight(rollout, indices, table)
 
     def _catch_up(self) -> tuple[int, list] | None:
         """(the run's policy version, [ref] of its weights) for a rollout actor that is behind
         (restarted, or added since the last push) to load before sampling; None: nothing to load."""
         payload = self.sync.latest_payload()
-        return None if payload is None else (self.ledger.version, payload)
+        return None if payload is None else (self.scheduler.version, payload)
 
     def _on_rollout(self, ref, flight: RolloutFlight) -> None:
-        flight.rollout.busy = False
-        if flight.rollout.retiring:
-            self.rollouts.retire(flight.rollout)
+        self.rollouts.returned(flight.rollout)
         try:
             counts = ray.get(ref)  # tokens and sampling seconds; the table stays in the object store
         except ray.exceptions.RayError as err:
@@ -216,7 +205,7 @@ class Pipeline:
             return
         self.judges.done(flight.judge, kept_pairs=table is not None)
         self.window.judged(stats)
-        self.scheduler.add_pairs(flight.prompt_indices, table)
+        self.scheduler.judged(flight.prompt_indices, table)
 
     def _failed(self, kind: str, prompt_indices: list[int], err: Exception) -> None:
         """A rollout or judge call failed for good (Ray already retried on actor restarts):
@@ -224,7 +213,7 @@ class Pipeline:
         self.failures += 1
         log.warning("%s call failed (%d so far), requeueing %d prompts: %s", kind, self.failures,
                     len(prompt_indices), str(err).splitlines()[0])
-        self.ledger.failed(prompt_indices)
+        self.scheduler.failed(prompt_indices)
         self.sync.invalidate()
         if self.failures > 20:
             raise RuntimeError(f"too many failed {kind} calls; last error: {err}") from err
@@ -247,7 +236,7 @@ class Pipeline:
             return
         if self.probe is None and cfg.metrics.probe_every:
             self.probe = batch.pairs  # the first batch, kept: a fixed yardstick for the loss
-        probe_due = self.probe is not None and self.ledger.step % cfg.metrics.probe_every == 0
+        probe_due = self.probe is not None and self.scheduler.step % cfg.metrics.probe_every == 0
         refs = self.learner.start_step(batch.pairs, self.probe if probe_due else None)
         self.step_running = True
         self.inflight[refs[0]] = StepFlight(refs, batch, time.perf_counter() - arrow_start)
@@ -255,27 +244,26 @@ class Pipeline:
             self.inflight[r] = RankFlight()
 
     def _on_step(self, ref, flight: StepFlight) -> None:
-        results = self.learner.results(flight.refs, self.ledger.step + 1)
+        results = self.learner.results(flight.refs, self.scheduler.step + 1)
         for r in flight.refs[1:]:
             self.inflight.pop(r, None)
         self.step_running = False
         cfg, pairs = self.cfg, flight.batch.pairs
         self.window.trained(pairs.num_rows)
-        step = self.ledger.step_trained(flight.batch.fresh_prompt_indices)
+        step = self.scheduler.trained(flight.batch)
         now = time.perf_counter()
         wall = None if self.last_step_end is None else now - self.last_step_end
         self.last_step_end = now
         metrics = step_metrics(results, pairs["policy_version"].to_pylist(), step, flight.arrow_s, wall)
-        if cfg.dno.enabled:
-            metrics["pairs/replayed"] = float(flight.batch.replayed)
+        metrics.update(self.scheduler.metrics(flight.batch))
         if self.scheduler.push_due():
             metrics.update(self._push(step))
         self.scheduler.end_of_step()
         window, tokens = self.window.close()  # the window closes after the push: its time counts
-        self.ledger.sampled(tokens)
+        self.scheduler.sampled(tokens)
         metrics.update(window)
-        metrics.update(run_metrics(self.ledger.state, len(self.scheduler.buffer), len(self.rollouts.live()),
-                                   self.ledger.epoch))
+        metrics.update(run_metrics(self.scheduler.state, len(self.scheduler.buffer), len(self.rollouts.live()),
+                                   self.scheduler.epoch))
         self.metrics.log(step, metrics)
         self.progress(step, cfg.learner.max_steps, metrics)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < cfg.learner.max_steps:
@@ -286,12 +274,12 @@ class Pipeline:
             stats, loads = self.sync.push(version)
         except ray.exceptions.RayError as err:
             if not self.learner.alive():  # the learner (fatal) or a rollout actor (re-form the group, retry once)?
-                raise self.learner.failed(err, self.ledger.step + 1) from err
+                raise self.learner.failed(err, self.scheduler.step + 1) from err
             log.warning("weight push failed, retrying once with a re-formed group: %s", str(err).splitlines()[0])
             stats, loads = self.sync.push(version)
         for ref in loads:
             self.inflight[ref] = LoadFlight()
-        self.ledger.pushed(version)
+        self.scheduler.pushed(version)
         return stats
 
     def _on_load(self, ref, flight: LoadFlight) -> None:
@@ -310,14 +298,14 @@ class Pipeline:
 
     def _checkpoint(self, final: bool = False) -> None:
         start = time.perf_counter()
-        state = self.ledger.record(self.rng.getstate(), self.cfg.seed)
+        state = self.scheduler.record(self.rng.getstate())
         tmp = ckpt.temp_dir(self.run_dir, state.step)
         self.learner.save(tmp, state.step)
         path = ckpt.finalize(self.run_dir, tmp, state, self.cfg.checkpoint.keep)
         log.info("checkpoint %s written in %.1fs%s", path, time.perf_counter() - start, " (final)" if final else "")
 
     def _check_weights(self) -> None:  # a lost or stale push shows here, not in a quietly worse held-out score
-        write_weights_check(self.run_dir, self.ledger.step, check_push(
+        write_weights_check(self.run_dir, self.scheduler.step, check_push(
             self.learner.ranks, self.rollouts.handles(), list(self.spec.prompts[0].tokens),
             list(self.spec.prompts[-1].tokens)[-16:]))
 

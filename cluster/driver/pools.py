@@ -29,9 +29,9 @@ from cluster.capacity.plan import Plan
 from cluster.data.prompts import Prompt
 from cluster.driver import checkpoint as ckpt
 from cluster.driver.actors import Control, make_judge_actor, make_learner_group, make_rollout_actor, on_this_node, share
+from cluster.methods import Method
 from core.config import Config
 from core.versions import VersionMismatch, check_versions
-from judge.pairing import comparisons_per_prompt, pairs_per_prompt
 
 log = logging.getLogger("osp")
 
@@ -103,6 +103,20 @@ class RolloutPool:
     def live(self) -> list[Rollout]:
         return [r for r in self.members if r.ready and not r.retiring]
 
+    def idle(self) -> list[Rollout]:
+        """Live rollout actors sampling nothing now."""
+        return [r for r in self.live() if not r.busy]
+
+    def sampling(self, rollout: Rollout) -> None:
+        """`rollout` was sent a batch."""
+        rollout.busy = True
+
+    def returned(self, rollout: Rollout) -> None:
+        """`rollout`'s batch came back (or failed): it is idle again, or goes if it was retiring."""
+        rollout.busy = False
+        if rollout.retiring:
+            self.retire(rollout)
+
     def handles(self) -> list[Any]:
         return [r.handle for r in self.live()]
 
@@ -145,20 +159,21 @@ class RolloutPool:
 
 
 class JudgePool:
-    def __init__(self, cfg: Config, model_path: str, prompts: tuple[Prompt, ...], prefix: str, plan: Plan | None = None):
+    def __init__(self, cfg: Config, method: Method, model_path: str, prompts: tuple[Prompt, ...], prefix: str,
+                 plan: Plan | None = None):
         # Prompt text → its IFEval instructions: the verifier judge's input, and the pass rate
         # of fresh samples for any judge kind. Held by a named actor that the judges (restarted
         # ones too) fetch it from: too big to travel inline in each constructor.
         instructions = {p.text: p.instructions.to_json() for p in prompts if p.instructions is not None}
         table = f"{prefix}/instructions"
         self.table = share(table, instructions) if instructions else None
-        self.judges = [make_judge_actor(cfg, model_path, i, table if instructions else None, prefix,
+        self.judges = [make_judge_actor(cfg, method, model_path, i, table if instructions else None, prefix,
                                         plan.node_id(f"judge-{i}") if plan else None)
                        for i in range(cfg.judge.num_actors)]
         self.load = [0] * len(self.judges)
-        j, k = cfg.judge, cfg.rollout.k
-        log.info("judge %s, anchor %s: %d comparisons per prompt of K=%d, %d pairs kept at most",
-                 j.kind, j.anchor, comparisons_per_prompt(k, j.anchor), k, pairs_per_prompt(k, j.anchor))
+        log.info("judge %s, method %s (pairs: %s): %d comparisons per prompt of K=%d, %d pairs kept at most",
+                 cfg.judge.kind, method.name, method.source, method.comparisons_per_prompt(), cfg.rollout.k,
+                 method.pairs_per_prompt())
         self.empty_in_a_row = 0  # judged batches in a row that kept no pair
 
     def roles(self) -> list[tuple[str, Any]]:
@@ -177,8 +192,8 @@ class JudgePool:
         self.load[judge] -= 1
         self.empty_in_a_row = 0 if kept_pairs else self.empty_in_a_row + 1
         if self.empty_in_a_row and self.empty_in_a_row % 20 == 0:
-            log.warning("the last %d judged batches kept no pair (judge.drop_ties drops exact ties; DNO keeps a pair "
-                        "only above dno.margin): is the judge able to tell these answers apart?", self.empty_in_a_row)
+            log.warning("the last %d judged batches kept no pair (judge.drop_ties drops exact ties; method=dno keeps a "
+                        "pair only above dno.margin): is the judge able to tell these answers apart?", self.empty_in_a_row)
 
     def shutdown(self) -> None:
         for judge in self.judges + ([self.table] if self.table is not None else []):
@@ -190,10 +205,11 @@ class LearnerFailed(RuntimeError):
 
 
 class LearnerGroup:
-    def __init__(self, cfg: Config, model_path: str, run_dir: Path, prefix: str, plan: Plan | None = None):
+    def __init__(self, cfg: Config, method: Method, model_path: str, run_dir: Path, prefix: str,
+                 plan: Plan | None = None):
         self.run_dir = run_dir
         nodes = [plan.node_id(f"learner-{i}") for i in range(cfg.learner.num_ranks)] if plan else None
-        self.ranks, self.placement_group = make_learner_group(cfg, model_path, prefix=prefix, node_ids=nodes)
+        self.ranks, self.placement_group = make_learner_group(cfg, method, model_path, prefix=prefix, node_ids=nodes)
 
     def roles(self) -> list[tuple[str, Any]]:
         """(role, handle) of each rank, named as their actors are (cluster.driver.actors)."""

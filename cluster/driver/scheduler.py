@@ -1,10 +1,12 @@
 """What the driver does next: how many prompts to sample, which buffered pairs train the next
-learner step, when to push weights, and DNO's iterations with their replay. The pairs waiting
-for the learner (`PairBuffer`) are the scheduler's own.
+learner step, and when to push weights. The pairs waiting for the learner (`PairBuffer`) are
+the scheduler's own; what is fresh enough, when to push and what a batch holds is the method's
+step policy (cluster/methods/: the staleness-bounded loop, or DNO's iterations with replay).
 
-The pipeline asks; this module decides. Nothing here talks to Ray. The run's accounting is the
-ledger's (cluster/driver/ledger.py): the scheduler tells it what it drops and reads from it the
-step and the versions pushed.
+The pipeline asks; this module decides, and is the pipeline's one door to the run's
+accounting: the ledger (cluster/driver/ledger.py, the run state's one writer) is the
+scheduler's own, told by it what was handed out, judged, trained, pushed, failed or dropped.
+Nothing here talks to Ray.
 
 **The pair buffer**: batches stay as the `pa.Table`s the judges produced (their buffers live in
 the Ray object store; slicing and concatenating never copies). Pairs too stale to train (made
@@ -15,20 +17,19 @@ sampled again.
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections import Counter, deque
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cluster.driver.checkpoint import RunState
 from cluster.driver.ledger import PromptLedger
+from cluster.methods import Method, StepBatch
 from core.config import Config
 from core.records import PAIR_SCHEMA
-from judge.pairing import pairs_per_prompt
 
 log = logging.getLogger("osp")
 
@@ -97,54 +98,51 @@ class PairBuffer:
 
 
 
-def replay_mix(current: list, previous: list, fraction: float, rng: random.Random) -> list:
-    """current plus items sampled without replacement from previous, so that replayed
-    items make up at most `fraction` of the result (fewer if previous runs short)."""
-    if not 0 <= fraction < 1:
-        raise ValueError(f"fraction must lie in [0, 1), got {fraction}")
-    # n / (n + len(current)) <= fraction  <=>  n <= fraction·len(current) / (1 - fraction);
-    # the epsilon keeps float noise (2.1 / 0.7 = 2.9999...) from dropping an item.
-    n = math.floor(fraction * len(current) / (1 - fraction) + 1e-9)
-    n = min(n, len(previous))
-    return list(current) + rng.sample(previous, n)
+class StepScheduler:
+    def __init__(self, cfg: Config, num_prompts: int, state: RunState, rng: random.Random, method: Method):
+        """`num_prompts`: the data set's size; `state`: the run state to continue (the ledger's
+        from here on); `rng`: the driver's random stream (replays draw from it)."""
+        self.cfg = cfg
+        self.ledger = PromptLedger(num_prompts, cfg.seed, cfg.data.shuffle, state, cfg.pipeline.max_staleness)
+        self.buffer = PairBuffer(cfg.pipeline.buffer_max_pairs, cfg.pipeline.spill_dir)
+        self.pairs_per_prompt = method.pairs_per_prompt()
+        self.policy = method.step_policy(rng)
 
-
-@dataclass(frozen=True)
-class StepBatch:
-    """One learner step's pairs: the fresh ones first, then `replayed` DNO replays."""
-
-    pairs: pa.Table
-    replayed: int = 0
+    # -- where the run is (the ledger's figures) -------------------------------------------
+    @property
+    def step(self) -> int:
+        return self.ledger.step
 
     @property
-    def fresh_prompt_indices(self) -> list[int]:
-        """One entry per fresh pair (the ledger counts a prompt done when its last one trains)."""
-        return self.pairs.slice(0, self.pairs.num_rows - self.replayed)["prompt_index"].to_pylist()
+    def version(self) -> int:
+        """The policy version the engines were last sent."""
+        return self.ledger.version
 
+    @property
+    def state(self) -> RunState:
+        return self.ledger.state
 
-class StepScheduler:
-    def __init__(self, cfg: Config, ledger: PromptLedger, rng: random.Random):
-        self.cfg, self.ledger, self.rng = cfg, ledger, rng
-        self.buffer = PairBuffer(cfg.pipeline.buffer_max_pairs, cfg.pipeline.spill_dir)
-        self.pairs_per_prompt = pairs_per_prompt(cfg.rollout.k, cfg.judge.anchor)
-        self.previous_iteration_pairs: pa.Table | None = None  # DNO: what the last iterate sampled
-        self.current_iteration_pairs: list[pa.Table] = []
+    @property
+    def epoch(self) -> float:
+        return self.ledger.epoch
+
+    def record(self, rng_state: tuple) -> RunState:
+        """The run state for a checkpoint (prompts not yet trained are sampled again after a resume)."""
+        return self.ledger.record(rng_state, self.cfg.seed)
 
     # -- sampling -------------------------------------------------------------------------
-    def useful_pairs(self, step_running: bool) -> int:
-        """Pairs made now that can still train before they go stale, so making more is waste.
+    def take_prompts(self, n: int) -> list[int]:
+        """The next n prompts to sample (requeued ones first); in flight from now on."""
+        return self.ledger.hand_out(n)
 
-        Pairs sampled now carry the engines' current version. A running step will push a new
-        version when it ends; after `max_staleness` more pushes those pairs are too old. So
-        they can feed the learner steps of `max_staleness` versions, plus the next step if
-        none is running yet. With max_staleness=0 nothing is sampled while the learner
-        learns: fully on-policy, no overlap."""
-        cfg = self.cfg
-        if cfg.dno.enabled:  # DNO trains on the current iterate's samples only: this iteration's steps
-            steps = cfg.dno.iteration_steps - self.ledger.step % cfg.dno.iteration_steps - step_running
-            return max(steps, 0) * cfg.learner.pairs_per_step
-        steps = cfg.pipeline.max_staleness * cfg.learner.sync_every + (not step_running)
-        return steps * cfg.learner.pairs_per_step
+    def failed(self, prompt_indices: list[int]) -> None:
+        """A rollout or judge call failed for good: its prompts are sampled again."""
+        self.ledger.failed(prompt_indices)
+
+    def useful_pairs(self, step_running: bool) -> int:
+        """Pairs made now that can still train before they go stale (the method's step policy
+        says for how many steps), so making more is waste."""
+        return self.policy.useful_steps(self.ledger.step, step_running) * self.cfg.learner.pairs_per_step
 
     def prompts_to_sample(self, step_running: bool) -> int:
         """How many prompts one idle rollout actor should take now (0: back-pressure). Counts
@@ -164,7 +162,7 @@ class StepScheduler:
             return 1 if coming < cfg.learner.pairs_per_step else 0
         return min(cfg.rollout.prompts_per_batch, max(1, room // per_prompt))
 
-    def add_pairs(self, prompt_indices: list[int], pairs: pa.Table | None) -> None:
+    def judged(self, prompt_indices: list[int], pairs: pa.Table | None) -> None:
         """A judged batch of the prompts `prompt_indices`: its pairs wait in the buffer."""
         made = Counter(pairs["prompt_index"].to_pylist()) if pairs is not None else Counter()
         self.ledger.judged(prompt_indices, made)
@@ -172,66 +170,37 @@ class StepScheduler:
             self.buffer.put(pairs)
 
     # -- training -------------------------------------------------------------------------
-    def oldest_trainable_version(self) -> int:
-        pushed = self.ledger.pushed_versions
-        if self.cfg.dno.enabled:  # DNO-Prct: iteration t trains only on pairs π_t sampled
-            return pushed[-1]
-        ms = self.cfg.pipeline.max_staleness
-        return pushed[-1 - ms] if len(pushed) > ms else pushed[0]
-
     def next_batch(self) -> StepBatch | None:
         """A learner step's pairs, once enough fresh ones are buffered, or None. Pairs too stale
         to train are dropped first and their prompts requeued (the ledger is told)."""
-        oldest = self.oldest_trainable_version()
+        oldest = self.policy.oldest_trainable(self.ledger.pushed_versions)
         stale = self.buffer.drop_older_than(oldest)
         if stale:
             prompts = self.ledger.stale(stale, self.pairs_per_prompt)
             log.info("%d pairs older than policy version %d dropped; %d prompts requeued", len(stale), oldest,
                      len(prompts))
-        batch = self.buffer.take(self.fresh_pairs_per_step())
-        return None if batch is None else self.with_replay(batch)
-
-    def fresh_pairs_per_step(self) -> int:
-        """A step's pairs from the buffer: all of them, less DNO's places for replayed pairs
-        (a share `dno.replay_fraction` of the step, once an iteration has ended)."""
-        cfg = self.cfg
-        replay = 0
-        if cfg.dno.enabled and self.previous_iteration_pairs is not None:
-            replay = int(cfg.dno.replay_fraction * cfg.learner.pairs_per_step)
-        return cfg.learner.pairs_per_step - replay
-
-    def with_replay(self, batch: pa.Table) -> StepBatch:
-        """DNO: the fresh batch plus previous-iteration pairs up to dno.replay_fraction of the
-        step, tagged "replay" (they keep the reference they were made with: the log-probs of
-        π_{t−1}, the iterate that sampled them)."""
-        if not self.cfg.dno.enabled:
-            return StepBatch(batch)
-        self.current_iteration_pairs.append(batch)
-        previous = self.previous_iteration_pairs
-        if self.fresh_pairs_per_step() == self.cfg.learner.pairs_per_step or previous is None:
-            return StepBatch(batch)
-        picks = replay_mix(list(range(batch.num_rows)), list(range(previous.num_rows)), self.cfg.dno.replay_fraction,
-                           self.rng)[batch.num_rows:]
-        if not picks:
-            return StepBatch(batch)
-        old = previous.take(picks)
-        i = old.schema.get_field_index("source")
-        old = old.set_column(i, old.schema.field(i), pa.array(["replay"] * old.num_rows, pa.string()))
-        return StepBatch(pa.concat_tables([batch, old]).combine_chunks(), len(picks))
+        fresh = self.buffer.take(self.policy.fresh_pairs_per_step())
+        return None if fresh is None else self.policy.batch(fresh)
 
     # -- after a step ---------------------------------------------------------------------
+    def trained(self, batch: StepBatch) -> int:
+        """A learner step finished on `batch`; returns the step's number."""
+        return self.ledger.step_trained(batch.fresh_prompt_indices)
+
+    def sampled(self, tokens: int) -> None:
+        """Rollout tokens sampled since the previous step."""
+        self.ledger.sampled(tokens)
+
     def push_due(self) -> bool:
-        cfg, step = self.cfg, self.ledger.step
-        if cfg.dno.enabled:  # DNO: the policy that samples is the reference; it moves once per iteration
-            return step % cfg.dno.iteration_steps == 0
-        return step % cfg.learner.sync_every == 0
+        return self.policy.push_due(self.ledger.step)
+
+    def pushed(self, version: int) -> None:
+        """The engines were sent the weights of learner step `version`."""
+        self.ledger.pushed(version)
 
     def end_of_step(self) -> None:
-        """DNO: an iteration ends every dno.iteration_steps steps; its pairs become the replay."""
-        cfg = self.cfg
-        if not cfg.dno.enabled or self.ledger.step % cfg.dno.iteration_steps:
-            return
-        self.ledger.iteration_ended()
-        if self.current_iteration_pairs:
-            self.previous_iteration_pairs = pa.concat_tables(self.current_iteration_pairs).combine_chunks()
-        self.current_iteration_pairs = []
+        self.policy.end_of_step(self.ledger.step)
+
+    def metrics(self, batch: StepBatch) -> dict[str, float]:
+        """What the method reports of a step's batch (DNO: the pairs replayed)."""
+        return self.policy.metrics(batch)
