@@ -18,7 +18,8 @@ import pyarrow as pa
 import ray
 import torch
 
-from core.config import TRUNCATED, DnoConfig, JudgeConfig
+from core.chat import ChatEncoder
+from core.config import TRUNCATED, DnoConfig, JudgeConfig, ModelConfig
 from core.env import apply_runtime_env, peak_rss_bytes, thread_report, use_cores
 from core.logprobs import sequence_logprobs
 from core.records import pair_batch, validate_rollout_batch
@@ -37,13 +38,16 @@ class JudgeActor:
     `sft_greedy` anchor, whatever the judge kind."""
 
     def __init__(self, model_path: str, judge: JudgeConfig | None = None, dno: DnoConfig | None = None, *,
-                 dtype: str = "float32", anchor_max_tokens: int = 32, threads: int | None = None,
+                 model: ModelConfig | None = None, anchor_max_tokens: int = 32, threads: int | None = None,
                  instructions: dict[str, dict] | str | None = None, seed: int = 0):
         """`judge`: who judges and how (kind, anchor, template, ties, truncation); `dno`: with
         DNO on, the pair is picked by win rate (above `dno.margin`) and the reference is the
-        sampling policy; `instructions`: prompt text → its IFEval instructions (JSON form), or the
-        name of the actor that holds them (cluster/driver/actors.SharedValue)."""
-        judge, dno = judge or JudgeConfig(), dno or DnoConfig()
+        sampling policy; `model`: the dtype and the chat template every judging prompt is
+        encoded with (the one the rollout prompts were encoded with on the driver);
+        `instructions`: prompt text → its IFEval instructions (JSON form), or the name of the
+        actor that holds them (cluster/driver/actors.SharedValue)."""
+        judge, dno, model = judge or JudgeConfig(), dno or DnoConfig(), model or ModelConfig()
+        dtype = model.dtype
         apply_runtime_env()
         # Lazy: transformers reads the environment applied just above at import (HF_HUB_OFFLINE),
         # and the driver imports this module to create the actor without needing it.
@@ -51,6 +55,7 @@ class JudgeActor:
 
         use_cores(threads)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.chat = ChatEncoder(self.tokenizer, model.chat_template)
         # On a GPU actor (judge.gpus_per_actor > 0) Ray exposes one CUDA device: use it.
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
@@ -64,7 +69,7 @@ class JudgeActor:
         self.instructions = {text: parse_instructions(v["instruction_id_list"], v["kwargs"])
                              for text, v in (instructions or {}).items()}
         self.preference = make_preference(
-            judge.kind, self.model, self.tokenizer, instructions=self.instructions, tau=judge.tau,
+            judge.kind, self.model, self.chat, instructions=self.instructions, tau=judge.tau,
             template=JudgeTemplate(**({"text": judge.template} if judge.template else {}),
                                    answer_tokens=tuple(judge.answer_tokens)),
             batch_size=judge.batch_size, noise=judge.noise, noise_scale=judge.noise_scale, seed=seed, dtype=dtype,

@@ -55,7 +55,7 @@ def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: str
     nothing from the object store."""
     j = cfg.judge
     actor_cls = _restartable(JudgeActor, actor_name(prefix, f"judge-{index}"), j)
-    return actor_cls.remote(model_path, j, cfg.dno, dtype=cfg.model.dtype, anchor_max_tokens=cfg.rollout.max_tokens,
+    return actor_cls.remote(model_path, j, cfg.dno, model=cfg.model, anchor_max_tokens=cfg.rollout.max_tokens,
                             threads=_threads(j.cpus_per_actor), instructions=instructions, seed=cfg.seed)
 
 
