@@ -27,7 +27,6 @@ from core.chat import ChatEncoder, ChatTemplateError
 from core.config import ConfigError
 
 QUESTION = "Why is the sky blue?"
-ids_of = {f.name: f for f in FAMILIES}
 
 
 @pytest.fixture(scope="session")
