@@ -32,10 +32,11 @@ def measure(mode: str, model: str, adapter: str) -> dict:
     from vllm import LLM, SamplingParams, TokensPrompt
     from vllm.lora.request import LoRARequest
 
-    tok = AutoTokenizer.from_pretrained(model)
-    prompts = [tok.apply_chat_template([{"role": "user", "content": f"Tell me about topic number {i} in two sentences."}],
-                                       add_generation_prompt=True, tokenize=False) for i in range(8)]
-    requests = [TokensPrompt(prompt_token_ids=tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    from core.chat import ChatEncoder
+
+    chat = ChatEncoder(AutoTokenizer.from_pretrained(model))  # as the run encodes prompts (core/chat.py)
+    requests = [TokensPrompt(prompt_token_ids=chat.user_prompt(f"Tell me about topic number {i} in two sentences."))
+                for i in range(8)]
     params = SamplingParams(n=4, max_tokens=48, temperature=0.8, seed=0, ignore_eos=True)
     kwargs = dict(model=model, dtype="float32", enforce_eager=True, max_model_len=512, kv_cache_memory_bytes=1 << 30, seed=0)
     out: dict = {"mode": mode}

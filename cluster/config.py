@@ -17,6 +17,7 @@ import yaml
 
 from cluster.driver.trackers import TRACKERS
 from cluster.methods import METHODS, method_of
+from core.chat import ChatTemplateError, check_choice
 from core.config import TRUNCATED, Config, ConfigError
 from judge.preferences import KINDS, NOISES, check_kind
 
@@ -243,6 +244,10 @@ def validate(cfg: Config) -> None:
     _require(cfg.data.num_prompts is None or cfg.data.num_prompts >= 1, "data.num_prompts", "must be ≥ 1 or null")
     _require(cfg.model.max_prompt_tokens >= 1, "model.max_prompt_tokens", "must be ≥ 1")
     _require(cfg.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype", f"unsupported {cfg.model.dtype!r}")
+    try:
+        check_choice(cfg.model.chat_template)
+    except ChatTemplateError as err:
+        raise ConfigError(str(err)) from None
     _require(cfg.checkpoint.every >= 0, "checkpoint.every", "must be ≥ 0")
     _require(cfg.metrics.probe_every >= 0, "metrics.probe_every", "must be ≥ 0")
 

@@ -43,6 +43,7 @@ from cluster.driver.ray_setup import init_ray, link_worker_logs
 from cluster.evaluation import instruction_eval
 from cluster.evaluation.intervals import mean_with_interval
 from cluster.evaluation.report import write_report
+from core.chat import ChatEncoder
 from core.config import ModelConfig, RolloutConfig
 from judge.scorers import make_scorer
 
@@ -92,10 +93,12 @@ def _answers(engine, prompts, max_tokens: int, temperature: float, seed: int, ba
 
 
 def evaluate(checkpoints: list[Path], sft_path: str, prompts, scorer_specs: list[str], max_tokens: int,
-             temperature: float = 0.0, seed: int = 0, baseline: Path | None = None, cpus: int = 1) -> list[dict]:
+             temperature: float = 0.0, seed: int = 0, baseline: Path | None = None, cpus: int = 1,
+             chat_template: str | None = None) -> list[dict]:
     """Evaluate each checkpoint's hf/ folder against the baseline (the SFT model unless
     `baseline` names another checkpoint); one result dict each. The SFT model stays the
-    self-judge either way."""
+    self-judge either way. `chat_template`: the run's model.chat_template, which the model
+    scorers encode their judging prompts with."""
     # Nothing else runs during an evaluation: the engine may use every core it is given.
     engine = ray.remote(RolloutActor).options(num_cpus=cpus).remote(
         sft_path, RolloutConfig(k=1, temperature=1.0, top_p=1.0, max_tokens=max_tokens),
@@ -145,7 +148,7 @@ def evaluate(checkpoints: list[Path], sft_path: str, prompts, scorer_specs: list
             result["truncated_baseline"] = sum(a["finish_reason"] == "length" for a in base) / len(base)
     by_text = {p.text: p.instructions for p in prompts if p.instructions is not None}
     for spec in scorer_specs:
-        scorer = make_scorer(spec, sft_path, by_text)
+        scorer = make_scorer(spec, sft_path, by_text, chat_template)
         for result, answers in zip(results, policies):
             policy_texts = [a["text"] for a in answers]
             # Identical answers tie by definition (and cost no judge call).
@@ -188,6 +191,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.evaluate"
     what.add_argument("--checkpoint", nargs="+", help="checkpoint hf/ folder(s) (or ckpt-N folders)")
     what.add_argument("--run", help="a run folder (checkpoint.dir): evaluates every ckpt-*/hf in it")
     parser.add_argument("--sft", default=None, help="the SFT model (default: the run's model.path, else the embedded default)")
+    parser.add_argument("--chat-template", default=None,
+                        help="as model.chat_template: plain, or a .jinja file (default: the run's, else the tokenizer's own)")
     parser.add_argument("--baseline", default=None, help="opponent checkpoint hf/ folder (default: the SFT model)")
     parser.add_argument("--prompts", default=None,
                         help="held-out prompts: a JSONL path or a shipped set (questions-eval, instructions-eval); "
@@ -221,11 +226,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.evaluate"
             for c in checkpoints:
                 if not (c / "config.json").exists():
                     raise FileNotFoundError(f"{c} is not an HF checkpoint folder (no config.json)")
-        tokenizer = AutoTokenizer.from_pretrained(sft_path)
+        chat_template = args.chat_template or run_cfg.get("model", {}).get("chat_template")
+        chat = ChatEncoder(AutoTokenizer.from_pretrained(sft_path), chat_template)
         max_prompt = run_cfg.get("model", {}).get("max_prompt_tokens", 256)
         trained_on = run_cfg.get("data", {}).get("prompts")
         default_prompts = f"{trained_on}-eval" if f"{trained_on}-eval" in SHIPPED else SHIPPED_EVAL
-        prompts = load_prompts(args.prompts or default_prompts, tokenizer, max_prompt, "error", args.num_prompts)
+        prompts = load_prompts(args.prompts or default_prompts, chat, max_prompt, "error", args.num_prompts)
     except (FileNotFoundError, PromptFileError, ValueError) as err:
         log.error("%s", err)
         return 2
@@ -244,7 +250,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.evaluate"
         baseline = Path(args.baseline) / "hf" if (Path(args.baseline) / "hf").is_dir() else Path(args.baseline)
     cpus = args.cpus or os.cpu_count() or 1
     results = evaluate(checkpoints, sft_path, prompts, args.scorers, max_tokens, args.temperature, args.seed, baseline,
-                       cpus)
+                       cpus, chat_template)
     write_report(results, out, run_dir / "metrics.jsonl" if run_dir else None)
     for line in summary_lines(results):
         print(line)

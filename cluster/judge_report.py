@@ -51,6 +51,7 @@ from cluster.data.prompts import PromptFileError, load_prompts
 from cluster.driver.progress import setup_logging
 from cluster.driver.ray_setup import init_ray, link_worker_logs
 from cluster.evaluation.intervals import ratio_with_interval
+from core.chat import ChatEncoder
 from core.config import ModelConfig, RolloutConfig
 from judge.preferences import NOISES, base_judge, check_kind, make_preference
 from judge.verifier import verify
@@ -149,10 +150,11 @@ def comparisons(rows: list[dict]) -> tuple[list[str], list[str], list[str], np.n
     return prompts, a, b, np.array(owner)
 
 
-def judge_all(spec: str, sft_model, tokenizer, instructions: dict, prompts, a, b, tau: float, seed: int):
-    """(p, seconds, position gap or None) of judge `spec` on every comparison."""
+def judge_all(spec: str, sft_model, chat, instructions: dict, prompts, a, b, tau: float, seed: int):
+    """(p, seconds, position gap or None) of judge `spec` on every comparison. `chat`: the SFT
+    model's ChatEncoder (core/chat.py)."""
     kind, noise, scale = parse_judge_spec(spec)
-    judge = make_preference(kind, sft_model, tokenizer, instructions=instructions, tau=tau, noise=noise,
+    judge = make_preference(kind, sft_model, chat, instructions=instructions, tau=tau, noise=noise,
                             noise_scale=scale, seed=seed)
     start = time.perf_counter()
     p = np.array(judge.compare(prompts, a, b), dtype=float)
@@ -204,6 +206,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.judge_rep
                         help="judge specs: <kind>[+flip:<share>|+logit:<σ>], kind one of self, checklist, verifier, "
                              "lm:<path>, reward:<path>, python:<module>:<fn>")
     parser.add_argument("--model", default=None, help="the SFT model (self and checklist judges; default: embedded)")
+    parser.add_argument("--chat-template", default=None,
+                        help="as model.chat_template: plain, or a .jinja file (default: the tokenizer's own)")
     parser.add_argument("--policy", default=None, help="the model that samples the answers (default: the SFT model)")
     parser.add_argument("--prompts", default="instructions-eval", help="prompts with IFEval instructions")
     parser.add_argument("--num-prompts", type=int, default=100)
@@ -218,8 +222,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.judge_rep
         for spec in args.judges:
             parse_judge_spec(spec)
         model_path = str(resolve_model_path(args.model))
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        prompts = load_prompts(args.prompts, tokenizer, 512, "error", args.num_prompts)
+        chat = ChatEncoder(AutoTokenizer.from_pretrained(model_path), args.chat_template)
+        prompts = load_prompts(args.prompts, chat, 512, "error", args.num_prompts)
     except (ValueError, FileNotFoundError, PromptFileError) as err:
         log.error("%s", err)
         return 2
@@ -246,7 +250,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.judge_rep
         sft = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval().requires_grad_(False)
     cards = {}
     for spec in args.judges:
-        p, seconds, gap = judge_all(spec, sft, tokenizer, by_text, texts, a, b, args.tau, args.seed)
+        p, seconds, gap = judge_all(spec, sft, chat, by_text, texts, a, b, args.tau, args.seed)
         card = report_card(p, gold, owner, args.seed)
         temperature = fit_temperature(p, gold)
         card.update(temperature=temperature, ece_at_temperature=report_card(tempered(p, temperature), gold, owner)["ece"])

@@ -2,8 +2,8 @@
 actor starts, then executed. The CLI (`python -m cluster.train`, also what `ray job submit`
 runs), the bench scripts and the tests all go through `build_run`.
 
-Everything that can be checked without actors is checked in `build_run` (model path,
-tokenizer vs. the judge's answer tokens, the prompt files, this machine's cores for a local
+Everything that can be checked without actors is checked in `build_run` (model path, the chat
+template every side encodes with, tokenizer vs. the judge's answer tokens, the prompt files, this machine's cores for a local
 cluster, the run folder), so a bad run fails in seconds with a message naming the problem, not
 minutes later inside an actor.
 """
@@ -33,6 +33,7 @@ from cluster.driver import checkpoint as ckpt
 from cluster.driver.pipeline import Pipeline
 from cluster.driver.progress import Progress
 from cluster.driver.ray_setup import init_ray, link_worker_logs, ray_address
+from core.chat import PLAIN, ChatEncoder, ChatTemplateError
 from core.config import Config, ConfigError
 from core.env import has_cuda
 from core.weights import ADAPTER, FULL
@@ -44,8 +45,8 @@ log = logging.getLogger("osp")
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What a run needs, resolved: the config (a private copy, with the judge's model path and
-    the weight sync's `auto` choices resolved), the policy's model folder, the prompts, the
+    """What a run needs, resolved: the config (a private copy, with the judge's model path, the
+    chat template's path and the weight sync's `auto` choices resolved), the policy's model folder, the prompts, the
     held-out prompts (or None), the run folder and the checkpoint it resumes from (or None)."""
 
     cfg: Config
@@ -62,21 +63,37 @@ class RunSpec:
         return ckpt.load_state(self.resume_from)
 
 
-def resolve_judge(cfg: Config, tokenizer) -> str:
+def chat_encoder(tokenizer, choice: str | None, whose: str = "") -> ChatEncoder:
+    """The ChatEncoder of `model.chat_template` for `tokenizer`; ConfigError naming the key (and
+    `whose` model, for a judge's) when it cannot encode."""
+    try:
+        return ChatEncoder(tokenizer, choice)
+    except ChatTemplateError as err:
+        raise ConfigError(f"{err}{whose}") from None
+
+
+def resolve_judge(cfg: Config, chat: ChatEncoder) -> str:
     """The judge kind with its model path resolved; refuses what cannot judge (a split answer
-    token, a python judge that does not import)."""
+    token, a judge model's tokenizer the chat choice cannot encode with, a python judge that
+    does not import). `chat`: the policy's ChatEncoder."""
     kind, _, rest = cfg.judge.kind.partition(":")
     judge = cfg.judge.kind
     if kind in ("lm", "reward"):
         judge = f"{kind}:{resolve_model_path(rest)}"
+        judge_chat = chat_encoder(AutoTokenizer.from_pretrained(judge.partition(":")[2]), cfg.model.chat_template,
+                                  f" (the judge model of judge.kind={cfg.judge.kind})")
     if kind in ("self", "lm"):  # an LM judge reads one answer token each for "A" and "B"
-        judge_tokenizer = tokenizer if kind == "self" else AutoTokenizer.from_pretrained(judge.partition(":")[2])
+        judge_chat = chat if kind == "self" else judge_chat
         template = JudgeTemplate(**({"text": cfg.judge.template} if cfg.judge.template else {}),
                                  answer_tokens=tuple(cfg.judge.answer_tokens))
         try:
-            answer_token_ids(judge_tokenizer, template.answer_tokens)
+            answer_token_ids(judge_chat.tokenizer, template.answer_tokens)
         except ValueError as err:
             raise ConfigError(f"judge.answer_tokens: {err}") from None
+        try:  # the judging prompt is a chat too: one the template must encode
+            template.render(judge_chat, "Hi.", "Hello.", "Hi!")
+        except ChatTemplateError as err:
+            raise ConfigError(f"judge.template: {err}") from None
     if kind == "python":
         try:
             PythonJudge(rest)
@@ -108,9 +125,9 @@ def build_run(cfg: Config, resume: bool = False) -> RunSpec:
     """The run `cfg` describes, resolved and checked (ConfigError, PromptFileError or
     FileNotFoundError name what is wrong). `cfg` itself is not changed."""
     model_path = str(resolve_model_path(cfg.model.path))
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    judge = resolve_judge(cfg, tokenizer)
-    prompts = load_prompts(cfg.data.prompts, tokenizer, cfg.model.max_prompt_tokens, cfg.data.on_bad_rows,
+    chat = chat_encoder(AutoTokenizer.from_pretrained(model_path), cfg.model.chat_template)
+    judge = resolve_judge(cfg, chat)
+    prompts = load_prompts(cfg.data.prompts, chat, cfg.model.max_prompt_tokens, cfg.data.on_bad_rows,
                            cfg.data.num_prompts, cfg.data.prompt_column, cfg.data.split)
     if cfg.judge.kind in ("verifier", "checklist") and (missing := _without_instructions(prompts)):
         raise ConfigError(f"judge.kind: {cfg.judge.kind} needs instructions on every prompt; {len(missing)} prompt(s) "
@@ -118,7 +135,7 @@ def build_run(cfg: Config, resume: bool = False) -> RunSpec:
                           "or a file whose rows carry instruction_id_list and kwargs")
     eval_prompts = None
     if cfg.eval.prompts is not None:
-        eval_prompts = load_prompts(cfg.eval.prompts, tokenizer, cfg.model.max_prompt_tokens, "error",
+        eval_prompts = load_prompts(cfg.eval.prompts, chat, cfg.model.max_prompt_tokens, "error",
                                     cfg.eval.num_prompts, cfg.data.prompt_column, cfg.eval.split)
         if missing := _without_instructions(eval_prompts):
             raise ConfigError(f"eval.prompts: every held-out prompt needs verifiable instructions; "
@@ -134,6 +151,9 @@ def build_run(cfg: Config, resume: bool = False) -> RunSpec:
         log.warning("--resume: no checkpoint in %s yet, starting from step 0", run_dir)
     resolved = copy.deepcopy(cfg)
     resolved.judge = dataclasses.replace(resolved.judge, kind=judge)
+    if cfg.model.chat_template not in (None, PLAIN):  # the judge actors read the file too, from any folder
+        template = str(Path(cfg.model.chat_template).expanduser().resolve())
+        resolved.model = dataclasses.replace(resolved.model, chat_template=template)
     payload = resolve_payload(cfg.weight_sync.payload, cfg.learner.lora.enabled)
     resolved.weight_sync = dataclasses.replace(
         resolved.weight_sync, payload=payload, method=resolve_method(cfg.weight_sync.method, cfg.learner.gpus_per_rank,

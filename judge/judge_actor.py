@@ -18,6 +18,7 @@ import pyarrow as pa
 import ray
 import torch
 
+from core.chat import ChatEncoder
 from core.config import TRUNCATED, Config
 from core.env import apply_runtime_env, peak_rss_bytes, thread_report, use_cores
 from core.logprobs import sequence_logprobs
@@ -38,12 +39,14 @@ class JudgeActor:
 
     def __init__(self, model_path: str, cfg: Config, method, *, threads: int | None = None,
                  instructions: dict[str, dict] | str | None = None):
-        """`cfg`: the run's config (the judge section: who judges and how; the model's dtype; the
-        answers' length, for the sft_greedy anchor; the seed of noisy judges); `method` (a
+        """`cfg`: the run's config (the judge section: who judges and how; the model's dtype and
+        chat template, the one the rollout prompts were encoded with on the driver; the answers'
+        length, for the sft_greedy anchor; the seed of noisy judges); `method` (a
         cluster.methods.Method, passed by the driver): which pairs K answers become and whose
         log-probs are the reference; `instructions`: prompt text → its IFEval instructions (JSON
         form), or the name of the actor that holds them (cluster/driver/actors.SharedValue)."""
-        judge, dtype, seed = cfg.judge, cfg.model.dtype, cfg.seed
+        judge, model, seed = cfg.judge, cfg.model, cfg.seed
+        dtype = model.dtype
         apply_runtime_env()
         # Lazy: transformers reads the environment applied just above at import (HF_HUB_OFFLINE),
         # and the driver imports this module to create the actor without needing it.
@@ -51,6 +54,7 @@ class JudgeActor:
 
         use_cores(threads)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.chat = ChatEncoder(self.tokenizer, model.chat_template)
         # On a GPU actor (judge.gpus_per_actor > 0) Ray exposes one CUDA device: use it.
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
@@ -64,7 +68,7 @@ class JudgeActor:
         self.instructions = {text: parse_instructions(v["instruction_id_list"], v["kwargs"])
                              for text, v in (instructions or {}).items()}
         self.preference = make_preference(
-            judge.kind, self.model, self.tokenizer, instructions=self.instructions, tau=judge.tau,
+            judge.kind, self.model, self.chat, instructions=self.instructions, tau=judge.tau,
             template=JudgeTemplate(**({"text": judge.template} if judge.template else {}),
                                    answer_tokens=tuple(judge.answer_tokens)),
             batch_size=judge.batch_size, noise=judge.noise, noise_scale=judge.noise_scale, seed=seed, dtype=dtype,

@@ -37,6 +37,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from core.chat import ChatEncoder, as_chat
 from judge.checklist import ChecklistJudge
 from judge.strength import JudgeTemplate, LMJudge, sigmoid
 from judge.verifier import Instructions, VerifierJudge
@@ -61,29 +62,35 @@ def check_kind(kind: str) -> None:
 
 
 class RewardJudge:
-    """A sequence-classification reward model: p = σ((r_a − r_b)/τ)."""
+    """A sequence-classification reward model: p = σ((r_a − r_b)/τ). It scores each (prompt,
+    response) as a two-turn chat encoded by core/chat.py with `chat_template` (model.chat_template)."""
 
-    def __init__(self, model_path: str, tau: float = 1.0, batch_size: int = 8):
+    def __init__(self, model_path: str, tau: float = 1.0, batch_size: int = 8, chat_template: str | None = None):
         # Lazy (as every model import in the judge): the actor applies the stack's environment
         # (HF_HUB_OFFLINE, …) before any model library loads; the driver imports this module too.
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.name, self.tau, self.batch_size = f"reward:{model_path}", tau, batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.name, self.tau = f"reward:{model_path}", tau
+        self.chat = ChatEncoder(AutoTokenizer.from_pretrained(model_path), chat_template)
         self.model = AutoModelForSequenceClassification.from_pretrained(model_path).eval()
+        # The model reads its score at the last token that is not its pad id: rows are padded
+        # with that id, and one at a time when it has none (transformers refuses a batch then).
+        self.pad_id = self.model.config.pad_token_id
+        self.batch_size = batch_size if self.pad_id is not None else 1
 
     @torch.no_grad()
     def rewards(self, prompts: list[str], responses: list[str]) -> list[float]:
         out = []
         for i in range(0, len(prompts), self.batch_size):
-            chats = [[{"role": "user", "content": p}, {"role": "assistant", "content": r}]
-                     for p, r in zip(prompts[i : i + self.batch_size], responses[i : i + self.batch_size])]
-            if getattr(self.tokenizer, "chat_template", None):
-                texts = [self.tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
-            else:
-                texts = [f"{c[0]['content']}\n{c[1]['content']}" for c in chats]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True)
-            out += self.model(**enc).logits[:, 0].double().tolist()
+            rows = [self.chat.conversation([{"role": "user", "content": p}, {"role": "assistant", "content": r}])
+                    for p, r in zip(prompts[i : i + self.batch_size], responses[i : i + self.batch_size])]
+            width = max(len(r) for r in rows)
+            ids = torch.full((len(rows), width), self.pad_id if self.pad_id is not None else 0, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for j, row in enumerate(rows):  # right padding
+                ids[j, : len(row)] = torch.tensor(row)
+                mask[j, : len(row)] = 1
+            out += self.model(input_ids=ids, attention_mask=mask).logits[:, 0].double().tolist()
         return out
 
     def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
@@ -206,29 +213,32 @@ def with_noise(judge: Preference, noise: str, scale: float, seed: int) -> Prefer
     raise ValueError(f"unknown judge.noise {noise!r}; choose one of {NOISES}")
 
 
-def make_preference(kind: str, sft_model=None, sft_tokenizer=None, *, instructions: dict[str, Instructions] | None = None,
+def make_preference(kind: str, sft_model=None, chat=None, *, instructions: dict[str, Instructions] | None = None,
                     tau: float = 0.25, template: JudgeTemplate | None = None, batch_size: int = 8,
                     noise: str = "none", noise_scale: float = 0.0, seed: int = 0, dtype: str = "float32",
                     partial_credit: bool = False, loop_penalty: float = 0.0, temperature: float = 1.0) -> Preference:
-    """Build the judge `kind`. `self` judges with the given SFT model (no second copy)."""
+    """Build the judge `kind`. `self` judges with the given SFT model (no second copy). `chat`: the
+    SFT model's ChatEncoder (core/chat.py; a bare tokenizer: its own template); an lm: or reward:
+    judge encodes with its own tokenizer and the same `model.chat_template` choice."""
     check_kind(kind)
     head, _, rest = kind.partition(":")
+    choice = chat.choice if isinstance(chat, ChatEncoder) else None
     if kind == "self":
-        judge: Preference = LMJudge(sft_model, sft_tokenizer, "self-judge", template, batch_size)
+        judge: Preference = LMJudge(sft_model, as_chat(chat), "self-judge", template, batch_size)
     elif head == "lm":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = AutoModelForCausalLM.from_pretrained(rest, dtype=getattr(torch, dtype)).eval().requires_grad_(False)
         if sft_model is not None:
             model = model.to(next(sft_model.parameters()).device)
-        judge = LMJudge(model, AutoTokenizer.from_pretrained(rest), kind, template, batch_size)
+        judge = LMJudge(model, ChatEncoder(AutoTokenizer.from_pretrained(rest), choice), kind, template, batch_size)
     elif head == "reward":
-        judge = RewardJudge(rest, tau, batch_size)
+        judge = RewardJudge(rest, tau, batch_size, choice)
     elif kind == "checklist":
         if not instructions:
             raise ValueError("judge kind 'checklist' needs prompts with verifiable instructions "
                              "(rows with instruction_id_list and kwargs, e.g. data.prompts=instructions)")
-        judge = ChecklistJudge(sft_model, sft_tokenizer, instructions, tau, batch_size)
+        judge = ChecklistJudge(sft_model, as_chat(chat), instructions, tau, batch_size)
     elif kind == "verifier":
         if not instructions:
             raise ValueError("judge kind 'verifier' needs prompts with verifiable instructions "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 
+from core.chat import ChatEncoder
 from core.text import rake_keywords
 from judge.preferences import Preference, check_kind, make_preference
 
@@ -48,9 +49,10 @@ class HeuristicScorer:
         return out
 
 
-def make_scorer(spec: str, sft_path: str, instructions: dict | None = None) -> Preference:
+def make_scorer(spec: str, sft_path: str, instructions: dict | None = None, chat_template: str | None = None) -> Preference:
     """`heuristic`, `self` (or `self:<path>`), or any judge kind (judge/preferences.py):
-    `lm:<path>`, `reward:<path>`, `verifier` (needs the prompts' `instructions`), `python:<module>:<fn>`."""
+    `lm:<path>`, `reward:<path>`, `verifier` (needs the prompts' `instructions`), `python:<module>:<fn>`.
+    A model scorer encodes its prompts with `chat_template` (model.chat_template, core/chat.py)."""
     kind, _, path = spec.partition(":")
     if spec == "heuristic":
         return HeuristicScorer()
@@ -61,7 +63,13 @@ def make_scorer(spec: str, sft_path: str, instructions: dict | None = None) -> P
     except ValueError:
         raise ValueError(f"unknown scorer {spec!r}: use heuristic, self, self:<path>, lm:<path>, reward:<path>, "
                          "verifier or python:<module>:<function>") from None
-    scorer = make_preference(spec, instructions=instructions, tau=1e-3)  # a verifier scorer: any gap decides
+    head = spec.partition(":")[0]
+    chat = None
+    if head in ("lm", "reward"):  # carries the chat choice to the scorer's own tokenizer
+        from transformers import AutoTokenizer
+
+        chat = ChatEncoder(AutoTokenizer.from_pretrained(spec.partition(":")[2]), chat_template)
+    scorer = make_preference(spec, chat=chat, instructions=instructions, tau=1e-3)  # a verifier scorer: any gap decides
     if kind == "self":
         scorer.name = "self-judge"
     return scorer

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from core.tokens import encode_chat, pad_token_id
+from core.chat import ChatEncoder, as_chat
+from core.tokens import pad_token_id
 
 DEFAULT_TEMPLATE = (
     "Which response answers the user's request better: more helpful, correct and clear?\n\n"
@@ -29,8 +30,9 @@ DEFAULT_TEMPLATE = (
 class JudgeTemplate:
     """How a pair is shown to the judge. `text` must contain {prompt}, {response_a}, {response_b}.
 
-    With `chat=True` the text is the user turn of the tokenizer's chat template and the
-    answer is read right after the generation prompt (plus `answer_prefix`).
+    With `chat=True` the text is the user turn of a chat, encoded as every side encodes chats
+    (core/chat.py, model.chat_template), and the answer is read right after the generation
+    prompt (plus `answer_prefix`); with `chat=False` it is encoded as plain text.
     """
 
     text: str = DEFAULT_TEMPLATE
@@ -45,15 +47,14 @@ class JudgeTemplate:
         if len(set(self.answer_tokens)) != 2:
             raise ValueError(f"judge needs two distinct answer tokens, got {self.answer_tokens}")
 
-    def render(self, tokenizer, prompt: str, response_a: str, response_b: str) -> list[int]:
-        """Token ids of the judging prompt; the answer token is predicted after the last id."""
+    def render(self, chat: ChatEncoder, prompt: str, response_a: str, response_b: str) -> list[int]:
+        """Token ids of the judging prompt; the answer token is predicted after the last id.
+        `chat`: the ChatEncoder (a bare tokenizer: its own template)."""
+        chat = as_chat(chat)
         text = self.text.format(prompt=prompt, response_a=response_a, response_b=response_b)
-        if self.chat:
-            ids = encode_chat(tokenizer, text)
-        else:
-            ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+        ids = chat.user_prompt(text) if self.chat else chat.plain(text)
         if self.answer_prefix:
-            ids += tokenizer(self.answer_prefix, add_special_tokens=False)["input_ids"]
+            ids += chat.tokenizer(self.answer_prefix, add_special_tokens=False)["input_ids"]
         return ids
 
 
@@ -93,14 +94,16 @@ def swap_averaged_strength(p_a_first: torch.Tensor, p_b_first: torch.Tensor) -> 
 
 
 class LMJudge:
-    """A causal LM reading a judging prompt; p is swap-averaged over both presentation orders."""
+    """A causal LM reading a judging prompt; p is swap-averaged over both presentation orders.
+    `chat`: its tokenizer's ChatEncoder (core/chat.py; a bare tokenizer: its own template)."""
 
-    def __init__(self, model, tokenizer, name: str, template: JudgeTemplate | None = None, batch_size: int = 8):
-        self.model, self.tokenizer, self.name, self.batch_size = model, tokenizer, name, batch_size
+    def __init__(self, model, chat: ChatEncoder, name: str, template: JudgeTemplate | None = None, batch_size: int = 8):
+        self.chat = as_chat(chat)
+        self.model, self.tokenizer, self.name, self.batch_size = model, self.chat.tokenizer, name, batch_size
         self.template = template or JudgeTemplate()
         # Fails here, before any pair is made, if the tokenizer splits an answer token.
-        self.answer_ids = answer_token_ids(tokenizer, self.template.answer_tokens)
-        self.pad_id = pad_token_id(tokenizer)
+        self.answer_ids = answer_token_ids(self.tokenizer, self.template.answer_tokens)
+        self.pad_id = pad_token_id(self.tokenizer)
         # Position consistency of the comparisons made so far: Σ|p_ab − (1 − p_ba)| and their count
         # (0 for a judge without position bias; swap averaging cancels a constant bias).
         self.position_gap_sum, self.position_gap_count = 0.0, 0
@@ -129,8 +132,8 @@ class LMJudge:
     def compare(self, prompts: list[str], a: list[str], b: list[str]) -> list[float]:
         rendered = []
         for prompt, x, y in zip(prompts, a, b):
-            rendered.append(self.template.render(self.tokenizer, prompt, x, y))
-            rendered.append(self.template.render(self.tokenizer, prompt, y, x))
+            rendered.append(self.template.render(self.chat, prompt, x, y))
+            rendered.append(self.template.render(self.chat, prompt, y, x))
         probs = self.first_better_probs(rendered)
         self.position_gap_sum += float((probs[0::2] - (1.0 - probs[1::2])).abs().sum())
         self.position_gap_count += len(prompts)

@@ -362,7 +362,7 @@ def test_lm_kind_loads_another_model_and_judges_like_the_self_judge_on_it(tiny_m
 
 def _rollout(tokenizer, k: int = 4, cut: tuple[int, ...] = ()):
     """Two prompts with K fixed answers; the answers at indices `cut` hit max_tokens."""
-    from cluster.data.prompts import encode_chat
+    from core.chat import ChatEncoder
     from core.records import rollout_batch
 
     rows = []
@@ -371,7 +371,7 @@ def _rollout(tokenizer, k: int = 4, cut: tuple[int, ...] = ()):
         answers = answers[:k]
         rows.append({
             "prompt_id": f"p{i}", "prompt_index": i, "prompt_text": prompt,
-            "prompt_tokens": encode_chat(tokenizer, prompt),
+            "prompt_tokens": ChatEncoder(tokenizer).user_prompt(prompt),
             "response_tokens": [tokenizer(a, add_special_tokens=False)["input_ids"] for a in answers],
             "response_texts": answers, "response_logprobs": [-1.0] * k,
             "finish_reasons": ["length" if j in cut else "stop" for j in range(k)],
@@ -414,12 +414,12 @@ def test_sft_greedy_anchor_comes_from_the_sft_model_when_another_lm_judges(tiny_
     from tiny_model import build_tiny_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cluster.data.prompts import encode_chat
+    from core.chat import ChatEncoder
 
     other = build_tiny_model(tmp_path / "judge", seed=3)
     worker = judge_actor(tiny_model_dir, max_tokens=5, kind=f"lm:{other}", anchor="sft_greedy")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tokens = encode_chat(tokenizer, "Say hi.")
+    tokens = ChatEncoder(tokenizer).user_prompt("Say hi.")
 
     def greedy(path):
         model = AutoModelForCausalLM.from_pretrained(path).eval()

@@ -9,16 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.data.prompts import (
-    SHIPPED_EVAL,
-    SHIPPED_TRAIN,
-    BadRow,
-    Prompt,
-    PromptFileError,
-    encode_chat,
-    load_prompts,
-    read_prompt_rows,
-)
+from cluster.data.prompts import SHIPPED_EVAL, SHIPPED_TRAIN, BadRow, Prompt, PromptFileError, load_prompts, read_prompt_rows
+from core.chat import ChatEncoder
 from judge.verifier import Instructions
 
 MAX_TOKENS = 96  # model.max_prompt_tokens default
@@ -55,7 +47,7 @@ def test_shipped_file_loads_every_row(tiny_tokenizer, path, count, prefix):
         assert isinstance(p, Prompt)
         assert 5 <= len(p.text.split()) <= 30, p.text
         assert p.text == p.text.strip()
-        assert list(p.tokens) == encode_chat(tiny_tokenizer, p.text)
+        assert list(p.tokens) == ChatEncoder(tiny_tokenizer).user_prompt(p.text)
         assert len(p.tokens) <= MAX_TOKENS
 
 
@@ -106,23 +98,33 @@ def test_none_path_means_shipped_train(tiny_tokenizer):
 
 
 # ---------------------------------------------------------------------------------------
-# encode_chat.
+# The chat encoding (core/chat.py) of a prompt.
 
 
-def test_encode_chat_uses_the_chat_template(tiny_tokenizer):
-    ids = encode_chat(tiny_tokenizer, "Why is the sky blue?")
+def test_a_prompt_is_encoded_with_the_chat_template(tiny_tokenizer):
+    ids = ChatEncoder(tiny_tokenizer).user_prompt("Why is the sky blue?")
     assert all(isinstance(i, int) for i in ids)
     assert ids[0] == tiny_tokenizer.convert_tokens_to_ids("<|im_start|>")
     assert tiny_tokenizer.decode(ids) == "<|im_start|>user\nWhy is the sky blue?<|im_end|>\n<|im_start|>assistant\n"
 
 
-def test_encode_chat_without_template_falls_back_to_plain_encoding(tiny_tokenizer):
-    plain = copy.deepcopy(tiny_tokenizer)
-    plain.chat_template = None
-    ids = encode_chat(plain, "Why is the sky blue?")
+def test_a_tokenizer_without_template_is_refused_unless_plain_is_chosen(tiny_tokenizer):
+    """Would catch the old silent fallback: a tokenizer without a chat template encoded its
+    prompts as plain text with nobody told."""
+    from core.chat import ChatTemplateError
+
+    bare = copy.deepcopy(tiny_tokenizer)
+    bare.chat_template = None
+    with pytest.raises(ChatTemplateError, match=r"^model.chat_template: the tokenizer of .* has no chat template; set "
+                                                r"model.chat_template to a .jinja file .* or to 'plain'"):
+        ChatEncoder(bare)
+    with pytest.raises(ChatTemplateError, match="has no chat template"):
+        load_prompts(SHIPPED_TRAIN, bare, MAX_TOKENS)
+    ids = ChatEncoder(bare, "plain").user_prompt("Why is the sky blue?")
     assert ids == list(tiny_tokenizer("Why is the sky blue?", add_special_tokens=True)["input_ids"])
-    assert plain.decode(ids) == "Why is the sky blue?"
-    assert len(ids) < len(encode_chat(tiny_tokenizer, "Why is the sky blue?"))
+    assert bare.decode(ids) == "Why is the sky blue?"
+    # plain ignores a template the tokenizer has: the choice is the config's, not the tokenizer's
+    assert ChatEncoder(tiny_tokenizer, "plain").user_prompt("Why is the sky blue?") == ids
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,7 +189,7 @@ def test_bad_rows_are_skipped_and_reported_when_asked(messy_file, tiny_tokenizer
         prompts = load_prompts(messy_file, tiny_tokenizer, MAX_TOKENS, on_bad_rows="skip")
     assert [p.prompt_id for p in prompts] == ["a", "h", "line-11"]
     assert [p.text for p in prompts] == ["How do I boil an egg?", "Write a haiku about rain.", "A row without an id."]
-    assert prompts[0].tokens == tuple(encode_chat(tiny_tokenizer, "How do I boil an egg?"))
+    assert prompts[0].tokens == tuple(ChatEncoder(tiny_tokenizer).user_prompt("How do I boil an egg?"))
     warnings = [r for r in caplog.records if r.name == "cluster.data.prompts" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
     msg = warnings[0].getMessage()
@@ -243,7 +245,8 @@ def test_missing_file_is_an_error(tmp_path, tiny_tokenizer):
 
 def test_over_long_prompt_is_a_bad_row(tmp_path, tiny_tokenizer, caplog):
     short, long = "Name a red fruit.", "Explain, slowly and in great detail, " * 6 + "how a river forms."
-    n_short, n_long = len(encode_chat(tiny_tokenizer, short)), len(encode_chat(tiny_tokenizer, long))
+    chat = ChatEncoder(tiny_tokenizer)
+    n_short, n_long = len(chat.user_prompt(short)), len(chat.user_prompt(long))
     assert n_short < n_long
     path = _write(tmp_path / "long.jsonl", [_row("s", short), _row("l", long)])
 
@@ -263,7 +266,7 @@ def test_over_long_prompt_is_a_bad_row(tmp_path, tiny_tokenizer, caplog):
 
 def test_over_long_and_malformed_rows_are_listed_together_in_line_order(tmp_path, tiny_tokenizer):
     long = "word " * 80
-    n_long = len(encode_chat(tiny_tokenizer, long))
+    n_long = len(ChatEncoder(tiny_tokenizer).user_prompt(long))
     path = _write(tmp_path / "mix.jsonl", [_row("long", long), "{bad", _row("ok", "Hello there, friend.")])
     with pytest.raises(PromptFileError) as err:
         load_prompts(path, tiny_tokenizer, MAX_TOKENS)
@@ -345,8 +348,6 @@ def test_a_parquet_file_and_a_saved_datasets_folder_give_the_same_prompts(tiny_t
 def test_a_chat_column_is_encoded_as_a_chat_without_the_answer(tiny_tokenizer, tmp_path):
     """TRL's conversational prompts: the last user turn is what judges read; a trailing
     assistant turn (an answer in the data) is not part of the prompt."""
-    from core.tokens import encode_messages
-
     chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why is the sky blue?"},
             {"role": "assistant", "content": "Rayleigh scattering."}]
     path = tmp_path / "chat.jsonl"
@@ -357,7 +358,7 @@ def test_a_chat_column_is_encoded_as_a_chat_without_the_answer(tiny_tokenizer, t
     assert "line 2: chat in 'messages' has no user turn; line 3: field 'messages' is neither a string" in str(err.value)
     [prompt] = load_prompts(path, tiny_tokenizer, MAX_TOKENS, on_bad_rows="skip", prompt_column="messages")
     assert prompt.text == "Why is the sky blue?" and prompt.prompt_id == "line-1"
-    assert list(prompt.tokens) == encode_messages(tiny_tokenizer, chat[:2])
+    assert list(prompt.tokens) == ChatEncoder(tiny_tokenizer).prompt(chat[:2])
 
 
 def test_bad_rows_of_a_parquet_file_are_refused_by_row_number(tiny_tokenizer, tmp_path):

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from cluster.config import ConfigError, dump_config, load_config
-from cluster.data.prompts import PromptFileError, encode_chat
+from cluster.data.prompts import PromptFileError
 from cluster.driver import checkpoint as ckpt
 from cluster.run import build_run
 from cluster.train import main, parse_args, resolve_config
+from core.chat import ChatEncoder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RAY_START = "starting a local Ray cluster"
@@ -143,7 +144,7 @@ def test_build_run_accepts_single_token_answers_and_the_shipped_prompts(tiny_mod
     model_path, judge, prompts = spec.model_path, spec.cfg.judge.kind, spec.prompts
     assert model_path == tiny_model_dir and judge == "self"
     assert [p.prompt_id for p in prompts] == [f"train-{i:04d}" for i in range(1, 8)]
-    assert list(prompts[0].tokens) == encode_chat(tiny_tokenizer, prompts[0].text)
+    assert list(prompts[0].tokens) == ChatEncoder(tiny_tokenizer).user_prompt(prompts[0].text)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -178,8 +179,8 @@ def test_on_bad_rows_skip_proceeds_with_the_good_rows(tiny_model_dir, tmp_path, 
 
 def test_main_refuses_an_over_long_prompt(tiny_model_dir, tiny_tokenizer, tmp_path, capsys):
     long_text = "Write a short poem about the sea. " * 12
-    n_long = len(encode_chat(tiny_tokenizer, long_text))
-    assert n_long > 64 >= len(encode_chat(tiny_tokenizer, "Explain how rain forms."))
+    n_long = len(ChatEncoder(tiny_tokenizer).user_prompt(long_text))
+    assert n_long > 64 >= len(ChatEncoder(tiny_tokenizer).user_prompt("Explain how rain forms."))
     path = _prompt_file(tmp_path / "prompts.jsonl", [GOOD[0], _row("long", long_text)])
     code, err = _run_main([f"model.path={tiny_model_dir}", f"data.prompts={path}", "model.max_prompt_tokens=64",
                            f"checkpoint.dir={tmp_path / 'run'}"], capsys)

@@ -1,4 +1,4 @@
-"""The prompt stream: read a prompt set, validate every row, encode it with the chat template.
+"""The prompt stream: read a prompt set, validate every row, encode it as a chat (core/chat.py).
 
 A prompt set is a JSONL file (one JSON object a line), a Parquet file, a Hugging Face
 `datasets` folder written by `save_to_disk` (a split of a DatasetDict: `data.split`), or the
@@ -9,7 +9,8 @@ the chat template as it stands, any trailing assistant turn left out. Its id is 
 IFEval's `key`, else its row number. A row may carry verifiable instructions in IFEval's
 format (`instruction_id_list` and `kwargs`, None-valued kwargs ignored, as in IFEval's own
 rows): the verifier judge and the held-out accuracy read them. Bad rows (invalid UTF-8 or
-JSON, a missing/empty prompt, an unknown instruction id or bad kwargs, too many tokens) are
+JSON, a missing/empty prompt, an unknown instruction id or bad kwargs, a chat the template
+refuses — Gemma's refuses a system turn —, too many tokens) are
 reported with their line (row) numbers. `on_bad_rows="error"` refuses the set; `"skip"` drops
 them and says so — never silently.
 """
@@ -26,7 +27,7 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.tokens import encode_chat, encode_messages
+from core.chat import ChatEncoder, ChatTemplateError, as_chat
 from judge.verifier import Instructions, parse_instructions
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ def read_prompt_rows(source: str | Path, prompt_column: str = "prompt",
 
 def load_prompts(
     path: str | Path | None,
-    tokenizer,
+    chat: ChatEncoder,
     max_prompt_tokens: int,
     on_bad_rows: str = "error",
     limit: int | None = None,
@@ -207,12 +208,18 @@ def load_prompts(
     split: str = "train",
 ) -> list[Prompt]:
     """Read, validate and encode a prompt set (a path, a shipped set's name, or a dataset in the
-    local Hugging Face cache; None: the shipped training questions)."""
+    local Hugging Face cache; None: the shipped training questions). `chat`: how every side
+    encodes a chat (core/chat.py, model.chat_template); a bare tokenizer: its own template."""
+    chat = as_chat(chat)
     path = resolve_prompt_file(path)
     rows, bad = read_prompt_rows(path, prompt_column, split)
     prompts = []
     for line_no, prompt_id, text, instructions, messages in rows:
-        tokens = encode_messages(tokenizer, messages) if messages else encode_chat(tokenizer, text)
+        try:
+            tokens = chat.prompt(messages) if messages else chat.user_prompt(text)
+        except ChatTemplateError as err:
+            bad.append(BadRow(line_no, f"prompt {prompt_id!r}: {err}"))
+            continue
         if len(tokens) > max_prompt_tokens:
             bad.append(BadRow(line_no, f"prompt is {len(tokens)} tokens, over model.max_prompt_tokens={max_prompt_tokens}"))
             continue
