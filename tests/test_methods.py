@@ -16,33 +16,45 @@ import pytest
 
 from cluster.config import load_config
 
-CONFIGS = Path(__file__).resolve().parent.parent / "cluster" / "configs"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "cluster" / "configs"
+# The experiments' own configs (not shipped with the package): experiments/<name>/*.yaml.
+IFEVAL = ROOT / "experiments" / "methods-ifeval"
+EXPERIMENT_CONFIGS = sorted(ROOT.glob("experiments/*/*.yaml"))
 METHODS = ["osp", "dpo-online", "cdpo", "ipo", "spo", "dno"]
 STEPS = 4
 
 
-@pytest.mark.parametrize("method", METHODS + ["default", "ifeval-osp", "ifeval-dpo"])
-def test_shipped_config_ranks_k_samples(method):
-    cfg = load_config(CONFIGS / f"{method}.yaml")
+@pytest.mark.parametrize("path", [CONFIGS / f"{m}.yaml" for m in METHODS + ["default"]] + EXPERIMENT_CONFIGS,
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_config_ranks_k_samples(path):
+    """Every config, the experiments' too, loads (a key misspelt after a move fails here) and ranks K samples."""
+    cfg = load_config(path)
     assert cfg.rollout.k >= 4  # ranked pairing: K=2 would be a single unranked pair
+
+
+def test_the_experiment_configs_are_found():
+    """The glob above finds the moved configs (an empty glob would skip their checks silently)."""
+    assert {p.name for p in EXPERIMENT_CONFIGS} >= {"ifeval-osp.yaml", "ifeval-dpo.yaml", "broad-osp.yaml", "broad-dpo.yaml"}
 
 
 def test_default_run_is_osp_with_the_verifier_and_a_held_out_check():
     cfg = load_config(CONFIGS / "default.yaml")
     assert (cfg.loss.name, cfg.loss.hard_labels, cfg.judge.kind) == ("spce", False, "verifier")
     assert cfg.data.prompts == "instructions" and cfg.eval.prompts == "instructions-eval"
-    osp, dpo = load_config(CONFIGS / "ifeval-osp.yaml"), load_config(CONFIGS / "ifeval-dpo.yaml")
+    osp, dpo = load_config(IFEVAL / "ifeval-osp.yaml"), load_config(IFEVAL / "ifeval-dpo.yaml")
     # The experiment's two arms differ only in the loss: soft strengths or the verdict.
     osp.loss.name = "dpo"
     osp.checkpoint.dir = dpo.checkpoint.dir
     assert osp == dpo
 
 
-@pytest.mark.parametrize("method", METHODS + ["ifeval-dpo"])
-def test_no_shipped_config_sets_a_label_option_its_loss_ignores(method):
+@pytest.mark.parametrize("path", [CONFIGS / f"{m}.yaml" for m in METHODS] + EXPERIMENT_CONFIGS,
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_no_shipped_config_sets_a_label_option_its_loss_ignores(path):
     """hard_labels only changes spce (the others read the verdict alone): a config that sets it
     for another loss promises a choice the code does not make."""
-    cfg = load_config(CONFIGS / f"{method}.yaml")
+    cfg = load_config(path)
     assert not (cfg.loss.hard_labels and cfg.loss.name != "spce")
 
 

@@ -2,9 +2,9 @@
 with the shipped verifier, and pool a method's runs (seeds) with intervals that resample runs
 as well as prompts (cluster.evaluation.pooled_over_runs).
 
-Imported by scripts/summarise_*.py (run as `python scripts/<name>.py`, so this folder is on
-sys.path). A run is named `<method>-s<seed>` (e.g. osp-s2, dpo-sigma1-s0); its checkpoints'
-answers are in the eval.json of the experiment's eval-*/ folders (cluster.evaluate).
+Imported by experiments/<name>/summarise.py, which puts this folder on sys.path. A run is named
+`<method>-s<seed>` (e.g. osp-s2, dpo-sigma1-s0); its checkpoints' answers are in the eval.json of the experiment's eval-*/ folders
+(cluster.evaluate).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The soft-vs-hard comparison of docs/results.md §2 into docs/results.json and a plot.
+"""The soft-vs-hard comparison (its README) into docs/results.json and a plot.
 
-    .venv/bin/python scripts/summarise_soft_vs_hard.py --exp runs/exp --judges runs/judges --sigma 3 --eps 0.27 --temperature 7.24
+    .venv/bin/python experiments/soft-vs-hard/summarise.py --exp runs/exp --judges runs/judges \
+        --sigma 3 --eps 0.27 --temperature 7.24
 
 Reads the judge report cards (runs/judges/*/report.json) and the evaluations of the method
 runs: at σ = 0 §1's `osp` and `dpo` runs (cDPO at the judge's error rate 0 is DPO), at σ the
@@ -9,7 +10,7 @@ calibrated by temperature scaling, judge.temperature = --temperature). A σ whos
 --exp keeps the figures results.json already holds for it (e.g. σ = 0 from §1). Writes the
 `judges` and `soft_vs_hard` blocks of docs/results.json (all seeds pooled; other keys are kept),
 `soft_vs_hard_by_seed_set` (the planned seeds 0-2 and any further seeds, a replication, each
-pooled on its own) and docs/soft_vs_hard.png (gain against noise, per method, with the
+pooled on its own) and experiments/soft-vs-hard/soft_vs_hard.png (gain against noise, per method, with the
 two-stage intervals).
 """
 
@@ -17,7 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # experiment_summary: the shared helpers
 
 from experiment_summary import METHOD_HEADER, RUN_NAME, ci, difference, load_evaluations, method_row, method_stats
 
@@ -57,7 +61,7 @@ def main() -> None:
     parser.add_argument("--eps", type=float, required=True)
     parser.add_argument("--temperature", type=float, default=None, help="judge.temperature of the osp-logit-T runs")
     parser.add_argument("--out", default="docs/results.json")
-    parser.add_argument("--plot", default="docs/soft_vs_hard.png")
+    parser.add_argument("--plot", default="experiments/soft-vs-hard/soft_vs_hard.png")
     args = parser.parse_args()
     out_path = Path(args.out)
     out = json.loads(out_path.read_text()) if out_path.exists() else {}

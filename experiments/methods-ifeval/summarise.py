@@ -1,8 +1,8 @@
-"""Turn the method comparison's runs into docs/results.json and the tables of docs/results.md §1.
+"""Turn the method comparison's runs into docs/results.json and the tables of its README.
 
-    .venv/bin/python scripts/summarise_ifeval_experiment.py [--exp runs/exp] [--out docs/results.json]
+    .venv/bin/python experiments/methods-ifeval/summarise.py [--exp runs/exp] [--out docs/results.json]
 
-Reads the evaluation written by scripts/run_ifeval_experiment.sh (every held-out answer is in
+Reads the evaluation written by experiments/methods-ifeval/run.sh (every held-out answer is in
 runs/exp/eval-*/eval.json) and each run's metrics.jsonl, recomputes every figure from the
 answers with the shipped verifier, and prints the markdown tables. A method's figures pool its
 runs (seeds): the 95% interval resamples runs, then prompts (a two-stage bootstrap), and the
@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # experiment_summary: the shared helpers
 
 from experiment_summary import METHOD_HEADER, ci, difference, load_evaluations, method_row, method_stats, training_summary
 

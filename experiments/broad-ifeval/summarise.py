@@ -1,7 +1,7 @@
-"""The broad experiment (docs/results.md §3) into the `broad` block of docs/results.json.
+"""The broad experiment (its README) into the `broad` block of docs/results.json.
 
-    .venv/bin/python scripts/summarise_broad_experiment.py --exp runs/broad-keep --step 60
-    .venv/bin/python scripts/summarise_broad_experiment.py --exp runs/broad-lose --step 20 --block broad_first_attempt
+    .venv/bin/python experiments/broad-ifeval/summarise.py --exp runs/broad-keep --step 60
+    .venv/bin/python experiments/broad-ifeval/summarise.py --exp runs/broad-lose --step 20 --block broad_first_attempt
 
 Reads runs/broad/eval-*/eval.json (every held-out answer of SFT and of each run's checkpoint on
 the 300 `broad-eval` prompts), recomputes every figure with the shipped verifier, pools each
@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+
+from cluster.evaluation.intervals import pooled_over_runs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # experiment_summary: the shared helpers
+
 from experiment_summary import (
     METHOD_HEADER,
     ci,
@@ -27,8 +33,6 @@ from experiment_summary import (
     runs_of,
     training_summary,
 )
-
-from cluster.evaluation.intervals import pooled_over_runs
 
 
 def kind_gains(results: dict, sft: dict, method: str, step: int) -> dict[str, dict]:

@@ -1,16 +1,17 @@
-# Shared by the experiment scripts (sourced, not run): one training run, one evaluation.
+# Shared by the experiments' run.sh (sourced, not run, from the repository root): one training
+# run, one evaluation.
 # OUT: the experiment's folder (default runs/exp). Finished runs and evaluations are skipped,
 # so a script stopped half-way continues where it was.
 export RAY_AUTH_MODE=disabled
 OUT=${OUT:-runs/exp}
 mkdir -p "$OUT"
 
-run() {  # name config seed steps [overrides...]
+run() {  # name config.yaml seed steps [overrides...]
   local name=$1 config=$2 seed=$3 steps=$4; shift 4
   if [ -e "$OUT/$name/$(printf ckpt-%06d "$steps")" ]; then echo "skip $name (done)"; return; fi
   rm -rf "${OUT:?}/$name"
   echo "$(date +%T) run $name"
-  .venv/bin/python -m cluster.train --config "cluster/configs/$config.yaml" seed="$seed" \
+  .venv/bin/python -m cluster.train --config "$config" seed="$seed" \
       checkpoint.dir="$OUT/$name" learner.max_steps="$steps" metrics.progress=false "$@" > "$OUT/$name.log" 2>&1
 }
 

@@ -1,8 +1,8 @@
 """What signal each instruction kind gives the verifier judge at K samples: pass rates, ties,
-and what partial credit adds. The measurement behind the broad task's design (docs/results.md §3).
+and what partial credit adds. The measurement behind the broad task's design (experiments/broad-ifeval/README.md).
 
     .venv/bin/python scripts/make_broad_prompts.py --scan --out runs/broad_scan.jsonl
-    .venv/bin/python scripts/scan_kinds.py --prompts runs/broad_scan.jsonl --k 8 --max-tokens 192 \
+    .venv/bin/python experiments/broad-ifeval/scan_kinds.py --prompts runs/broad_scan.jsonl --k 8 --max-tokens 192 \
         --out runs/scan/sft-192.json
 
 One vLLM engine samples K answers (T = 0.8, as training does) to every row of a one-instruction
