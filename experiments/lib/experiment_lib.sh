@@ -1,7 +1,12 @@
 # Shared by the experiments' run.sh (sourced, not run, from the repository root): one training
-# run, one evaluation.
-# OUT: the experiment's folder (default runs/exp). Finished runs and evaluations are skipped,
-# so a script stopped half-way continues where it was.
+# run, one evaluation and its outcomes.
+# OUT: where the runs and evaluations go (default runs/exp; runs/ is not committed). Finished
+# runs and evaluations are skipped, so a script stopped half-way continues where it was.
+# OUTCOMES: the experiment's outcomes folder (experiments/<name>/outcomes[/<arm>]), committed:
+# each evaluation's per-prompt outcomes are written there as soon as it ends, so that its
+# figures survive the loss of runs/. Commit them.
+# RUNS: where the evaluated checkpoints are (default OUT; another arm's runs folder when an
+# evaluation only answers another held-out set).
 export RAY_AUTH_MODE=disabled
 OUT=${OUT:-runs/exp}
 mkdir -p "$OUT"
@@ -17,10 +22,23 @@ run() {  # name config.yaml seed steps [overrides...]
 
 evaluate() {  # out step runs...: every run's ckpt-<step> answers the held-out prompts; SFT answers once
   local out=$1 step=$2; shift 2
-  if [ -e "$OUT/$out/eval.json" ]; then echo "skip $out (done)"; return; fi
-  local paths=()
-  for r in "$@"; do paths+=("$OUT/$r/$(printf ckpt-%06d "$step")/hf"); done
-  echo "$(date +%T) evaluate $out"
-  .venv/bin/python -m cluster.evaluate --checkpoint "${paths[@]}" --prompts "${PROMPTS:-instructions-eval}" \
-      --max-tokens "${MAX_TOKENS:-48}" --scorers verifier --out "$OUT/$out" > "$OUT/$out.log" 2>&1
+  : "${OUTCOMES:?set OUTCOMES to the outcomes folder of the experiment}"
+  local runs=${RUNS:-$OUT} prompts=${PROMPTS:-instructions-eval}
+  if [ -e "$OUT/$out/eval.json" ]; then
+    echo "skip $out (done)"
+  else
+    local paths=()
+    for r in "$@"; do paths+=("$runs/$r/$(printf ckpt-%06d "$step")/hf"); done
+    echo "$(date +%T) evaluate $out"
+    rm -f "$OUTCOMES/$out.json"  # a new evaluation's outcomes replace an earlier one's
+    .venv/bin/python -m cluster.evaluate --checkpoint "${paths[@]}" --prompts "$prompts" \
+        --max-tokens "${MAX_TOKENS:-48}" --scorers verifier --out "$OUT/$out" > "$OUT/$out.log" 2>&1
+  fi
+  if [ ! -e "$OUTCOMES/$out.json" ]; then
+    # The runs' training is kept with the arm that trained them (RUNS unset), not again here.
+    local training=()
+    if [ -z "${RUNS:-}" ]; then training=(--runs "$OUT"); fi
+    .venv/bin/python experiments/lib/experiment_outcomes.py "$OUT/$out" --prompts "$prompts" "${training[@]}" \
+        --out "$OUTCOMES/$out.json"
+  fi
 }

@@ -1,69 +1,65 @@
-"""What the experiment summaries share: read an experiment's evaluations, score every answer
-with the shipped verifier, and pool a method's runs (seeds) with intervals that resample runs
-as well as prompts (cluster.evaluation.pooled_over_runs).
+"""What the experiment summaries share: read an experiment's outcomes (experiment_outcomes: every
+answer's verdicts, kept in experiments/<name>/outcomes/), and pool a method's runs (seeds) with
+intervals that resample runs as well as prompts (cluster.evaluation.pooled_over_runs).
 
 Imported by experiments/<name>/summarise.py, which puts this folder on sys.path. A run is named
-`<method>-s<seed>` (e.g. osp-s2, dpo-sigma1-s0); its checkpoints' answers are in the eval.json of the experiment's eval-*/ folders
-(cluster.evaluate).
+`<method>-s<seed>` (e.g. osp-s2, dpo-sigma1-s0); an answer set of its checkpoint at step N is
+`<run>@<N>`, the SFT model's `sft`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
+from experiment_outcomes import AnswerSet, load, load_training
 
-from cluster.data.prompts import SHIPPED, read_prompt_rows
 from cluster.evaluation import instruction_eval
 from cluster.evaluation.intervals import mean_with_interval, pooled_over_runs
-from judge.repetition import repeated_share
 
 RUN_NAME = re.compile(r"^(?P<method>.+)-s(?P<seed>\d+)$")
 
 
-def run_and_step(checkpoint: str) -> tuple[str, int]:
-    """runs/exp/osp-s1/ckpt-000015/hf → ("osp-s1", 15)."""
-    path = Path(checkpoint)
-    ckpt = path.parent if path.name == "hf" else path
-    return ckpt.parent.name, int(ckpt.name.split("-")[1])
+def report(instructions: list, answers: AnswerSet, baseline: list | None = None) -> dict:
+    """instruction_eval.report, from the kept verdicts instead of the answers."""
+    out = {"prompts": len(answers.verdicts), "accuracy": instruction_eval.accuracy(answers.verdicts),
+           "per_kind": instruction_eval.per_kind(instructions, answers.verdicts)}
+    if baseline is not None:
+        out["gain"] = instruction_eval.gain(answers.verdicts, baseline)
+    return out
 
 
-def mean_repeated_share(answers: list[str]) -> float:
-    return float(np.mean([repeated_share(a) for a in answers]))
+def summary_of(instructions: list, answers: AnswerSet, baseline: list | None = None) -> dict:
+    """{"verdicts", "report", "truncated", "mean_tokens", "repeated_share"} of one answer set: the
+    shares and means over its prompts (repeated_share: the mean share of word 4-grams an answer
+    repeats; a loop → 1)."""
+    return {"verdicts": answers.verdicts, "report": report(instructions, answers, baseline),
+            "truncated": float(answers.truncated.mean()), "mean_tokens": float(answers.tokens.mean()),
+            "repeated_share": float(answers.repeated_share.mean())}
 
 
-def load_evaluations(exp: Path, prompts: str = "instructions-eval") -> tuple[dict, dict]:
-    """(sft, results): every evaluated answer set of the experiment, re-verified.
+def load_outcomes(paths: list[Path], training_from: list[Path] = ()) -> tuple[dict, dict, dict]:
+    """(sft, results, training) of the outcomes in `paths` (files, or folders of them).
 
-    sft: {"verdicts", "instructions", "report", "truncated", "mean_tokens", "repeated_share"} (the
-    SFT answers must be the same in every evaluation: they are greedy); results: {(run, step):
-    {"verdicts", "report", "truncated", "mean_tokens", "repeated_share"}}. repeated_share: the
-    answers' mean share of word 4-grams they repeat (judge/repetition.py; a loop → 1)."""
-    path = Path(SHIPPED.get(prompts, prompts))
-    rows, _ = read_prompt_rows(path)
-    instructions_by_id = {r.prompt_id: r.instructions for r in rows}
-    sft, results = None, {}
-    for eval_dir in sorted(d for d in exp.glob("eval-*") if (d / "eval.json").exists()):
-        for r in json.loads((eval_dir / "eval.json").read_text()):
-            instructions = [instructions_by_id[i] for i in r["prompt_ids"]]
-            base = instruction_eval.verdicts(instructions, r["baseline_answers"])
-            if sft is None:
-                sft = {"verdicts": base, "instructions": instructions,
-                       "report": instruction_eval.report(instructions, r["baseline_answers"]),
-                       "truncated": r["truncated_baseline"], "mean_tokens": r["mean_tokens_baseline"],
-                       "repeated_share": mean_repeated_share(r["baseline_answers"])}
-            if [v.strict for v in base] != [v.strict for v in sft["verdicts"]]:
-                raise SystemExit(f"{eval_dir}: the SFT answers differ from another evaluation's")
-            results[run_and_step(r["checkpoint"])] = {
-                "verdicts": instruction_eval.verdicts(instructions, r["answers"]),
-                "report": instruction_eval.report(instructions, r["answers"], base),
-                "truncated": r["truncated_policy"], "mean_tokens": r["mean_tokens_policy"],
-                "repeated_share": mean_repeated_share(r["answers"])}
-    if sft is None:
-        raise SystemExit(f"no evaluations under {exp}")
-    return sft, results
+    sft: summary_of the SFT answers, plus "instructions" and "prompts" (the set's name); results:
+    {(run, step): summary_of the checkpoint's answers, its gain paired with SFT's}; training:
+    {run: its metrics columns}, from `paths` and `training_from` (the outcomes of the arm whose
+    runs these evaluations answered with)."""
+    outcomes = load(paths)
+    if outcomes.instructions is None:
+        raise SystemExit(f"the outcomes in {', '.join(map(str, paths))} carry no IFEval verdicts ({outcomes.prompts})")
+    if "sft" not in outcomes.sets:
+        raise SystemExit(f"no SFT answers in {', '.join(map(str, paths))}")
+    base = outcomes.sets["sft"].verdicts
+    sft = {**summary_of(outcomes.instructions, outcomes.sets["sft"]), "instructions": outcomes.instructions,
+           "prompts": outcomes.prompts}
+    results = {}
+    for name, answers in outcomes.sets.items():
+        if name != "sft":
+            run, step = name.split("@")
+            results[(run, int(step))] = summary_of(outcomes.instructions, answers, base)
+    return sft, results, {**load_training(list(training_from)), **outcomes.training}
 
 
 def runs_of(results: dict, method: str, step: int) -> list[tuple[int, dict]]:
@@ -121,28 +117,29 @@ def per_kind_mean(reports: list[dict]) -> dict[str, dict[str, float]]:
             for k, v in kinds.items()}
 
 
-def training_summary(run_dir: Path) -> dict | None:
-    """From a run's metrics.jsonl: wall time, pairs, and first → last fifth of the training signals."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
+def training_summary(series: dict | None) -> dict | None:
+    """From a run's kept metrics columns (experiment_outcomes.training_series): wall time, pairs,
+    and first → last fifth of the training signals."""
+    if not series:
         return None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    n, fifth = len(rows), max(1, len(rows) // 5)
+    n, fifth = len(series["step"]), max(1, len(series["step"]) // 5)
 
     def mean(key, part):
-        xs = [r[key] for r in part if key in r]
+        xs = [x for x in series.get(key, [None] * n)[part] if x is not None]
         return float(np.mean(xs)) if xs else None
 
+    first, last = slice(0, fifth), slice(n - fifth, n)
+    pushes = [x for x in series.get("push_s", []) if x is not None]
     return {
-        "steps": n, "wall_s": rows[-1]["time"], "pairs_trained": rows[-1]["run/pairs_trained"],
-        "samples_pass_first_fifth": mean("samples/verifier_pass", rows[:fifth]),
-        "samples_pass_last_fifth": mean("samples/verifier_pass", rows[-fifth:]),
-        "samples_truncated_first_fifth": mean("samples/truncated", rows[:fifth]),
-        "samples_truncated_last_fifth": mean("samples/truncated", rows[-fifth:]),
-        "tie_share_mean": mean("judge/tie_share", rows),
-        "loss_first_fifth": mean("loss", rows[:fifth]), "loss_last_fifth": mean("loss", rows[-fifth:]),
-        "median_step_s": float(np.median([r["step_s"] for r in rows])),
-        "median_push_s": float(np.median([r["push_s"] for r in rows if "push_s" in r] or [0.0])),
+        "steps": n, "wall_s": series["time"][-1], "pairs_trained": series["run/pairs_trained"][-1],
+        "samples_pass_first_fifth": mean("samples/verifier_pass", first),
+        "samples_pass_last_fifth": mean("samples/verifier_pass", last),
+        "samples_truncated_first_fifth": mean("samples/truncated", first),
+        "samples_truncated_last_fifth": mean("samples/truncated", last),
+        "tie_share_mean": mean("judge/tie_share", slice(0, n)),
+        "loss_first_fifth": mean("loss", first), "loss_last_fifth": mean("loss", last),
+        "median_step_s": float(np.median([x for x in series["step_s"] if x is not None])),
+        "median_push_s": float(np.median(pushes or [0.0])),
     }
 
 

@@ -1,13 +1,14 @@
-"""Turn the method comparison's runs into docs/results.json and the tables of its README.
+"""Turn the method comparison's outcomes into docs/results.json and the tables of its README.
 
-    .venv/bin/python experiments/methods-ifeval/summarise.py [--exp runs/exp] [--out docs/results.json]
+    .venv/bin/python experiments/methods-ifeval/summarise.py [--outcomes experiments/methods-ifeval/outcomes]
 
-Reads the evaluation written by experiments/methods-ifeval/run.sh (every held-out answer is in
-runs/exp/eval-*/eval.json) and each run's metrics.jsonl, recomputes every figure from the
-answers with the shipped verifier, and prints the markdown tables. A method's figures pool its
-runs (seeds): the 95% interval resamples runs, then prompts (a two-stage bootstrap), and the
-between-run standard deviation of the gain is reported beside it. Keys of results.json other
-than the ones written here (other experiments' blocks: broad, judges, soft_vs_hard) are kept.
+Reads the outcomes that experiments/methods-ifeval/run.sh writes when its evaluation ends
+(outcomes/*.json: every held-out answer's IFEval verdicts, length and truncation, and each run's
+training metrics; experiments/lib/experiment_outcomes.py), recomputes every figure from them and
+prints the markdown tables. A method's figures pool its runs (seeds): the 95% interval resamples
+runs, then prompts (a two-stage bootstrap), and the between-run standard deviation of the gain is
+reported beside it. Keys of results.json other than the ones written here (other experiments'
+blocks: broad, judges, soft_vs_hard) are kept.
 """
 
 from __future__ import annotations
@@ -19,25 +20,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # experiment_summary: the shared helpers
 
-from experiment_summary import METHOD_HEADER, ci, difference, load_evaluations, method_row, method_stats, training_summary
+from experiment_summary import METHOD_HEADER, ci, difference, load_outcomes, method_row, method_stats, training_summary
 
+HERE = Path(__file__).resolve().parent
 METHODS = {"osp": "OSP (SPCE, soft p)", "dpo": "online DPO (the verdict)", "dno": "DNO-Prct", "spo": "SPO"}
 STEP = 15
+# Keys earlier versions of this summary wrote; a re-summary drops them.
+STALE = ("osp_accuracy_step30_seed0", "osp_gain_step30_seed0", "dpo_accuracy_step30_seed0", "dpo_gain_step30_seed0",
+         "ablation_step15", "methods_seed0_step15", "osp_gain", "dpo_gain", "osp_minus_dpo",
+         "kind_scan_sft_greedy_96_tokens")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--exp", default="runs/exp")
-    parser.add_argument("--out", default="docs/results.json")
-    args = parser.parse_args()
-    exp, out_path = Path(args.exp), Path(args.out)
-    sft, results = load_evaluations(exp)
+def summarise(outcomes: list[Path]) -> dict:
+    """The results.json keys this experiment owns, recomputed from its outcomes."""
+    sft, results, training = load_outcomes(outcomes)
     stats = {m: s for m in METHODS if (s := method_stats(results, sft, m, STEP))}
-    osp_vs_dpo = difference(results, "osp", "dpo", STEP)
-
-    out = json.loads(out_path.read_text()) if out_path.exists() else {}
-    out.update({
-        "task": "held-out IFEval prompt-level accuracy (strict), 200 instruction prompts on questions never trained on",
+    n = len(sft["instructions"])
+    keys = {
+        "task": f"held-out IFEval prompt-level accuracy (strict), {n} instruction prompts on questions never trained on",
         "model": "SmolLM2-135M-Instruct (Q4_1 dequantised) + LoRA r=8",
         "interval": "95%, two-stage bootstrap: runs (seeds) resampled within each method, then prompts (shared)",
         "headline_step": STEP,
@@ -47,16 +47,13 @@ def main() -> None:
         "methods": stats,
         "runs": {f"{name}@{step}": {"accuracy": r["report"]["accuracy"], "gain": r["report"]["gain"],
                                     "truncated": r["truncated"], "mean_tokens": r["mean_tokens"],
-                                    "training": training_summary(exp / name)}
+                                    "training": training_summary(training.get(name))}
                  for (name, step), r in sorted(results.items())},
-    })
-    for stale in ("osp_accuracy_step30_seed0", "osp_gain_step30_seed0", "dpo_accuracy_step30_seed0",
-                  "dpo_gain_step30_seed0", "ablation_step15", "methods_seed0_step15", "osp_gain", "dpo_gain",
-                  "osp_minus_dpo", "kind_scan_sft_greedy_96_tokens"):
-        out.pop(stale, None)
+    }
+    osp_vs_dpo = difference(results, "osp", "dpo", STEP)
     if "osp" in stats and "dpo" in stats:
         o, d = stats["osp"], stats["dpo"]
-        out.update({
+        keys.update({
             "seeds": o["seeds"],
             "osp_accuracy": o["accuracy"]["value"], "dpo_accuracy": d["accuracy"]["value"],
             "osp_gain": o["gain"]["value"], "osp_gain_ci_low": o["gain"]["ci_low"], "osp_gain_ci_high": o["gain"]["ci_high"],
@@ -65,20 +62,37 @@ def main() -> None:
             "osp_minus_dpo": osp_vs_dpo["value"], "osp_minus_dpo_ci_low": osp_vs_dpo["ci_low"],
             "osp_minus_dpo_ci_high": osp_vs_dpo["ci_high"],
         })
+    return keys
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--outcomes", nargs="+", type=Path, default=[HERE / "outcomes"],
+                        help="outcomes files, or folders of them (default: this experiment's outcomes/)")
+    parser.add_argument("--out", default="docs/results.json")
+    args = parser.parse_args()
+    out_path = Path(args.out)
+    keys = summarise(args.outcomes)
+    out = json.loads(out_path.read_text()) if out_path.exists() else {}
+    for stale in STALE:
+        out.pop(stale, None)
+    out.update(keys)
     out_path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {out_path}\n")
 
-    a = sft["report"]["accuracy"]["prompt_strict"]
+    sft, stats = keys["sft"], keys["methods"]
+    a = sft["accuracy"]["prompt_strict"]
     print(f"SFT: {ci(a)}, truncated {sft['truncated']:.2f}, mean tokens {sft['mean_tokens']:.1f}\n")
     print(METHOD_HEADER)
     for m, s in stats.items():
         print(method_row(METHODS[m], s))
-    if osp_vs_dpo:
-        print(f"\nOSP − DPO: {ci(osp_vs_dpo, True)}")
+    if "osp_minus_dpo" in keys:
+        print(f"\nOSP − DPO: {keys['osp_minus_dpo']:+.3f} ({keys['osp_minus_dpo_ci_low']:+.3f} to "
+              f"{keys['osp_minus_dpo_ci_high']:+.3f})")
     shown = list(stats)
     print("\n| kind | n | SFT | " + " | ".join(shown) + " |")
     print("|---|---|---|" + "---|" * len(shown))
-    for kind, b in sft["report"]["per_kind"].items():
+    for kind, b in sft["per_kind"].items():
         print(f"| {kind} | {b['n']} | {b['strict']:.2f} | "
               + " | ".join(f"{stats[m]['per_kind'][kind]['strict']:.2f}" for m in shown) + " |")
     print("\n| run | wall | pairs | fresh-sample pass, first → last fifth | truncated, first → last | tie share | "
@@ -88,10 +102,11 @@ def main() -> None:
         t = entry["training"]
         if not t:
             continue
-        print(f"| {key} | {t['wall_s'] / 60:.1f} min | {t['pairs_trained']:.0f} | {t['samples_pass_first_fifth']:.2f} → "
-              f"{t['samples_pass_last_fifth']:.2f} | {t['samples_truncated_first_fifth']:.2f} → "
-              f"{t['samples_truncated_last_fifth']:.2f} | {t['tie_share_mean']:.2f} | {t['loss_first_fifth']:.3f} → "
-              f"{t['loss_last_fifth']:.3f} | {t['median_step_s']:.1f} s / {t['median_push_s']:.1f} s |")
+        f = {k: "—" if v is None else f"{v:.3f}" if k.startswith("loss") else f"{v:.2f}" for k, v in t.items()}
+        print(f"| {key} | {t['wall_s'] / 60:.1f} min | {t['pairs_trained']:.0f} | {f['samples_pass_first_fifth']} → "
+              f"{f['samples_pass_last_fifth']} | {f['samples_truncated_first_fifth']} → "
+              f"{f['samples_truncated_last_fifth']} | {f['tie_share_mean']} | {f['loss_first_fifth']} → "
+              f"{f['loss_last_fifth']} | {t['median_step_s']:.1f} s / {t['median_push_s']:.1f} s |")
 
 
 if __name__ == "__main__":
