@@ -129,10 +129,16 @@ def evaluate(checkpoints: list[Path], sft_path: str, prompts, scorer_specs: list
             "examples": [
                 {"prompt": t, "policy": a["text"], "baseline": b} for t, a, b in list(zip(texts, answers, base_texts))[:5]
             ],
-            # Every answer, in prompt order: what the figures below were computed from.
+            # Every answer, in prompt order: what the figures below were computed from, with
+            # each answer's length and whether max_tokens cut it (per-prompt outcomes are
+            # rebuilt from these: experiments/lib/experiment_outcomes.py).
             "prompt_ids": [p.prompt_id for p in prompts],
             "answers": [a["text"] for a in answers],
             "baseline_answers": base_texts,
+            "answer_tokens": [len(a["tokens"]) for a in answers],
+            "baseline_answer_tokens": [len(a["tokens"]) for a in base],
+            "answer_truncated": [a["finish_reason"] == "length" for a in answers],
+            "baseline_answer_truncated": [a["finish_reason"] == "length" for a in base],
         }
         for ckpt, answers in zip(checkpoints, policies)
     ]
@@ -159,7 +165,8 @@ def evaluate(checkpoints: list[Path], sft_path: str, prompts, scorer_specs: list
                                         [base_texts[i] for i in todo])
                 for i, p in zip(todo, judged):
                     strengths[i] = float(p)
-            result["outcomes"].append(asdict(summarise(scorer.name, strengths, seed)))
+            # The per-prompt strengths too, so that the win rate can be recomputed from the file.
+            result["outcomes"].append({**asdict(summarise(scorer.name, strengths, seed)), "strengths": strengths})
     return results
 
 

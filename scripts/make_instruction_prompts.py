@@ -10,7 +10,7 @@ come from the training questions, held-out rows from the evaluation questions, s
 the held-out set is a gain on questions the policy never trained on. Deterministic (seeded).
 
 KINDS lists the instruction kinds kept after measuring SFT's pass rate on every candidate
-(docs/results.md, "Choosing the instruction kinds"): neither ~0% nor ~100% at baseline.
+(experiments/methods-ifeval/README.md, "Choosing the instruction kinds"): neither ~0% nor ~100% at baseline.
 """
 
 from __future__ import annotations

@@ -91,6 +91,12 @@ def test_head_to_head_on_the_tiny_model(ray_cluster, tiny_model_dir, tmp_path):
     assert self_judge["scorer"] == "self-judge" and self_judge["ties"] < 12
     assert self_judge["wins"] + self_judge["ties"] + self_judge["losses"] == 12
     assert different["mean_tokens_policy"] > 0 and different["mean_tokens_baseline"] > 0
+    # Per answer, what the experiments keep as outcomes (experiments/lib/experiment_outcomes.py):
+    # lengths whose means are the reported ones, cut flags, each scorer's per-prompt strengths.
+    assert sum(different["answer_tokens"]) / 12 == different["mean_tokens_policy"]
+    assert sum(different["baseline_answer_tokens"]) / 12 == different["mean_tokens_baseline"]
+    assert [type(t) for t in different["answer_truncated"] + different["baseline_answer_truncated"]] == [bool] * 24
+    assert len(self_judge["strengths"]) == 12 and sum(p > 0.5 for p in self_judge["strengths"]) == self_judge["wins"]
     # Against itself as the baseline, the other checkpoint ties everywhere.
     (mirror,) = evaluate([other], tiny_model_dir, prompts, ["heuristic"], max_tokens=10, baseline=other)
     assert mirror["baseline"] == str(other) and mirror["outcomes"][0]["ties"] == 12

@@ -18,22 +18,33 @@ from cluster.config import load_config
 from cluster.methods import Method
 from core.config import ConfigError
 
-CONFIGS = Path(__file__).resolve().parent.parent / "cluster" / "configs"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "cluster" / "configs"
+# The experiments' own configs (not shipped with the package): experiments/<name>/*.yaml.
+IFEVAL = ROOT / "experiments" / "methods-ifeval"
+EXPERIMENT_CONFIGS = sorted(ROOT.glob("experiments/*/*.yaml"))
 METHODS = ["osp", "dpo-online", "cdpo", "ipo", "spo", "dno"]
 STEPS = 4
 
 
-@pytest.mark.parametrize("method", METHODS + ["default", "ifeval-osp", "ifeval-dpo"])
-def test_shipped_config_ranks_k_samples(method):
-    cfg = load_config(CONFIGS / f"{method}.yaml")
+@pytest.mark.parametrize("path", [CONFIGS / f"{m}.yaml" for m in METHODS + ["default"]] + EXPERIMENT_CONFIGS,
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_config_ranks_k_samples(path):
+    """Every config, the experiments' too, loads (a key misspelt after a move fails here) and ranks K samples."""
+    cfg = load_config(path)
     assert cfg.rollout.k >= 4  # ranked pairing: K=2 would be a single unranked pair
+
+
+def test_the_experiment_configs_are_found():
+    """The glob above finds the moved configs (an empty glob would skip their checks silently)."""
+    assert {p.name for p in EXPERIMENT_CONFIGS} >= {"ifeval-osp.yaml", "ifeval-dpo.yaml", "broad-osp.yaml", "broad-dpo.yaml"}
 
 
 def test_default_run_is_osp_with_the_verifier_and_a_held_out_check():
     cfg = load_config(CONFIGS / "default.yaml")
     assert (cfg.method, cfg.loss.hard_labels, cfg.judge.kind) == ("osp", False, "verifier")
     assert cfg.data.prompts == "instructions" and cfg.eval.prompts == "instructions-eval"
-    osp, dpo = load_config(CONFIGS / "ifeval-osp.yaml"), load_config(CONFIGS / "ifeval-dpo.yaml")
+    osp, dpo = load_config(IFEVAL / "ifeval-osp.yaml"), load_config(IFEVAL / "ifeval-dpo.yaml")
     # The experiment's two arms differ only in the method: soft strengths or the verdict.
     osp.method = "dpo"
     osp.checkpoint.dir = dpo.checkpoint.dir

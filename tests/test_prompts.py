@@ -62,7 +62,7 @@ def test_shipped_train_and_eval_do_not_overlap():
 
 
 def test_broad_sets_hold_out_their_questions_and_check_every_kind():
-    """The broad sets (docs/results.md §3): each held-out row is built on a question (or writing
+    """The broad sets (experiments/broad-ifeval): each held-out row is built on a question (or writing
     task) that no training row holds, and every one of the verifier's kinds appears in each set.
     Catches a regenerated set that leaks training questions into a held-out set, or a kind the
     generator stopped drawing."""

@@ -1,15 +1,16 @@
-"""The soft-vs-hard comparison of docs/results.md §2 into docs/results.json and a plot.
+"""The soft-vs-hard comparison (its README) into docs/results.json and a plot.
 
-    .venv/bin/python scripts/summarise_soft_vs_hard.py --exp runs/exp --judges runs/judges --sigma 3 --eps 0.27 --temperature 7.24
+    .venv/bin/python experiments/soft-vs-hard/summarise.py --sigma 3 --eps 0.27 --temperature 7.24
 
-Reads the judge report cards (runs/judges/*/report.json) and the evaluations of the method
-runs: at σ = 0 §1's `osp` and `dpo` runs (cDPO at the judge's error rate 0 is DPO), at σ the
-`osp-logit`, `dpo-logit` and `cdpo-logit` runs and `osp-logit-T` (SPCE on the judge's p
-calibrated by temperature scaling, judge.temperature = --temperature). A σ whose runs are not in
---exp keeps the figures results.json already holds for it (e.g. σ = 0 from §1). Writes the
+Reads the judge report cards (outcomes/judges/*.json: cluster.judge_report's report.json, copied
+there by run.sh) and the outcomes of the method runs (experiments/lib/experiment_outcomes.py):
+at σ = 0 experiments/methods-ifeval's `osp` and `dpo` runs (cDPO at the judge's error rate 0 is
+DPO), at σ this experiment's `osp-logit`, `dpo-logit` and `cdpo-logit` runs and `osp-logit-T`
+(SPCE on the judge's p calibrated by temperature scaling, judge.temperature = --temperature). A σ
+whose runs have no outcomes keeps the figures results.json already holds for it. Writes the
 `judges` and `soft_vs_hard` blocks of docs/results.json (all seeds pooled; other keys are kept),
 `soft_vs_hard_by_seed_set` (the planned seeds 0-2 and any further seeds, a replication, each
-pooled on its own) and docs/soft_vs_hard.png (gain against noise, per method, with the
+pooled on its own) and experiments/soft-vs-hard/soft_vs_hard.png (gain against noise, per method, with the
 two-stage intervals).
 """
 
@@ -17,9 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from experiment_summary import METHOD_HEADER, RUN_NAME, ci, difference, load_evaluations, method_row, method_stats
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # experiment_summary: the shared helpers
+
+from experiment_summary import METHOD_HEADER, RUN_NAME, ci, difference, load_outcomes, method_row, method_stats
+
+HERE = Path(__file__).resolve().parent
 
 ARMS = {"spce": ("osp", "osp-logit"), "dpo": ("dpo", "dpo-logit"), "cdpo": ("dpo", "cdpo-logit"),
         "spce_calibrated": ("osp", "osp-logit-T")}  # at σ = 0 the verifier needs no calibration
@@ -51,19 +57,23 @@ def differences_of(results: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--exp", default="runs/exp")
-    parser.add_argument("--judges", default="runs/judges")
+    parser.add_argument("--outcomes", nargs="+", type=Path,
+                        default=[HERE / "outcomes", HERE.parent / "methods-ifeval" / "outcomes"],
+                        help="outcomes files, or folders of them (default: this experiment's and methods-ifeval's, "
+                             "whose osp and dpo runs are the σ = 0 arms)")
+    parser.add_argument("--judges", type=Path, default=HERE / "outcomes" / "judges",
+                        help="a folder of judge report cards (cluster.judge_report's report.json, one file each)")
     parser.add_argument("--sigma", type=float, required=True)
     parser.add_argument("--eps", type=float, required=True)
     parser.add_argument("--temperature", type=float, default=None, help="judge.temperature of the osp-logit-T runs")
     parser.add_argument("--out", default="docs/results.json")
-    parser.add_argument("--plot", default="docs/soft_vs_hard.png")
+    parser.add_argument("--plot", type=Path, default=HERE / "soft_vs_hard.png")
     args = parser.parse_args()
     out_path = Path(args.out)
     out = json.loads(out_path.read_text()) if out_path.exists() else {}
 
     judges = dict(out.get("judges", {}))  # cards measured before stay unless re-measured here
-    for report in sorted(Path(args.judges).glob("*/report.json")):
+    for report in sorted(args.judges.glob("*.json")):
         for name, card in json.loads(report.read_text())["judges"].items():
             judges[name] = {"agreement": card["agreement"], "agreement_ci": card["agreement_ci"], "ece": card["ece"],
                             "near_half_share": card["near_half_share"], "position_gap": card["position_gap"],
@@ -72,7 +82,7 @@ def main() -> None:
                             **{k: card[k] for k in ("temperature", "ece_at_temperature") if k in card}}
     out["judges"] = judges
 
-    sft, results = load_evaluations(Path(args.exp))
+    sft, results, _ = load_outcomes(args.outcomes)
     table: dict[str, dict[str, dict]] = {}
     for sigma, column in ((0.0, 0), (args.sigma, 1)):
         for method, runs in ARMS.items():
@@ -131,7 +141,7 @@ def main() -> None:
     plot(table, args.plot)
 
 
-def plot(table: dict, path: str) -> None:
+def plot(table: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

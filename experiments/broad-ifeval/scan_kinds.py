@@ -1,9 +1,9 @@
 """What signal each instruction kind gives the verifier judge at K samples: pass rates, ties,
-and what partial credit adds. The measurement behind the broad task's design (docs/results.md §3).
+and what partial credit adds. The measurement behind the broad task's design (experiments/broad-ifeval/README.md).
 
     .venv/bin/python scripts/make_broad_prompts.py --scan --out runs/broad_scan.jsonl
-    .venv/bin/python scripts/scan_kinds.py --prompts runs/broad_scan.jsonl --k 8 --max-tokens 192 \
-        --out runs/scan/sft-192.json
+    .venv/bin/python experiments/broad-ifeval/scan_kinds.py --prompts runs/broad_scan.jsonl --k 8 --max-tokens 192 \
+        --out experiments/broad-ifeval/outcomes/scan/sft-192.json
 
 One vLLM engine samples K answers (T = 0.8, as training does) to every row of a one-instruction
 set (IFEval's own phrasings and kwargs); each answer is checked. Per kind:
@@ -15,6 +15,9 @@ set (IFEval's own phrasings and kwargs); each answer is checked. Per kind:
 - `truncated`: the share of answers cut at max_tokens; `mean_tokens`.
 pass@k for k < K is estimated without bias from the K answers (the pass@k estimator of Chen
 et al., 2021: 1 − C(n−c, k)/C(n, k)).
+The report keeps each prompt's counts too (`prompts`: its id, kind, answers passed of K, pairs
+decided, cut share, mean tokens), so the per-kind figures can be recomputed from it: write it
+into outcomes/ (committed), not runs/.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/scan/sft.json")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "outcomes" / "scan" / "sft.json"))
     args = parser.parse_args(argv)
 
     import ray
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         ps = plain.compare([prompt.text] * len(pairs), [answers[i] for i, _ in pairs], [answers[j] for _, j in pairs])
         pp = partial.compare([prompt.text] * len(pairs), [answers[i] for i, _ in pairs], [answers[j] for _, j in pairs])
         by_kind[prompt.instructions.ids[0]].append({
-            "passed": sum(passed), "n": len(answers),
+            "id": prompt.prompt_id, "passed": sum(passed), "n": len(answers),
             "decided": sum(p != 0.5 for p in ps) / len(pairs), "decided_partial": sum(p != 0.5 for p in pp) / len(pairs),
             "truncated": sum(r == "length" for r in row["finish_reasons"]) / len(answers),
             "tokens": sum(len(t) for t in row["response_tokens"]) / len(answers)})
@@ -95,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             "mean_tokens": sum(i["tokens"] for i in items) / n,
         }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    per_prompt = [{"kind": kind, **{k: round(v, 4) if isinstance(v, float) else v for k, v in item.items()}}
+                  for kind, items in sorted(by_kind.items()) for item in items]
     Path(args.out).write_text(json.dumps({"k": args.k, "max_tokens": args.max_tokens, "model": model,
-                                          "kinds": report}, indent=1))
+                                          "kinds": report, "prompts": per_prompt}, indent=1))
     print(f"| kind | pass | pass@1 | pass@4 | pass@{args.k} | pairs decided | with partial credit | truncated | tokens |")
     print("|---|---|---|---|---|---|---|---|---|")
     for kind, r in report.items():
