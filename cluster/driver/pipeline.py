@@ -33,6 +33,7 @@ from cluster.capacity.nodes import nodes_from_ray
 from cluster.capacity.plan import Plan, plan_run
 from cluster.driver import checkpoint as ckpt
 from cluster.driver.flights import Flight, JudgeFlight, LoadFlight, RankFlight, ReadyFlight, RolloutFlight, StepFlight
+from cluster.driver.journal import Journal
 from cluster.driver.metrics import (
     MetricsLogger,
     StepWindow,
@@ -83,6 +84,7 @@ class Pipeline:
         self.stall = StallWatch(cfg.actor_resources())
         self.metrics = MetricsLogger(spec.run_dir, spec.run_dir.name, cfg.metrics.trackers, cfg.metrics.ray_metrics,
                                      resume_step=state.step, config=cfg.to_dict())
+        self.journal = Journal(spec.run_dir, state.step)  # what each step trained (journal.jsonl)
 
     # -- start-up --------------------------------------------------------------------------
     def start(self) -> None:
@@ -149,6 +151,7 @@ class Pipeline:
             self._checkpoint(final=True)
         finally:
             self.metrics.close()
+            self.journal.close()
         return self.scheduler.state
 
     def _arrived(self, ref: ray.ObjectRef, flight: Flight) -> None:
@@ -265,6 +268,7 @@ class Pipeline:
         metrics.update(run_metrics(self.scheduler.state, len(self.scheduler.buffer), len(self.rollouts.live()),
                                    self.scheduler.epoch))
         self.metrics.log(step, metrics)
+        self.journal.log(step, self.scheduler.version, pairs, flight.batch.replayed, self.scheduler.take_outcomes())
         self.progress(step, cfg.learner.max_steps, metrics)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < cfg.learner.max_steps:
             self._checkpoint()
