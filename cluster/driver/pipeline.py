@@ -212,11 +212,17 @@ class Pipeline:
 
     def _failed(self, kind: str, prompt_indices: list[int], err: Exception) -> None:
         """A rollout or judge call failed for good (Ray already retried on actor restarts):
-        its prompts go back to the queue."""
+        its prompts go back to the queue. A call that lost an object with its owner may have
+        lost the pushed weights, which learner rank 0 owns (it put them): if the learner is dead
+        the run stops as a rank's death stops it (LearnerFailed, resumable). Else an engine
+        behind the run (restarted) fails at once on each call, and the run would end with 'too
+        many failed rollout calls' instead of saying how to continue."""
         self.failures += 1
         log.warning("%s call failed (%d so far), requeueing %d prompts: %s", kind, self.failures,
                     len(prompt_indices), str(err).splitlines()[0])
         self.scheduler.failed(prompt_indices)
+        if isinstance(err, ray.exceptions.ObjectLostError) and not self.learner.alive():
+            raise self.learner.failed(err, self.scheduler.step + 1) from err
         self.sync.invalidate()
         if self.failures > 20:
             raise RuntimeError(f"too many failed {kind} calls; last error: {err}") from err
