@@ -52,7 +52,7 @@ from cluster.driver.progress import setup_logging
 from cluster.driver.ray_setup import init_ray, link_worker_logs
 from cluster.evaluation.intervals import ratio_with_interval
 from core.chat import ChatEncoder
-from core.config import ModelConfig, RolloutConfig
+from core.config import JudgeConfig, ModelConfig, RolloutConfig
 from judge.preferences import NOISES, base_judge, check_kind, make_preference
 from judge.verifier import verify
 
@@ -154,8 +154,8 @@ def judge_all(spec: str, sft_model, chat, instructions: dict, prompts, a, b, tau
     """(p, seconds, position gap or None) of judge `spec` on every comparison. `chat`: the SFT
     model's ChatEncoder (core/chat.py)."""
     kind, noise, scale = parse_judge_spec(spec)
-    judge = make_preference(kind, sft_model, chat, instructions=instructions, tau=tau, noise=noise,
-                            noise_scale=scale, seed=seed)
+    judge = make_preference(JudgeConfig(kind=kind, tau=tau, noise=noise, noise_scale=scale), sft_model, chat,
+                            instructions=instructions, seed=seed)
     start = time.perf_counter()
     p = np.array(judge.compare(prompts, a, b), dtype=float)
     seconds = time.perf_counter() - start

@@ -84,8 +84,7 @@ def resolve_judge(cfg: Config, chat: ChatEncoder) -> str:
                                   f" (the judge model of judge.kind={cfg.judge.kind})")
     if kind in ("self", "lm"):  # an LM judge reads one answer token each for "A" and "B"
         judge_chat = chat if kind == "self" else judge_chat
-        template = JudgeTemplate(**({"text": cfg.judge.template} if cfg.judge.template else {}),
-                                 answer_tokens=tuple(cfg.judge.answer_tokens))
+        template = JudgeTemplate.from_config(cfg.judge)
         try:
             answer_token_ids(judge_chat.tokenizer, template.answer_tokens)
         except ValueError as err:

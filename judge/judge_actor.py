@@ -28,7 +28,6 @@ from core.versions import installed
 from judge.pairing import JudgedPair
 from judge.preferences import base_judge, make_preference
 from judge.repetition import repeated_share
-from judge.strength import JudgeTemplate
 from judge.verifier import parse_instructions, verify
 
 
@@ -67,12 +66,8 @@ class JudgeActor:
             instructions = ray.get(ray.get_actor(instructions).get.remote())
         self.instructions = {text: parse_instructions(v["instruction_id_list"], v["kwargs"])
                              for text, v in (instructions or {}).items()}
-        self.preference = make_preference(
-            judge.kind, self.model, self.chat, instructions=self.instructions, tau=judge.tau,
-            template=JudgeTemplate(**({"text": judge.template} if judge.template else {}),
-                                   answer_tokens=tuple(judge.answer_tokens)),
-            batch_size=judge.batch_size, noise=judge.noise, noise_scale=judge.noise_scale, seed=seed, dtype=dtype,
-            partial_credit=judge.partial_credit, loop_penalty=judge.loop_penalty, temperature=judge.temperature)
+        self.preference = make_preference(judge, self.model, self.chat, instructions=self.instructions, seed=seed,
+                                          dtype=dtype)
         self.method, self.anchor, self.batch_size = method, judge.anchor, judge.batch_size
         self.drop_ties = judge.drop_ties
         if judge.truncated not in TRUNCATED:

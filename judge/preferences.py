@@ -38,6 +38,7 @@ from typing import Callable, Protocol
 import torch
 
 from core.chat import ChatEncoder, as_chat
+from core.config import JudgeConfig
 from judge.checklist import ChecklistJudge
 from judge.strength import JudgeTemplate, LMJudge, sigmoid
 from judge.verifier import Instructions, VerifierJudge
@@ -213,37 +214,39 @@ def with_noise(judge: Preference, noise: str, scale: float, seed: int) -> Prefer
     raise ValueError(f"unknown judge.noise {noise!r}; choose one of {NOISES}")
 
 
-def make_preference(kind: str, sft_model=None, chat=None, *, instructions: dict[str, Instructions] | None = None,
-                    tau: float = 0.25, template: JudgeTemplate | None = None, batch_size: int = 8,
-                    noise: str = "none", noise_scale: float = 0.0, seed: int = 0, dtype: str = "float32",
-                    partial_credit: bool = False, loop_penalty: float = 0.0, temperature: float = 1.0) -> Preference:
-    """Build the judge `kind`. `self` judges with the given SFT model (no second copy). `chat`: the
-    SFT model's ChatEncoder (core/chat.py; a bare tokenizer: its own template); an lm: or reward:
-    judge encodes with its own tokenizer and the same `model.chat_template` choice."""
+def make_preference(judge: JudgeConfig, sft_model=None, chat=None, *, instructions: dict[str, Instructions] | None = None,
+                    seed: int = 0, dtype: str = "float32") -> Preference:
+    """The judge a judge section (core/config.JudgeConfig) describes: its kind, τ, template, batch
+    size, noise, temperature and the verifier's options. `self` judges with the given SFT model
+    (no second copy). `chat`: the SFT model's ChatEncoder (core/chat.py; a bare tokenizer: its own
+    template); an lm: or reward: judge encodes with its own tokenizer and the same
+    `model.chat_template` choice. `seed`: the noise's; `dtype`: an lm: judge model's."""
+    kind, tau, batch_size = judge.kind, judge.tau, judge.batch_size
+    template = JudgeTemplate.from_config(judge)
     check_kind(kind)
     head, _, rest = kind.partition(":")
     choice = chat.choice if isinstance(chat, ChatEncoder) else None
     if kind == "self":
-        judge: Preference = LMJudge(sft_model, as_chat(chat), "self-judge", template, batch_size)
+        preference: Preference = LMJudge(sft_model, as_chat(chat), "self-judge", template, batch_size)
     elif head == "lm":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = AutoModelForCausalLM.from_pretrained(rest, dtype=getattr(torch, dtype)).eval().requires_grad_(False)
         if sft_model is not None:
             model = model.to(next(sft_model.parameters()).device)
-        judge = LMJudge(model, ChatEncoder(AutoTokenizer.from_pretrained(rest), choice), kind, template, batch_size)
+        preference = LMJudge(model, ChatEncoder(AutoTokenizer.from_pretrained(rest), choice), kind, template, batch_size)
     elif head == "reward":
-        judge = RewardJudge(rest, tau, batch_size, choice)
+        preference = RewardJudge(rest, tau, batch_size, choice)
     elif kind == "checklist":
         if not instructions:
             raise ValueError("judge kind 'checklist' needs prompts with verifiable instructions "
                              "(rows with instruction_id_list and kwargs, e.g. data.prompts=instructions)")
-        judge = ChecklistJudge(sft_model, as_chat(chat), instructions, tau, batch_size)
+        preference = ChecklistJudge(sft_model, as_chat(chat), instructions, tau, batch_size)
     elif kind == "verifier":
         if not instructions:
             raise ValueError("judge kind 'verifier' needs prompts with verifiable instructions "
                              "(rows with instruction_id_list and kwargs, e.g. data.prompts=instructions)")
-        judge = VerifierJudge(instructions, tau, partial_credit, loop_penalty)
+        preference = VerifierJudge(instructions, tau, judge.partial_credit, judge.loop_penalty)
     else:
-        judge = PythonJudge(rest)
-    return tempered(with_noise(judge, noise, noise_scale, seed), temperature)
+        preference = PythonJudge(rest)
+    return tempered(with_noise(preference, judge.noise, judge.noise_scale, seed), judge.temperature)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 
 from core.chat import ChatEncoder
+from core.config import JudgeConfig
 from core.text import rake_keywords
 from judge.preferences import Preference, check_kind, make_preference
 
@@ -69,7 +70,7 @@ def make_scorer(spec: str, sft_path: str, instructions: dict | None = None, chat
         from transformers import AutoTokenizer
 
         chat = ChatEncoder(AutoTokenizer.from_pretrained(spec.partition(":")[2]), chat_template)
-    scorer = make_preference(spec, chat=chat, instructions=instructions, tau=1e-3)  # a verifier scorer: any gap decides
+    scorer = make_preference(JudgeConfig(kind=spec, tau=1e-3), chat=chat, instructions=instructions)  # any gap decides
     if kind == "self":
         scorer.name = "self-judge"
     return scorer
