@@ -104,6 +104,9 @@ class JudgeConfig:
     drop_ties: bool = True
     truncated: str = "keep"  # a pair with a response cut at rollout.max_tokens: one of TRUNCATED
     anchor: str = "round_robin"  # how ranked pairing scores the K answers: round_robin | sample0 | sft_greedy
+    # Which pairs the scored answers become (judge/pairing.py): ranked (K//2, best with worst,
+    # second with second-worst, …) | best_worst (one a prompt) | random (K//2 of a random matching).
+    pairing: str = "ranked"
     template: str | None = None  # None: judge.strength.DEFAULT_TEMPLATE
     answer_tokens: list[str] = field(default_factory=lambda: ["A", "B"])
     batch_size: int = 8
