@@ -17,8 +17,9 @@ appears about equally often. Deterministic: IFEval draws from Python's `random`,
 
 `--tasks` writes a second held-out set built unlike the training rows, a stand-in for an
 external IFEval-format set: 50 writing tasks (cluster/data/writing_tasks.jsonl: letters, poems,
-stories, ads, essays; no question of either split), 3 rows each (150), the same instruction
-draw, and in a third of the rows the instructions come before the task instead of after it.
+stories, ads, essays; none near a training question by cluster/data/similarity.py, which this
+mode checks before writing), 3 rows each (150), the same instruction draw, and in a third of the
+rows the instructions come before the task instead of after it.
 
 All 25 of IFEval's kinds are used: the two that count sentences check with nltk's punkt data,
 built offline (judge/punkt.py); repeat_prompt's text to repeat is the row's question.
@@ -34,6 +35,7 @@ from pathlib import Path
 
 from if_verifiable.ifeval.instructions_registry import INSTRUCTION_CONFLICTS, INSTRUCTION_DICT, conflict_make
 
+from cluster.data.similarity import describe, near_pairs
 from judge.verifier import INSTRUCTIONS
 
 DATA = Path(__file__).resolve().parent.parent / "cluster" / "data"
@@ -46,6 +48,13 @@ INSTRUCTIONS_PER_ROW = ((1, 8 / 12), (2, 3 / 12), (3, 1 / 12))
 
 def read_questions(path: Path) -> list[str]:
     return [json.loads(line)["prompt"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def refuse_near(held_out: list[str], train: list[str], what: str) -> None:
+    """Stop before writing a held-out set with a task near a training one (cluster/data/similarity.py)."""
+    pairs = near_pairs(held_out, train)
+    if pairs:
+        raise SystemExit(f"{len(pairs)} {what} near a training one; rewrite them: {describe(pairs, held_out, train)}")
 
 
 def draw(kind: str, question: str) -> tuple[str, dict]:
@@ -118,7 +127,9 @@ def main() -> None:
     if args.tasks:
         random.seed(TASKS_SEED)
         rng = random.Random(TASKS_SEED)
-        write(make_split(read_questions(DATA / "writing_tasks.jsonl"), "broad-tasks-eval", 3, rng, 1 / 3),
+        tasks = read_questions(DATA / "writing_tasks.jsonl")
+        refuse_near(tasks, read_questions(DATA / "prompts_train.jsonl"), "writing task(s)")
+        write(make_split(tasks, "broad-tasks-eval", 3, rng, 1 / 3),
               Path(args.out or DATA / "broad_tasks_eval.jsonl"))
         return
     write(make_split(read_questions(DATA / "prompts_train.jsonl"), "broad-train", 5, rng), DATA / "broad_train.jsonl")
