@@ -46,6 +46,7 @@ class RolloutActor:
 
         self.name, self.k, self.seed = name, rollout.k, seed
         self.sampling = dict(temperature=rollout.temperature, top_p=rollout.top_p, max_tokens=rollout.max_tokens)
+        self.greedy_sample = rollout.greedy_sample  # answer 0 of each prompt greedy, K − 1 sampled
         kwargs: dict[str, Any] = {}
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = rollout.gpu_memory_utilization
@@ -140,10 +141,15 @@ class RolloutActor:
         return {"load_s": time.perf_counter() - start}
 
     # -- sampling ----------------------------------------------------------------------
+    def sample_seed(self, prompt_index: int) -> int:
+        """The seed of a prompt's samples: a batch is reproducible whichever actor draws it (resume)."""
+        return (self.seed * 1_000_003 + int(prompt_index) * 7919 + self.version) % (2**31)
+
     @ray.method(num_returns=2)
     def generate(self, prompts: list[dict[str, Any]],
                  latest: tuple[int, list] | None = None) -> tuple[pa.Table, dict[str, float]]:
-        """K samples for each prompt dict (prompt_id, prompt_index, prompt_text, prompt_tokens):
+        """K answers for each prompt dict (prompt_id, prompt_index, prompt_text, prompt_tokens), all
+        sampled, or with rollout.greedy_sample answer 0 the greedy one and K − 1 sampled:
         (the rollout batch, {"tokens": its response tokens, "sampling_s": seconds inside the
         engine's generate}). Two return values, so the driver fetches the small dict and hands
         the batch's ref to a judge without fetching the batch. `sampling_s` excludes what the
@@ -158,21 +164,29 @@ class RolloutActor:
         from vllm import SamplingParams, TokensPrompt
 
         requests, params = [], []
+        sampled = self.k - 1 if self.greedy_sample else self.k
         for p in prompts:
-            requests.append(TokensPrompt(prompt_token_ids=list(p["prompt_tokens"])))
-            # A per-prompt seed makes a batch reproducible whichever worker draws it (resume).
-            seed = (self.seed * 1_000_003 + int(p["prompt_index"]) * 7919 + self.version) % (2**31)
-            params.append(SamplingParams(n=self.k, seed=seed, logprobs=0, **self.sampling))
+            prompt = TokensPrompt(prompt_token_ids=list(p["prompt_tokens"]))
+            requests.append(prompt)
+            params.append(SamplingParams(n=sampled, seed=self.sample_seed(p["prompt_index"]), logprobs=0, **self.sampling))
+            if self.greedy_sample:  # a request of its own: a request's n answers share one temperature
+                requests.append(prompt)
+                params.append(SamplingParams(n=1, temperature=0.0, max_tokens=self.sampling["max_tokens"], logprobs=0))
         start = time.perf_counter()
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         sampling_s = time.perf_counter() - start
+        per_prompt = 2 if self.greedy_sample else 1  # generate returns the requests' outputs in order
         rows, tokens = [], 0
-        for p, out in zip(prompts, outputs):
+        for i, p in enumerate(prompts):
+            out = outputs[i * per_prompt]
             completions = sorted(out.outputs, key=lambda c: c.index)
+            if self.greedy_sample:
+                completions = [outputs[i * per_prompt + 1].outputs[0], *completions]  # greedy first, always
             logps = []
             for c in completions:
                 # logprobs=0 returns the sampled token's log-prob at every position, untempered
-                # (logprobs_mode="raw_logprobs" above).
+                # (logprobs_mode="raw_logprobs" above): the greedy answer's too, not the 0 of a
+                # temperature-0 distribution.
                 logps.append(float(sum(step[t].logprob for step, t in zip(c.logprobs, c.token_ids))))
                 tokens += len(c.token_ids)
             rows.append(

@@ -59,6 +59,11 @@ class RolloutConfig:
     temperature: float = 0.8
     top_p: float = 0.95
     max_tokens: int = 24
+    # One of the K answers per prompt is the policy's greedy answer (temperature 0, answer 0),
+    # the other K − 1 sampled as usual: greedy decoding's failures (a small model loops) then
+    # meet the judge and are trained against. Its log-prob is the raw one, as the samples'.
+    # With judge.anchor=sample0 the anchor is that greedy answer.
+    greedy_sample: bool = False
     prompts_per_batch: int = 4
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0

@@ -22,6 +22,7 @@ def test_dataclass_defaults_are_the_embedded_default_run():
     assert cfg.model.path is None and cfg.model.dtype == "float32" and cfg.model.max_prompt_tokens == 96
     assert cfg.data.prompts is None and cfg.data.num_prompts == 200 and cfg.data.on_bad_rows == "error"
     assert cfg.rollout.k == 2 and cfg.rollout.max_tokens == 24 and cfg.rollout.temperature == 0.8
+    assert cfg.rollout.greedy_sample is False  # every answer sampled unless asked
     assert cfg.judge.anchor == "round_robin" and cfg.judge.answer_tokens == ["A", "B"]
     assert cfg.learner.num_ranks == 1 and cfg.learner.zero_stage == 2 and cfg.learner.max_steps == 25
     assert cfg.learner.lr == 5e-5 and cfg.learner.pairs_per_step == 4
@@ -242,6 +243,8 @@ def test_yaml_file_that_is_not_a_mapping(tmp_path, text, shown):
         (["rollout.k=1"], "rollout.k: ranked pairing needs an even K ≥ 2 (method=dno takes any K ≥ 2), got 1"),
         (["rollout.k=0"], "rollout.k: ranked pairing needs an even K ≥ 2 (method=dno takes any K ≥ 2), got 0"),
         (["rollout.k=-2"], "rollout.k: ranked pairing needs an even K ≥ 2 (method=dno takes any K ≥ 2), got -2"),
+        (["rollout.greedy_sample=true", "rollout.k=1", "method=dno"],
+         "rollout.greedy_sample: one of the K answers is greedy and the others sampled: needs rollout.k ≥ 2, got 1"),
         (["rollout.num_actors=0"], "rollout.num_actors: need at least 1, got 0"),
         (["rollout.max_tokens=0"], "rollout.max_tokens: must be ≥ 1, got 0"),
         (["rollout.top_p=0"], "rollout.top_p: must be in (0, 1], got 0.0"),
@@ -314,6 +317,7 @@ def test_impossible_values_are_refused_naming_the_key(overrides, message):
         ["rollout.k=4"],
         ["rollout.k=8", "rollout.top_p=1.0"],
         ["method=dno", "rollout.k=3"],
+        ["rollout.greedy_sample=true", "rollout.k=2"],
         ["learner.num_ranks=2", "learner.pairs_per_step=8"],
         ["learner.zero_stage=0", "method=ipo", "loss.label_smoothing=0"],
         ["loss.spo_ratios=[0, 1]", "loss.spo_weight=0"],
