@@ -161,7 +161,9 @@ class DnoConfig:
     enabled: bool = False
     iteration_steps: int = 10  # learner steps per DNO iteration (reference = previous iterate)
     margin: float = 0.5  # minimum win-rate gap of a kept pair
-    replay_fraction: float = 0.3  # share of each batch drawn from the previous iteration's pairs
+    # The most of each step's pairs drawn from the previous iteration's: floor(this · pairs_per_step)
+    # (DNO's paper replays "up to 30%"); the step's other pairs are fresh.
+    replay_fraction: float = 0.3
 
 
 @dataclass

@@ -95,18 +95,15 @@ class PairBuffer:
         return pa.concat_tables(out).combine_chunks() if len(out) > 1 else out[0]
 
 
-
-
-def replay_mix(current: list, previous: list, fraction: float, rng: random.Random) -> list:
-    """current plus items sampled without replacement from previous, so that replayed
-    items make up at most `fraction` of the result (fewer if previous runs short)."""
+def replayed_pairs_per_step(pairs_per_step: int, fraction: float) -> int:
+    """DNO's replayed pairs in a step of `pairs_per_step`: the most whose share of the step stays
+    within `fraction`, floor(fraction · pairs_per_step). The one rounding rule: the step's fresh
+    pairs are the rest, so fresh + replayed = pairs_per_step whenever the previous iteration left
+    that many (fewer replayed, and a smaller step, when it left fewer)."""
     if not 0 <= fraction < 1:
         raise ValueError(f"fraction must lie in [0, 1), got {fraction}")
-    # n / (n + len(current)) <= fraction  <=>  n <= fraction·len(current) / (1 - fraction);
-    # the epsilon keeps float noise (2.1 / 0.7 = 2.9999...) from dropping an item.
-    n = math.floor(fraction * len(current) / (1 - fraction) + 1e-9)
-    n = min(n, len(previous))
-    return list(current) + rng.sample(previous, n)
+    # the epsilon keeps float noise (0.58 · 50 = 28.999999999999996) from dropping a place
+    return math.floor(fraction * pairs_per_step + 1e-9)
 
 
 @dataclass(frozen=True)
@@ -193,27 +190,28 @@ class StepScheduler:
 
     def fresh_pairs_per_step(self) -> int:
         """A step's pairs from the buffer: all of them, less DNO's places for replayed pairs
-        (a share `dno.replay_fraction` of the step, once an iteration has ended)."""
+        (`replayed_pairs_per_step`, once an iteration has ended)."""
+        return self.cfg.learner.pairs_per_step - self.replay_places()
+
+    def replay_places(self) -> int:
+        """DNO: a step's places for the previous iteration's pairs (0 before one has ended)."""
         cfg = self.cfg
-        replay = 0
-        if cfg.dno.enabled and self.previous_iteration_pairs is not None:
-            replay = int(cfg.dno.replay_fraction * cfg.learner.pairs_per_step)
-        return cfg.learner.pairs_per_step - replay
+        if not cfg.dno.enabled or self.previous_iteration_pairs is None:
+            return 0
+        return replayed_pairs_per_step(cfg.learner.pairs_per_step, cfg.dno.replay_fraction)
 
     def with_replay(self, batch: pa.Table) -> StepBatch:
-        """DNO: the fresh batch plus previous-iteration pairs up to dno.replay_fraction of the
-        step, tagged "replay" (they keep the reference they were made with: the log-probs of
-        π_{t−1}, the iterate that sampled them)."""
+        """DNO: the fresh batch plus previous-iteration pairs in the step's replay places, drawn
+        without replacement and tagged "replay" (they keep the reference they were made with:
+        the log-probs of π_{t−1}, the iterate that sampled them)."""
         if not self.cfg.dno.enabled:
             return StepBatch(batch)
         self.current_iteration_pairs.append(batch)
         previous = self.previous_iteration_pairs
-        if self.fresh_pairs_per_step() == self.cfg.learner.pairs_per_step or previous is None:
+        places = self.replay_places()
+        if not places or previous is None or previous.num_rows == 0:
             return StepBatch(batch)
-        picks = replay_mix(list(range(batch.num_rows)), list(range(previous.num_rows)), self.cfg.dno.replay_fraction,
-                           self.rng)[batch.num_rows:]
-        if not picks:
-            return StepBatch(batch)
+        picks = self.rng.sample(range(previous.num_rows), min(places, previous.num_rows))
         old = previous.take(picks)
         i = old.schema.get_field_index("source")
         old = old.set_column(i, old.schema.field(i), pa.array(["replay"] * old.num_rows, pa.string()))
