@@ -208,6 +208,8 @@ def validate(cfg: Config) -> None:
     _require(0.0 <= loss.label_smoothing < 0.5, "loss.label_smoothing", f"must be in [0, 0.5), got {loss.label_smoothing}")
     _require(loss.spo_weight >= 0, "loss.spo_weight", f"must be ≥ 0, got {loss.spo_weight}")
     _require(loss.nll_weight >= 0, "loss.nll_weight", f"must be ≥ 0, got {loss.nll_weight}")
+    _require(not loss.hard_labels or loss.name == "spce", "loss.hard_labels",
+             f"changes only spce (its strengths become verdicts); {loss.name} reads the verdict alone: remove it")
     _require(len(loss.spo_ratios) >= 2 and all(0 <= x <= 1 for x in loss.spo_ratios), "loss.spo_ratios",
              f"need ≥ 2 ratios in [0, 1], got {loss.spo_ratios}")
     _require(0.0 <= cfg.dno.replay_fraction < 1.0, "dno.replay_fraction", f"must be in [0, 1), got {cfg.dno.replay_fraction}")

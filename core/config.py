@@ -145,7 +145,7 @@ class LossConfig:
     label_smoothing: float = 0.1  # cdpo's ε
     # Train on the judge's verdict (p → 1 if p > 0.5, 0 if p < 0.5; a tie stays 0.5 and trains
     # nothing) instead of its strength. Only spce reads the strength, so this makes spce exactly
-    # dpo; dpo, cdpo, ipo and spo read the verdict alone either way.
+    # dpo; dpo, cdpo, ipo and spo read the verdict alone either way, so it is refused for them.
     hard_labels: bool = False
     spo_weight: float = 0.1  # λ of the SPO preference-degree loss
     spo_ratios: list[float] = field(default_factory=lambda: list(SPO_RATIOS))
