@@ -153,7 +153,7 @@ class LossConfig:
     # from h). null: the loss's own default — on for ipo (the IPO authors' form, as TRL runs
     # it), off for the others.
     length_normalize: bool | None = None
-    nll_weight: float = 0.0  # RPO: add this × the per-token NLL of the chosen response
+    nll_weight: float = 0.0  # RPO: add this × the per-token NLL of the preferred response (p's side)
 
 
 @dataclass
