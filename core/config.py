@@ -180,7 +180,11 @@ class EvalConfig:
 
 @dataclass
 class PipelineConfig:
-    max_staleness: int = 1  # pairs made by policy v may train the learner at version ≤ v + this
+    # Counted in weight pushes, not learner versions or steps: pairs sampled with the weights of
+    # one push may train until this many later pushes have gone out (a push comes every
+    # learner.sync_every steps; DNO trains only its current iterate's). 0: only pairs sampled
+    # with the weights pushed last.
+    max_staleness: int = 1
     buffer_max_pairs: int = 64  # back-pressure: rollouts pause while the buffer is full
     spill_dir: str | None = None  # write every pair to Parquet here (inspection, replay)
 
