@@ -166,7 +166,7 @@ class LossConfig:
     # from h). null: the method's own default — on for ipo (the IPO authors' form, as TRL runs
     # it), off for the others.
     length_normalize: bool | None = None
-    nll_weight: float = 0.0  # RPO: add this × the per-token NLL of the chosen response
+    nll_weight: float = 0.0  # RPO: add this × the per-token NLL of the preferred response (p's side)
 
 
 @dataclass
@@ -174,7 +174,9 @@ class DnoConfig:
     # method=dno's parameters (cluster/methods/dno.py).
     iteration_steps: int = 10  # learner steps per DNO iteration (reference = previous iterate)
     margin: float = 0.5  # minimum win-rate gap of a kept pair
-    replay_fraction: float = 0.3  # share of each batch drawn from the previous iteration's pairs
+    # The most of each step's pairs drawn from the previous iteration's: floor(this · pairs_per_step)
+    # (DNO's paper replays "up to 30%"); the step's other pairs are fresh.
+    replay_fraction: float = 0.3
 
 
 @dataclass
@@ -191,7 +193,11 @@ class EvalConfig:
 
 @dataclass
 class PipelineConfig:
-    max_staleness: int = 1  # pairs made by policy v may train the learner at version ≤ v + this
+    # Counted in weight pushes, not learner versions or steps: pairs sampled with the weights of
+    # one push may train until this many later pushes have gone out (a push comes every
+    # learner.sync_every steps; DNO trains only its current iterate's). 0: only pairs sampled
+    # with the weights pushed last.
+    max_staleness: int = 1
     buffer_max_pairs: int = 64  # back-pressure: rollouts pause while the buffer is full
     spill_dir: str | None = None  # write every pair to Parquet here (inspection, replay)
 

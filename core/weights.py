@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -287,12 +288,55 @@ def make_weight_sync(method: str, ranks: Senders, engines: Receivers, payload: s
     raise ValueError(f"unknown weight_sync.method {method!r}")
 
 
-def check_push(ranks: Senders, engines: Receivers, prompt: list[int], response: list[int]) -> float:
-    """The largest |log p| difference per token of `response` after `prompt` between learner
-    rank 0 and any engine: ~1e-6 when every engine holds the learner's weights, far more when
-    a push was lost or loaded stale (vLLM-CPU repacks weights: a plain reload is silently
-    stale). Every rank takes part (under ZeRO-3 the weights are gathered)."""
+# The largest per-token log-prob gap between the learner and an engine that still counts as
+# "the engine holds the learner's weights", by model.dtype. float32: vLLM-CPU and transformers
+# agree to ~1e-6 (weights_check.json of the engine tests); a stale engine after even one step at
+# the tests' learning rates is off by more than 1e-3. 16-bit: vLLM's and transformers' kernels
+# round differently; this bound is an estimate, not measured on a GPU here.
+PUSH_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.1, "float16": 0.1}
+
+
+@dataclass(frozen=True)
+class PushCheck:
+    """The engines' weights against the learner's: each engine's largest per-token log-prob gap
+    (`gaps`, by name; inf where the engine did not answer) and the bound they must stay under."""
+
+    gaps: dict[str, float]
+    tolerance: float
+
+    @property
+    def max_gap(self) -> float:
+        return max(self.gaps.values(), default=0.0)
+
+    @property
+    def failed(self) -> list[str]:
+        """The engines that do not hold the learner's weights."""
+        return [name for name, gap in self.gaps.items() if not gap < self.tolerance]
+
+    @property
+    def verified(self) -> bool:
+        """Every engine holds the learner's weights (and there is at least one)."""
+        return bool(self.gaps) and not self.failed
+
+
+def push_gaps(ranks: Senders, engines: Receivers, prompt: list[int], response: list[int]) -> list[float]:
+    """For each engine, the largest |log p| difference per token of `response` after `prompt`
+    between it and learner rank 0: ~1e-6 when it holds the learner's weights, far more when a
+    push was lost or loaded stale (vLLM-CPU repacks weights: a plain reload is silently stale)
+    or the engine restarted since (it comes back with the SFT weights); inf when the engine did
+    not answer (dead for good). Every rank takes part (under ZeRO-3 the weights are gathered)."""
     learner = [x for x in ray.get([r.logprobs_of.remote(prompt, response) for r in ranks]) if x is not None][0]
-    gaps = [max(abs(a - b) for a, b in zip(learner, got))
-            for got in ray.get([e.logprobs_of.remote(prompt, response) for e in engines])]
-    return max(gaps, default=0.0)
+    gaps = []
+    for ref in [e.logprobs_of.remote(prompt, response) for e in engines]:
+        try:
+            got = ray.get(ref)
+        except ray.exceptions.RayError:
+            gaps.append(float("inf"))
+            continue
+        gaps.append(max((abs(a - b) for a, b in zip(learner, got)), default=0.0))
+    return gaps
+
+
+def check_push(ranks: Senders, engines: Receivers, prompt: list[int], response: list[int]) -> float:
+    """The largest gap of `push_gaps` over the engines (0 without engines)."""
+    return max(push_gaps(ranks, engines, prompt, response), default=0.0)

@@ -143,9 +143,9 @@ class LearnerRank:
         loss = batch_mean(per_pair, p, decided_in_step, world)
         metrics = {"loss/pref": float(loss.detach()), "pairs/ties": float((~decided(p)).sum())}
         if cfg.nll_weight:
-            nll = rpo_nll(logps[:n], lengths[:n], p)
+            nll = rpo_nll(logps[:n], logps[n:], lengths[:n], lengths[n:], p)
             loss = loss + cfg.nll_weight * nll
-            metrics["loss/nll_chosen"] = float(nll.detach())
+            metrics["loss/nll_preferred"] = float(nll.detach())
         if (aux := self.method.aux_loss(policy, self.tokenizer, self.pad_id, cols, self.rng)) is not None:
             term, aux_metrics = aux
             loss = loss + term

@@ -284,6 +284,12 @@ def test_yaml_file_that_is_not_a_mapping(tmp_path, text, shown):
         (["loss.label_smoothing=0.5"], "loss.label_smoothing: must be in [0, 0.5), got 0.5"),
         (["loss.label_smoothing=-0.1"], "loss.label_smoothing: must be in [0, 0.5), got -0.1"),
         (["loss.spo_weight=-1"], "loss.spo_weight: must be ≥ 0, got -1.0"),
+        # hard_labels does nothing to the losses that read the verdict alone: a config that
+        # sets it there promises a choice the code does not make (it was accepted silently).
+        *[([f"method={name}", "loss.hard_labels=true"],
+           f"loss.hard_labels: method={name} trains on the judge's verdict already; the switch only changes osp "
+           "(making it dpo)") for name in ("cdpo", "ipo", "spo")],
+        (["method=dno", "rollout.k=4", "loss.hard_labels=true"], "loss.hard_labels: method=dno trains on the verdict already"),
         (["loss.spo_ratios=[0.5]"], "loss.spo_ratios: need ≥ 2 ratios in [0, 1], got [0.5]"),
         (["loss.spo_ratios=[0, 1.5]"], "loss.spo_ratios: need ≥ 2 ratios in [0, 1], got [0.0, 1.5]"),
         (["dno.replay_fraction=1"], "dno.replay_fraction: must be in [0, 1), got 1.0"),

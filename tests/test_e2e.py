@@ -64,8 +64,11 @@ def test_run_finishes_with_every_prompt_accounted_for(finished_run):
     assert state.prompts_done >= state.pairs_trained // 2  # K=4: two pairs per prompt
     rows = _metrics(run_dir)
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
-    # The final push reached both engines: their log-probs are the learner's (weights_check.json).
-    assert json.loads((run_dir / "weights_check.json").read_text())["max_abs_logprob_gap"] < 1e-4
+    # The final push reached both engines: their log-probs are the learner's (weights_check.json),
+    # at the first check, without a second push.
+    check = json.loads((run_dir / "weights_check.json").read_text())
+    assert check["max_abs_logprob_gap"] < 1e-4 and check["weights_verified"] and not check["pushed_again"]
+    assert sorted(check["gaps"]) == ["rollout-0", "rollout-1"]
     for r in rows:
         for key in ("loss", "strength/mean", "rewards/margin", "rewards/accuracy", "pairs_per_s",
                     "rollout_tokens_per_s", "push_s", "push_bytes", "staleness/mean"):

@@ -8,13 +8,16 @@ import math
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.util.metrics import Gauge
 
 from cluster.driver.trackers import Trackers
 from core.env import peak_rss_bytes
+
+if TYPE_CHECKING:  # core.weights imports torch; this module is read by the console's setup too
+    from core.weights import PushCheck
 
 log = logging.getLogger("osp")
 
@@ -234,12 +237,14 @@ def write_memory_report(run_dir: Path, model_path: str, peaks: dict[str, int]) -
              ", ".join(f"{name} {b / 1e9:.2f} GB" for name, b in peaks.items()))
 
 
-def write_weights_check(run_dir: Path, step: int, gap: float) -> None:
-    """weights_check.json: the largest per-token log-prob gap between the learner and any rollout
-    actor after the final push (core/weights.check_push); warns when it shows a lost push."""
-    (run_dir / "weights_check.json").write_text(json.dumps({"step": step, "max_abs_logprob_gap": gap}) + "\n")
-    if gap < 1e-3:
-        log.info("weights check: the rollout actors' log-probs are within %.1e of the learner's", gap)
-    else:
-        log.warning("weights check: a rollout actor's log-probs are %.3g from the learner's: a push was lost or "
-                    "loaded stale", gap)
+def write_weights_check(run_dir: Path, step: int, check: PushCheck, pushed_again: bool) -> None:
+    """weights_check.json: each rollout actor's largest per-token log-prob gap to the learner at
+    the end of the run (core/weights.push_gaps), the tolerance, whether they all passed and
+    whether it took a second push. A failure is reported by the caller (it refuses the run)."""
+    record = {"step": step, "max_abs_logprob_gap": check.max_gap, "tolerance": check.tolerance,
+              "weights_verified": check.verified, "pushed_again": pushed_again,
+              "gaps": {name: gap if math.isfinite(gap) else None for name, gap in check.gaps.items()}}
+    (run_dir / "weights_check.json").write_text(json.dumps(record) + "\n")
+    if check.verified:
+        log.info("weights check: the rollout actors' log-probs are within %.1e of the learner's%s", check.max_gap,
+                 " after a second push" if pushed_again else "")

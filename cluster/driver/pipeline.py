@@ -49,9 +49,22 @@ from cluster.driver.scheduler import StepScheduler
 from cluster.evaluation import heldout
 from cluster.methods import method_of
 from core.versions import check_versions, installed
-from core.weights import check_push, make_weight_sync
+from core.weights import PUSH_TOLERANCE, PushCheck, make_weight_sync, push_gaps
 
 log = logging.getLogger("osp")
+
+
+class WeightsUnverified(RuntimeError):
+    """The run trained to the end, but a rollout actor still did not hold the final weights after
+    a second push: the held-out score is refused (heldout.json: "weights_verified": false); the
+    final checkpoint is written. `python -m cluster.train` exits 4."""
+
+    def __init__(self, step: int, check: PushCheck, run_dir, heldout_refused: bool):
+        refused = "; no held-out score (heldout.json: weights_verified false)" if heldout_refused else ""
+        super().__init__(
+            f"weights check failed: {', '.join(check.failed) or 'no rollout actor'} not on the learner's step-{step} "
+            f"weights after a second push (largest log-prob gap {check.max_gap:.3g}, tolerance {check.tolerance:g})"
+            f"{refused}; the trained weights are in the final checkpoint in {run_dir}")
 
 
 class Pipeline:
@@ -139,14 +152,14 @@ class Pipeline:
             # sync_every or DNO's iteration): the held-out answers are step N's; a resume starts there.
             if self.scheduler.version != self.scheduler.step:
                 self._push(self.scheduler.step)
-            for ref in [r for r, f in self.inflight.items() if isinstance(f, LoadFlight)]:
-                self._on_load(ref, self.inflight.pop(ref))
-            self._check_weights()
+            check, final_answers = self._verified_final_weights()
             if self.spec.eval_prompts:
                 heldout.write_result(self.run_dir, self.scheduler.step, list(self.spec.eval_prompts), self.heldout_sft,
-                                     self._heldout(f"step {self.scheduler.step}"), self.cfg.seed)
+                                     final_answers, self.cfg.seed)
             self._memory_report()
             self._checkpoint(final=True)
+            if not check.verified:
+                raise WeightsUnverified(self.scheduler.step, check, self.run_dir, bool(self.spec.eval_prompts))
         finally:
             self.metrics.close()
         return self.scheduler.state
@@ -304,10 +317,36 @@ class Pipeline:
         path = ckpt.finalize(self.run_dir, tmp, state, self.cfg.checkpoint.keep)
         log.info("checkpoint %s written in %.1fs%s", path, time.perf_counter() - start, " (final)" if final else "")
 
-    def _check_weights(self) -> None:  # a lost or stale push shows here, not in a quietly worse held-out score
-        write_weights_check(self.run_dir, self.scheduler.step, check_push(
-            self.learner.ranks, self.rollouts.handles(), list(self.spec.prompts[0].tokens),
-            list(self.spec.prompts[-1].tokens)[-16:]))
+    def _verified_final_weights(self) -> tuple[PushCheck, list[str] | None]:
+        """The run's end: every rollout actor must hold step N's weights (their log-probs against
+        the learner's, core/weights.push_gaps), so a lost or stale push shows here, not in a
+        quietly worse held-out score. The held-out answers are taken first and the check follows,
+        so they come from an actor that passed it. A failed check (an actor restarted since the
+        last push is back on the SFT weights; a load failed) is followed by one more push, then
+        answers and check again. Returns the check and the answers (None unless it passed)."""
+        step = self.scheduler.step
+        for pushed_again in (False, True):
+            for ref in [r for r, f in self.inflight.items() if isinstance(f, LoadFlight)]:
+                self._on_load(ref, self.inflight.pop(ref))
+            answers = self._heldout(f"step {step}") if self.spec.eval_prompts else None
+            check = self._check_weights()
+            if check.verified or pushed_again:
+                break
+            log.warning("weights check: %s not on the learner's step-%d weights (largest gap %.3g, tolerance %g): "
+                        "pushing again", ", ".join(check.failed), step, check.max_gap, check.tolerance)
+            self.sync.invalidate()  # a broadcast group re-forms, so a restarted engine joins it
+            try:
+                self._push(step)
+            except ray.exceptions.RayError as err:  # a rollout actor (the learner's failure is raised)
+                log.warning("the second push failed: %s", str(err).splitlines()[0])
+        write_weights_check(self.run_dir, step, check, pushed_again)
+        return check, answers if check.verified else None
+
+    def _check_weights(self) -> PushCheck:
+        live = self.rollouts.live()
+        gaps = push_gaps(self.learner.ranks, [r.handle for r in live], list(self.spec.prompts[0].tokens),
+                         list(self.spec.prompts[-1].tokens)[-16:])
+        return PushCheck(dict(zip([r.name for r in live], gaps)), PUSH_TOLERANCE[self.cfg.model.dtype])
 
     def _memory_report(self) -> None:
         roles = [(r.name, r.handle) for r in self.rollouts.live()] + self.judges.roles() + self.learner.roles()
