@@ -21,6 +21,7 @@ import torch
 from core.config import TRUNCATED, DnoConfig, JudgeConfig
 from core.env import apply_runtime_env, peak_rss_bytes, thread_report, use_cores
 from core.logprobs import sequence_logprobs
+from core.models import resolve_model, weight_bytes
 from core.records import pair_batch, validate_rollout_batch
 from core.tokens import pad_token_id
 from core.versions import installed
@@ -32,28 +33,31 @@ from judge.verifier import parse_instructions, verify
 
 
 class JudgeActor:
-    """Judges rollout batches with `kind` (judge/preferences.py); the SFT model at
-    `model_path` is always loaded: it is the reference (SPCE, DPO) and makes the
-    `sft_greedy` anchor, whatever the judge kind."""
+    """Judges rollout batches with `kind` (judge/preferences.py); the SFT model `model_ref` is
+    always loaded: it is the reference (SPCE, DPO) and makes the `sft_greedy` anchor, whatever
+    the judge kind."""
 
-    def __init__(self, model_path: str, judge: JudgeConfig | None = None, dno: DnoConfig | None = None, *,
+    def __init__(self, model_ref: str | None, judge: JudgeConfig | None = None, dno: DnoConfig | None = None, *,
                  dtype: str = "float32", anchor_max_tokens: int = 32, threads: int | None = None,
                  instructions: dict[str, dict] | str | None = None, seed: int = 0):
-        """`judge`: who judges and how (kind, anchor, template, ties, truncation); `dno`: with
+        """`model_ref`: the SFT model (core/models: a pinned hub id, a local folder, or None for the
+        embedded default), resolved on this actor's node, as is an lm:/reward: judge's model;
+        `judge`: who judges and how (kind, anchor, template, ties, truncation); `dno`: with
         DNO on, the pair is picked by win rate (above `dno.margin`) and the reference is the
         sampling policy; `instructions`: prompt text → its IFEval instructions (JSON form), or the
         name of the actor that holds them (cluster/driver/actors.SharedValue)."""
         judge, dno = judge or JudgeConfig(), dno or DnoConfig()
         apply_runtime_env()
-        # Lazy: transformers reads the environment applied just above at import (HF_HUB_OFFLINE),
+        # Lazy: transformers reads the environment applied just above at import (the hub settings),
         # and the driver imports this module to create the actor without needing it.
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         use_cores(threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.model_folder = str(resolve_model(model_ref))
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_folder)
         # On a GPU actor (judge.gpus_per_actor > 0) Ray exposes one CUDA device: use it.
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_folder, dtype=getattr(torch, dtype)).to(self.device)
         self.model.eval().requires_grad_(False)
         self.pad_id = pad_token_id(self.tokenizer)
         # Prompt text → its verifiable instructions (prompt files in IFEval format): the
@@ -81,7 +85,8 @@ class JudgeActor:
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "comparisons": self.comparisons, "judge": self.preference.name,
-                "peak_rss_bytes": peak_rss_bytes(), "versions": installed(), **thread_report()}
+                "peak_rss_bytes": peak_rss_bytes(), "versions": installed(), "model_folder": self.model_folder,
+                "model_bytes": weight_bytes(self.model_folder), **thread_report()}
 
     # -- judging -----------------------------------------------------------------------
     def strengths(self, requests: list[tuple[str, str, str]]) -> list[float]:

@@ -5,6 +5,10 @@ learner ranks share one placement group (PACK) so a multi-node cluster keeps the
 Ray restarts a dead rollout/judge actor (`max_restarts`) and retries its in-flight call
 (`max_task_retries`): the call carries the latest weights, so a restarted engine catches up
 before sampling, and the prompts it held are not skipped.
+
+Each model actor gets the run's model reference (RunSpec.model_ref: a pinned hub id, a folder or
+the embedded default) and resolves it on its own node (core/models.resolve_model), with the
+driver's hub settings (core/env.HUB_ENV) in its runtime env.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 
 from actors.rollout import RolloutActor
 from core.config import Config
+from core.env import hub_env_vars
 from core.net import node_address_and_free_port
 from judge.judge_actor import JudgeActor
 from learner.rank import LearnerRank
@@ -31,23 +36,32 @@ def actor_name(prefix: str | None, role: str) -> str | None:
     return f"{prefix}/{role}" if prefix else None
 
 
+def hub_runtime_env() -> dict | None:
+    """The driver's hub settings (core/env.HUB_ENV: HF_HUB_OFFLINE, HF_HOME, HF_HUB_CACHE,
+    HF_ENDPOINT …; never HF_TOKEN) as an actor's runtime env, merged by Ray over the job's: an
+    actor resolves a hub id as the driver did, also on a shared cluster started without them or
+    under `ray job submit`. None when none is set (the actor keeps the job's env as it is)."""
+    env = hub_env_vars()
+    return {"env_vars": env} if env else None
+
+
 def _restartable(cls, name: str | None, section, **extra):
     """A rollout or judge actor class with its section's resources and restarts: Ray restarts
     a dead one (`max_restarts`) and retries its in-flight call (`max_task_retries`)."""
     return ray.remote(cls).options(
         name=name, num_cpus=section.cpus_per_actor, num_gpus=section.gpus_per_actor,
         resources=dict(section.resources) or None, max_restarts=section.max_restarts,
-        max_task_retries=section.max_restarts, **extra)
+        max_task_retries=section.max_restarts, runtime_env=hub_runtime_env(), **extra)
 
 
-def make_rollout_actor(cfg: Config, model_path: str, index: int, prefix: str | None = None):
+def make_rollout_actor(cfg: Config, model_ref: str | None, index: int, prefix: str | None = None):
     r = cfg.rollout
     actor_cls = _restartable(RolloutActor, actor_name(prefix, f"rollout-{index}"), r, max_concurrency=1)
-    return actor_cls.remote(model_path, r, cfg.model, seed=cfg.seed, name=f"rollout-{index}",
+    return actor_cls.remote(model_ref, r, cfg.model, seed=cfg.seed, name=f"rollout-{index}",
                             threads=_threads(r.cpus_per_actor))
 
 
-def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: str | None = None,
+def make_judge_actor(cfg: Config, model_ref: str | None, index: int, instructions: str | None = None,
                      prefix: str | None = None):
     """`instructions`: the name of a SharedValue holding prompt text → its IFEval instructions
     (JSON form), for the verifier judge and the pass rate of fresh samples. A name, not the
@@ -55,7 +69,7 @@ def make_judge_actor(cfg: Config, model_path: str, index: int, instructions: str
     nothing from the object store."""
     j = cfg.judge
     actor_cls = _restartable(JudgeActor, actor_name(prefix, f"judge-{index}"), j)
-    return actor_cls.remote(model_path, j, cfg.dno, dtype=cfg.model.dtype, anchor_max_tokens=cfg.rollout.max_tokens,
+    return actor_cls.remote(model_ref, j, cfg.dno, dtype=cfg.model.dtype, anchor_max_tokens=cfg.rollout.max_tokens,
                             threads=_threads(j.cpus_per_actor), instructions=instructions, seed=cfg.seed)
 
 
@@ -65,7 +79,7 @@ def _rendezvous() -> tuple[str, int]:
     return node_address_and_free_port()
 
 
-def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600, prefix: str | None = None):
+def make_learner_group(cfg: Config, model_ref: str | None, timeout_s: float = 600, prefix: str | None = None):
     l = cfg.learner
     bundle = cfg.actor_resources()["learner"]
     bundles = [dict(bundle) for _ in range(l.num_ranks)]
@@ -88,9 +102,10 @@ def make_learner_group(cfg: Config, model_path: str, timeout_s: float = 600, pre
             resources=dict(l.resources) or None,
             max_restarts=0,  # a dead rank fails the run (resume from the last checkpoint)
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
+            runtime_env=hub_runtime_env(),
         )
         ranks.append(
-            actor_cls.remote(rank, l.num_ranks, addr, port, model_path, l, cfg.loss, cfg.model.dtype, cfg.seed,
+            actor_cls.remote(rank, l.num_ranks, addr, port, model_ref, l, cfg.loss, cfg.model.dtype, cfg.seed,
                              _threads(l.cpus_per_rank))
         )
     return ranks, pg

@@ -53,8 +53,8 @@ class Rollout:
 
 
 class RolloutPool:
-    def __init__(self, cfg: Config, model_path: str, actor_prefix: str, driver_versions: dict[str, str | None]):
-        self.cfg, self.model_path, self.actor_prefix = cfg, model_path, actor_prefix
+    def __init__(self, cfg: Config, model_ref: str | None, actor_prefix: str, driver_versions: dict[str, str | None]):
+        self.cfg, self.model_ref, self.actor_prefix = cfg, model_ref, actor_prefix
         self.driver_versions = driver_versions
         self.members: list[Rollout] = []
         self.serial = 0
@@ -68,7 +68,7 @@ class RolloutPool:
         return [self.add() for _ in range(self.cfg.rollout.num_actors)]
 
     def add(self) -> tuple[ray.ObjectRef, Rollout]:
-        handle = make_rollout_actor(self.cfg, self.model_path, self.serial, self.actor_prefix)
+        handle = make_rollout_actor(self.cfg, self.model_ref, self.serial, self.actor_prefix)
         rollout = Rollout(handle, f"rollout-{self.serial}")
         self.serial += 1
         self.members.append(rollout)
@@ -140,14 +140,14 @@ class RolloutPool:
 
 
 class JudgePool:
-    def __init__(self, cfg: Config, model_path: str, prompts: tuple[Prompt, ...], prefix: str):
+    def __init__(self, cfg: Config, model_ref: str | None, prompts: tuple[Prompt, ...], prefix: str):
         # Prompt text → its IFEval instructions: the verifier judge's input, and the pass rate
         # of fresh samples for any judge kind. Held by a named actor that the judges (restarted
         # ones too) fetch it from: too big to travel inline in each constructor.
         instructions = {p.text: p.instructions.to_json() for p in prompts if p.instructions is not None}
         table = f"{prefix}/instructions"
         self.table = share(table, instructions) if instructions else None
-        self.judges = [make_judge_actor(cfg, model_path, i, table if instructions else None, prefix)
+        self.judges = [make_judge_actor(cfg, model_ref, i, table if instructions else None, prefix)
                        for i in range(cfg.judge.num_actors)]
         self.load = [0] * len(self.judges)
         j, k = cfg.judge, cfg.rollout.k
@@ -184,9 +184,9 @@ class LearnerFailed(RuntimeError):
 
 
 class LearnerGroup:
-    def __init__(self, cfg: Config, model_path: str, run_dir: Path, prefix: str):
+    def __init__(self, cfg: Config, model_ref: str | None, run_dir: Path, prefix: str):
         self.run_dir = run_dir
-        self.ranks, self.placement_group = make_learner_group(cfg, model_path, prefix=prefix)
+        self.ranks, self.placement_group = make_learner_group(cfg, model_ref, prefix=prefix)
 
     def roles(self) -> list[tuple[str, Any]]:
         """(role, handle) of each rank, named as their actors are (cluster.driver.actors)."""
