@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save
 
 from core.config import ModelConfig, RolloutConfig
 from core.env import apply_runtime_env, peak_rss_bytes, thread_report, use_cores
+from core.models import resolve_model, weight_bytes
 from core.records import rollout_batch
 from core.refs import fetch
 from core.versions import installed
@@ -29,13 +30,17 @@ EXTENSION = "actors.engine_weights.EngineWeightLoader"  # runs in vLLM's worker:
 
 
 class RolloutActor:
-    def __init__(self, model_path: str, rollout: RolloutConfig, model: ModelConfig | None = None, seed: int = 0,
+    def __init__(self, model_ref: str | None, rollout: RolloutConfig, model: ModelConfig | None = None, seed: int = 0,
                  name: str = "rollout-0", threads: int | None = None):
-        """`rollout`: sampling (k, temperature, top_p, max_tokens) and the engine's memory;
-        `model`: dtype and the prompt budget, which with max_tokens bounds the engine's context."""
+        """`model_ref`: the policy's SFT model (core/models: a pinned hub id, a local folder, or
+        None for the embedded default), resolved here, on this actor's node; `rollout`: sampling
+        (k, temperature, top_p, max_tokens) and the engine's memory; `model`: dtype and the prompt
+        budget, which with max_tokens bounds the engine's context."""
         model = model or ModelConfig()
         apply_runtime_env()
         use_cores(threads)  # before vLLM starts its engine: its compute runs on torch's threads
+        # vLLM gets a local folder: it never looks anything up on the hub itself.
+        self.model_folder = str(resolve_model(model_ref))
         # One engine per actor, in-process: no extra engine-core process inside the Ray worker
         # (fewer processes on small machines, direct collective_rpc).
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -54,7 +59,7 @@ class RolloutActor:
         else:
             kwargs["kv_cache_memory_bytes"] = int(rollout.kv_cache_gib * (1 << 30))
         self.llm = LLM(
-            model=model_path,
+            model=self.model_folder,
             dtype=model.dtype,
             seed=seed,
             enforce_eager=rollout.enforce_eager,
@@ -79,7 +84,7 @@ class RolloutActor:
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "pid": os.getpid(), "host": socket.gethostname(), "version": self.version,
                 "tokens_generated": self.tokens_generated, "peak_rss_bytes": peak_rss_bytes(), "versions": installed(),
-                **thread_report()}
+                "model_folder": self.model_folder, "model_bytes": weight_bytes(self.model_folder), **thread_report()}
 
     # -- weights -----------------------------------------------------------------------
     def update_weights(self, payload: bytes | dict | list, version: int) -> dict[str, float]:

@@ -4,6 +4,7 @@
     python -m cluster.evaluate --run runs/osp            # every checkpoint: win rate over training
     python -m cluster.evaluate --run runs/osp --scorers self heuristic lm:/models/judge
     python -m cluster.evaluate --run runs/verifier --prompts instructions-eval   # IFEval accuracy
+    python -m cluster.evaluate --checkpoint HuggingFaceTB/SmolLM2-360M-Instruct --sft HuggingFaceTB/SmolLM2-135M-Instruct
 
 One vLLM engine (a Ray actor) answers every prompt with the SFT weights, then with each
 checkpoint's (weights swapped in place, as in training). Each scorer compares policy vs SFT
@@ -36,7 +37,6 @@ import yaml
 from transformers import AutoTokenizer
 
 from actors.rollout import RolloutActor
-from cluster.data.models import resolve_model_path
 from cluster.data.prompts import SHIPPED, SHIPPED_EVAL, PromptFileError, load_prompts
 from cluster.driver.progress import CountBar, setup_logging
 from cluster.driver.ray_setup import init_ray, link_worker_logs
@@ -45,6 +45,7 @@ from cluster.evaluation.intervals import mean_with_interval
 from cluster.evaluation.report import write_report
 from core.chat import ChatEncoder
 from core.config import ModelConfig, RolloutConfig
+from core.models import parse_hub_id, resolve_model
 from judge.scorers import make_scorer
 
 log = logging.getLogger("osp")
@@ -191,22 +192,38 @@ def run_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p / "hf" for p in run_dir.glob("ckpt-*") if (p / "hf").is_dir())
 
 
+def checkpoint_folder(ref: str) -> Path:
+    """A model to evaluate, as a local folder: an hf/ folder, a ckpt-N folder holding one, or a
+    Hugging Face id `org/name[@rev]` (downloaded into the hub cache unless HF_HUB_OFFLINE=1)."""
+    path = Path(ref)
+    if (path / "hf").is_dir():
+        return path / "hf"
+    if parse_hub_id(ref) is not None:
+        return resolve_model(ref)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} is not an HF checkpoint folder (no config.json)")
+    return path
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m cluster.evaluate") -> int:
     setup_logging()
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--checkpoint", nargs="+", help="checkpoint hf/ folder(s) (or ckpt-N folders)")
+    what.add_argument("--checkpoint", nargs="+",
+                      help="checkpoint hf/ folder(s) (or ckpt-N folders), or Hugging Face ids org/name[@rev]")
     what.add_argument("--run", help="a run folder (checkpoint.dir): evaluates every ckpt-*/hf in it")
-    parser.add_argument("--sft", default=None, help="the SFT model (default: the run's model.path, else the embedded default)")
+    parser.add_argument("--sft", default=None, help="the SFT model: a folder or a Hugging Face id org/name[@rev] "
+                                                    "(default: the run's model.path, else the embedded default)")
+    parser.add_argument("--baseline", default=None,
+                        help="opponent: a checkpoint hf/ folder or a Hugging Face id (default: the SFT model)")
     parser.add_argument("--chat-template", default=None,
                         help="as model.chat_template: plain, or a .jinja file (default: the run's, else the tokenizer's own)")
-    parser.add_argument("--baseline", default=None, help="opponent checkpoint hf/ folder (default: the SFT model)")
     parser.add_argument("--prompts", default=None,
                         help="held-out prompts: a JSONL path or a shipped set (questions-eval, instructions-eval); "
                              "default: the held-out counterpart of the run's data.prompts")
     parser.add_argument("--num-prompts", type=int, default=None, help="default: all")
     parser.add_argument("--scorers", nargs="*", default=None,
-                        help="head-to-head scorers: self | self:<path> | lm:<path> | reward:<path> | verifier | "
+                        help="head-to-head scorers: self | self:<model> | lm:<model> | reward:<model> | verifier | "
                              "python:<module>:<fn> | heuristic (default: verifier on instruction prompts, "
                              "else self heuristic)")
     parser.add_argument("--max-tokens", type=int, default=None, help="default: the run's rollout.max_tokens, else 64")
@@ -223,16 +240,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.evaluate"
     if run_dir and (run_dir / "config.yaml").exists():
         run_cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     try:
-        sft_path = str(resolve_model_path(args.sft or run_cfg.get("model", {}).get("path")))
+        sft_path = str(resolve_model(args.sft or run_cfg.get("model", {}).get("path")))
         if run_dir:
             checkpoints = run_checkpoints(run_dir)
             if not checkpoints:
                 raise FileNotFoundError(f"no ckpt-*/hf checkpoints in {run_dir}")
         else:
-            checkpoints = [Path(c) / "hf" if (Path(c) / "hf").is_dir() else Path(c) for c in args.checkpoint]
-            for c in checkpoints:
-                if not (c / "config.json").exists():
-                    raise FileNotFoundError(f"{c} is not an HF checkpoint folder (no config.json)")
+            checkpoints = [checkpoint_folder(c) for c in args.checkpoint]
+        baseline = checkpoint_folder(args.baseline) if args.baseline else None
         chat_template = args.chat_template or run_cfg.get("model", {}).get("chat_template")
         chat = ChatEncoder(AutoTokenizer.from_pretrained(sft_path), chat_template)
         max_prompt = run_cfg.get("model", {}).get("max_prompt_tokens", 256)
@@ -252,9 +267,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.evaluate"
         log.info("the engine's logs: %s (--verbose prints them here)", link_worker_logs(out) or "the Ray dashboard")
     log.info("evaluating %d checkpoint(s) on %d prompts against %s; scorers: %s", len(checkpoints), len(prompts),
              sft_path, ", ".join(args.scorers))
-    baseline = None
-    if args.baseline:
-        baseline = Path(args.baseline) / "hf" if (Path(args.baseline) / "hf").is_dir() else Path(args.baseline)
     cpus = args.cpus or os.cpu_count() or 1
     results = evaluate(checkpoints, sft_path, prompts, args.scorers, max_tokens, args.temperature, args.seed, baseline,
                        cpus, chat_template)

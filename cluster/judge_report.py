@@ -46,13 +46,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from actors.rollout import RolloutActor
-from cluster.data.models import resolve_model_path
 from cluster.data.prompts import PromptFileError, load_prompts
 from cluster.driver.progress import setup_logging
 from cluster.driver.ray_setup import init_ray, link_worker_logs
 from cluster.evaluation.intervals import ratio_with_interval
 from core.chat import ChatEncoder
 from core.config import JudgeConfig, ModelConfig, RolloutConfig
+from core.models import resolve_model
 from judge.preferences import NOISES, base_judge, check_kind, make_preference
 from judge.verifier import verify
 
@@ -204,11 +204,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.judge_rep
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--judges", nargs="+", required=True,
                         help="judge specs: <kind>[+flip:<share>|+logit:<σ>], kind one of self, checklist, verifier, "
-                             "lm:<path>, reward:<path>, python:<module>:<fn>")
-    parser.add_argument("--model", default=None, help="the SFT model (self and checklist judges; default: embedded)")
+                             "lm:<model>, reward:<model>, python:<module>:<fn>")
+    parser.add_argument("--model", default=None, help="the SFT model (self and checklist judges): a folder or a "
+                                                      "Hugging Face id org/name[@rev] (default: embedded)")
     parser.add_argument("--chat-template", default=None,
                         help="as model.chat_template: plain, or a .jinja file (default: the tokenizer's own)")
-    parser.add_argument("--policy", default=None, help="the model that samples the answers (default: the SFT model)")
+    parser.add_argument("--policy", default=None, help="the model that samples the answers, a folder or a Hugging Face "
+                                                       "id (default: the SFT model)")
     parser.add_argument("--prompts", default="instructions-eval", help="prompts with IFEval instructions")
     parser.add_argument("--num-prompts", type=int, default=100)
     parser.add_argument("--k", type=int, default=4, help="answers per prompt (K(K−1)/2 comparisons each)")
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.judge_rep
     try:
         for spec in args.judges:
             parse_judge_spec(spec)
-        model_path = str(resolve_model_path(args.model))
+        model_path = str(resolve_model(args.model))
         chat = ChatEncoder(AutoTokenizer.from_pretrained(model_path), args.chat_template)
         prompts = load_prompts(args.prompts, chat, 512, "error", args.num_prompts)
     except (ValueError, FileNotFoundError, PromptFileError) as err:
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.judge_rep
         init_ray(None, num_cpus=2, worker_logs=False)
         link_worker_logs(out)
         log.info("sampling %d answers to each of %d prompts", args.k, len(prompts))
-        rows = sample_answers(str(resolve_model_path(args.policy or args.model)), prompts, args.k, args.max_tokens,
+        rows = sample_answers(str(resolve_model(args.policy or args.model)), prompts, args.k, args.max_tokens,
                               args.seed)
         (out / "answers.json").write_text(json.dumps(rows, indent=1))
     by_text = {p.text: p.instructions for p in prompts}

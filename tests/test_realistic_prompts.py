@@ -102,7 +102,7 @@ def test_realistic_prompts_fit_the_main_jobs_prompt_budget_with_smollm2():
     Would catch a passage or task long enough to be refused by the main job."""
     from transformers import AutoTokenizer
 
-    from cluster.data.models import embedded_default_model
+    from core.models import embedded_default_model
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_default_model())
     for name in ("realistic", "realistic-eval"):

@@ -295,7 +295,12 @@ CLI_CASES = {
     "odd_k": (["rollout.k=3"], "rollout.k: ranked pairing needs an even K ≥ 2 (method=dno takes any K ≥ 2), got 3"),
     "unknown_key": (["learner.max_step=10"], "unknown config key learner.max_step (did you mean learner.max_steps?)"),
     "missing_model": (["model.path={base}/no-such-model"], "no-such-model' does not exist or is not a folder"),
+    # The issue's command, offline with an empty cache: the id, its revision and the cache named.
+    "uncached_hub_id": (["model.path=HuggingFaceTB/SmolLM2-135M-Instruct"],
+                        "Hugging Face model 'HuggingFaceTB/SmolLM2-135M-Instruct' (revision 'main') is not in the cache; "
+                        "Hugging Face cache searched: {base}/empty-hub-cache. HF_HUB_OFFLINE=1 is set"),
 }
+CLI_ENV = {"uncached_hub_id": {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": "{base}/empty-hub-cache"}}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -307,22 +312,23 @@ def cli_runs(tmp_path_factory):
     for name, (overrides, _) in CLI_CASES.items():
         run_dir = base / f"run-{name}"
         out, err = base / f"{name}.out", base / f"{name}.err"
+        case_env = {**env, **{k: v.format(base=base) for k, v in CLI_ENV.get(name, {}).items()}}
         with open(out, "wb") as fo, open(err, "wb") as fe:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cluster.train", *(o.format(base=base) for o in overrides),
                  f"checkpoint.dir={run_dir}"],
-                cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe,
+                cwd=REPO_ROOT, env=case_env, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe,
             )
-        procs[name] = (proc, run_dir, out, err)
+        procs[name] = (proc, run_dir, out, err, base)
 
-    def result(name: str) -> tuple[int, str, str, Path]:
-        proc, run_dir, out, err = procs[name]
+    def result(name: str) -> tuple[int, str, str, Path, Path]:
+        proc, run_dir, out, err, base = procs[name]
         try:
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        return proc.returncode, out.read_text("utf-8"), err.read_text("utf-8"), run_dir
+        return proc.returncode, out.read_text("utf-8"), err.read_text("utf-8"), run_dir, base
 
     yield result
     for proc, *_ in procs.values():
@@ -333,8 +339,8 @@ def cli_runs(tmp_path_factory):
 
 @pytest.mark.parametrize("case", list(CLI_CASES))
 def test_cli_refuses_bad_input_with_exit_code_2(cli_runs, case):
-    code, out, err, run_dir = cli_runs(case)
-    message = CLI_CASES[case][1]
+    code, out, err, run_dir, base = cli_runs(case)
+    message = CLI_CASES[case][1].format(base=base)
     assert code == 2, err
     error_lines = [line for line in err.splitlines() if " ERROR " in line]
     assert len(error_lines) == 1 and message in error_lines[0], err
@@ -357,5 +363,5 @@ def test_python_judge_that_cannot_be_imported_is_refused_before_any_actor(tiny_m
 
 
 def test_unknown_judge_kind_is_refused_by_the_config():
-    with pytest.raises(ConfigError, match=r"^judge.kind: unknown 'oracle'; choose one of self, checklist, lm:<path>"):
+    with pytest.raises(ConfigError, match=r"^judge.kind: unknown 'oracle'; choose one of self, checklist, lm:<model>"):
         load_config(None, ["judge.kind=oracle"])

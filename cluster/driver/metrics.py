@@ -218,20 +218,24 @@ def run_metrics(state: Any, buffered: int, rollout_actors: int, epoch: float) ->
             "run/rollout_actors": float(rollout_actors), "run/epoch": epoch}
 
 
-def peak_rss_of(roles: list[tuple[str, Any]]) -> dict[str, int]:
-    """Peak RSS of this process (the driver) and of each (name, actor handle)."""
-    peaks = {"driver": peak_rss_bytes()}
+def memory_figures(roles: list[tuple[str, Any]]) -> tuple[int, dict[str, int]]:
+    """(the model's weight bytes, the peak RSS of this process (the driver) and of each (name,
+    actor handle)). The bytes are those of the folder an actor loaded, as it reports them: on a
+    hub model the driver holds only its config."""
+    peaks, model_bytes = {"driver": peak_rss_bytes()}, 0
     for name, handle in roles:
         try:
-            peaks[name] = ray.get(handle.info.remote(), timeout=30)["peak_rss_bytes"]
+            info = ray.get(handle.info.remote(), timeout=30)
         except Exception as err:  # a report, not a reason to fail the run
             log.warning("no memory figure from %s: %s", name, str(err).splitlines()[0])
-    return peaks
+            continue
+        peaks[name] = info["peak_rss_bytes"]
+        model_bytes = max(model_bytes, info.get("model_bytes", 0))
+    return model_bytes, peaks
 
 
-def write_memory_report(run_dir: Path, model_path: str, peaks: dict[str, int]) -> None:
+def write_memory_report(run_dir: Path, model_bytes: int, peaks: dict[str, int]) -> None:
     """Peak RSS of every process of the run, against the model's bytes: memory.json."""
-    model_bytes = sum(f.stat().st_size for f in Path(model_path).glob("*.safetensors"))
     (run_dir / "memory.json").write_text(json.dumps({"model_bytes": model_bytes, "peak_rss_bytes": peaks}, indent=1))
     log.info("peak RSS (model %.2f GB): %s", model_bytes / 1e9,
              ", ".join(f"{name} {b / 1e9:.2f} GB" for name, b in peaks.items()))

@@ -37,7 +37,7 @@ from cluster.driver.metrics import (
     MetricsLogger,
     StepWindow,
     format_line,
-    peak_rss_of,
+    memory_figures,
     run_metrics,
     step_metrics,
     write_memory_report,
@@ -85,7 +85,7 @@ class Pipeline:
         # the dashboard, unique per start so a resumed run never waits for the old names to free.
         self.actor_prefix = f"{spec.run_dir.name}-{uuid.uuid4().hex[:4]}"
         self.driver_versions = installed()  # every actor's node must run these (core/versions.py)
-        self.rollouts = RolloutPool(cfg, spec.model_path, self.actor_prefix, self.driver_versions)
+        self.rollouts = RolloutPool(cfg, spec.model_ref, self.actor_prefix, self.driver_versions)
         self.judges: JudgePool | None = None
         self.learner: LearnerGroup | None = None
         self.step_running = False
@@ -104,8 +104,8 @@ class Pipeline:
         plan = self._plan()
         self.rollouts.plan = plan
         starting = self.rollouts.start()
-        self.judges = JudgePool(cfg, self.method, spec.model_path, spec.prompts, self.actor_prefix, plan)
-        self.learner = LearnerGroup(cfg, self.method, spec.model_path, spec.run_dir, self.actor_prefix, plan)
+        self.judges = JudgePool(cfg, self.method, spec.model_ref, spec.prompts, self.actor_prefix, plan)
+        self.learner = LearnerGroup(cfg, self.method, spec.model_ref, spec.run_dir, self.actor_prefix, plan)
         # Judges and ranks: wait here (a bad model or config fails before any sampling).
         roles = self.judges.roles() + self.learner.roles()
         infos = ray.get([handle.info.remote() for _, handle in roles])
@@ -350,7 +350,7 @@ class Pipeline:
 
     def _memory_report(self) -> None:
         roles = [(r.name, r.handle) for r in self.rollouts.live()] + self.judges.roles() + self.learner.roles()
-        write_memory_report(self.run_dir, self.spec.model_path, peak_rss_of(roles))
+        write_memory_report(self.run_dir, *memory_figures(roles))
 
     def shutdown(self) -> None:
         for part in (self.rollouts, self.judges, self.learner):
