@@ -232,6 +232,9 @@ def validate(cfg: Config) -> None:
     _require(cfg.model.max_prompt_tokens >= 1, "model.max_prompt_tokens", "must be ≥ 1")
     _require(cfg.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype", f"unsupported {cfg.model.dtype!r}")
     _require(cfg.checkpoint.every >= 0, "checkpoint.every", "must be ≥ 0")
+    _require(not cfg.checkpoint.merged or l.lora.enabled, "checkpoint.merged",
+             "merges a LoRA adapter, and learner.lora.enabled is false (a full fine-tune's hf/ is the whole model): "
+             "drop checkpoint.merged")
     _require(cfg.metrics.probe_every >= 0, "metrics.probe_every", "must be ≥ 0")
 
 

@@ -38,6 +38,7 @@ from transformers import AutoTokenizer
 from actors.rollout import RolloutActor
 from cluster.data.models import resolve_model_path
 from cluster.data.prompts import SHIPPED, SHIPPED_EVAL, PromptFileError, load_prompts
+from cluster.driver.checkpoint import check_adapter_base, policy_folder
 from cluster.driver.progress import CountBar, setup_logging
 from cluster.driver.ray_setup import init_ray, link_worker_logs
 from cluster.evaluation import instruction_eval
@@ -185,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     parser = argparse.ArgumentParser(prog="python -m cluster.evaluate", description=__doc__.splitlines()[0])
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--checkpoint", nargs="+", help="checkpoint hf/ folder(s) (or ckpt-N folders)")
+    what.add_argument("--checkpoint", nargs="+",
+                      help="checkpoint hf/ folder(s) (or ckpt-N folders): full weights or a LoRA adapter of the SFT model")
     what.add_argument("--run", help="a run folder (checkpoint.dir): evaluates every ckpt-*/hf in it")
     parser.add_argument("--sft", default=None, help="the SFT model (default: the run's model.path, else the embedded default)")
     parser.add_argument("--baseline", default=None, help="opponent checkpoint hf/ folder (default: the SFT model)")
@@ -217,10 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             if not checkpoints:
                 raise FileNotFoundError(f"no ckpt-*/hf checkpoints in {run_dir}")
         else:
-            checkpoints = [Path(c) / "hf" if (Path(c) / "hf").is_dir() else Path(c) for c in args.checkpoint]
-            for c in checkpoints:
-                if not (c / "config.json").exists():
-                    raise FileNotFoundError(f"{c} is not an HF checkpoint folder (no config.json)")
+            checkpoints = [policy_folder(c) for c in args.checkpoint]
+        baseline = policy_folder(args.baseline) if args.baseline else None
+        for folder in [*checkpoints, *([baseline] if baseline else [])]:  # an adapter applies to its own base
+            check_adapter_base(folder, sft_path, "--sft")
         tokenizer = AutoTokenizer.from_pretrained(sft_path)
         max_prompt = run_cfg.get("model", {}).get("max_prompt_tokens", 256)
         trained_on = run_cfg.get("data", {}).get("prompts")
@@ -239,9 +241,6 @@ def main(argv: list[str] | None = None) -> int:
         log.info("the engine's logs: %s (--verbose prints them here)", link_worker_logs(out) or "the Ray dashboard")
     log.info("evaluating %d checkpoint(s) on %d prompts against %s; scorers: %s", len(checkpoints), len(prompts),
              sft_path, ", ".join(args.scorers))
-    baseline = None
-    if args.baseline:
-        baseline = Path(args.baseline) / "hf" if (Path(args.baseline) / "hf").is_dir() else Path(args.baseline)
     cpus = args.cpus or os.cpu_count() or 1
     results = evaluate(checkpoints, sft_path, prompts, args.scorers, max_tokens, args.temperature, args.seed, baseline,
                        cpus)

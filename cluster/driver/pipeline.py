@@ -294,12 +294,18 @@ class Pipeline:
                                self.cfg.seed, who)
 
     def _checkpoint(self, final: bool = False) -> None:
+        """A LoRA run's checkpoint holds the merged model too when checkpoint.merged, and always
+        at the end of the run (a loadable model)."""
         start = time.perf_counter()
         state = self.ledger.record(self.rng.getstate(), self.cfg.seed)
         tmp = ckpt.temp_dir(self.run_dir, state.step)
-        self.learner.save(tmp, state.step)
+        self.learner.save(tmp, state.step, merged=final or self.cfg.checkpoint.merged)
+        ckpt.write_base_model(tmp, self.spec.base_model)
+        finalize_start = time.perf_counter()
         path = ckpt.finalize(self.run_dir, tmp, state, self.cfg.checkpoint.keep)
-        log.info("checkpoint %s written in %.1fs%s", path, time.perf_counter() - start, " (final)" if final else "")
+        done = time.perf_counter()
+        log.info("checkpoint %s written in %.1fs (%.1fs of it finalizing: the manifest's sha256)%s", path, done - start,
+                 done - finalize_start, " (final)" if final else "")
 
     def _check_weights(self) -> None:  # a lost or stale push shows here, not in a quietly worse held-out score
         write_weights_check(self.run_dir, self.ledger.step, check_push(
