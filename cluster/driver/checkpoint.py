@@ -12,7 +12,8 @@
                             checkpoint (not in hf/ itself: transformers would apply the adapter
                             found beside merged weights a second time)
         ds/                 DeepSpeed state of every rank for --resume: the parameters that train
-                            (a LoRA run: the adapter, never the frozen base) and their optimizer states
+                            (a LoRA run: the adapter, never the frozen base) and their optimizer states;
+                            DeepSpeed also leaves `latest` (its tag, "ds") and zero_to_fp32.py beside it
         base_model.json     the base model's identity (cluster/data/model_identity.py): a resume,
                             or an adapter's evaluation, on another base is refused
         run_state.json      step, policy version, data position, prompt accounting, RNG
@@ -24,6 +25,8 @@ to a temp file and os.replace()d. A crash at any point leaves the previous check
 `latest`, never a partial one. What happens to a checkpoint after its rename (a full disk, an
 interrupted copy, a flipped bit) the manifest shows: `--resume` verifies the checkpoint `latest`
 names before anything loads it and falls back to the newest complete one (`resume_checkpoint`).
+A checkpoint written before manifests existed is resumed from unverified, with a note
+(`unverifiable`): it was renamed into place complete, and refusing it would strand those runs.
 """
 
 from __future__ import annotations
