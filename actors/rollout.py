@@ -18,13 +18,14 @@ import ray
 import torch
 from safetensors.torch import load_file, save
 
+from core.adapters import is_adapter_folder, read_adapter_factors
 from core.config import ModelConfig, RolloutConfig
 from core.env import apply_runtime_env, peak_rss_bytes, thread_report, use_cores
 from core.models import resolve_model, weight_bytes
 from core.records import rollout_batch
 from core.refs import fetch
 from core.versions import installed
-from core.weights import ADAPTER, adapter_factors, full_state, payload_bytes
+from core.weights import ADAPTER, adapter_factors, adapter_payload, full_state, payload_bytes
 
 EXTENSION = "actors.engine_weights.EngineWeightLoader"  # runs in vLLM's worker: loads pushed weights
 
@@ -107,8 +108,19 @@ class RolloutActor:
         return {"load_s": time.perf_counter() - start, "bytes": float(size)}
 
     def load_checkpoint(self, hf_folder: str, version: int = -1) -> dict[str, float]:
-        """Load the weights of an HF checkpoint folder (evaluation swaps policies this way,
-        reusing one engine). The folder must be readable from this actor's node."""
+        """Load the policy of a checkpoint's hf/ folder (evaluation swaps policies this way,
+        reusing one engine): full weights, or a LoRA adapter (adapter_config.json), merged
+        into the SFT weights of this engine's own model folder as a pushed adapter is: that
+        folder must be the adapter's base. The folder must be readable from this actor's node."""
+        if is_adapter_folder(hf_folder):
+            factors = read_adapter_factors(hf_folder)
+            start = time.perf_counter()
+            # Every weight: the engine may hold another checkpoint's full weights, whose
+            # unadapted layers must go back to the SFT model's as well.
+            self.llm.collective_rpc("load_lora_delta", args=(factors, True))
+            self.llm.reset_prefix_cache()
+            self.version = version
+            return {"load_s": time.perf_counter() - start, "bytes": float(payload_bytes(adapter_payload(factors)))}
         files = sorted(Path(hf_folder).glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(f"no *.safetensors in {hf_folder}")

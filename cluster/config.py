@@ -251,6 +251,9 @@ def validate(cfg: Config) -> None:
     except ChatTemplateError as err:
         raise ConfigError(str(err)) from None
     _require(cfg.checkpoint.every >= 0, "checkpoint.every", "must be ≥ 0")
+    _require(not cfg.checkpoint.merged or l.lora.enabled, "checkpoint.merged",
+             "merges a LoRA adapter, and learner.lora.enabled is false (a full fine-tune's hf/ is the whole model): "
+             "drop checkpoint.merged")
     _require(cfg.metrics.probe_every >= 0, "metrics.probe_every", "must be ≥ 0")
 
 

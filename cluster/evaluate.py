@@ -38,6 +38,7 @@ from transformers import AutoTokenizer
 
 from actors.rollout import RolloutActor
 from cluster.data.prompts import SHIPPED, SHIPPED_EVAL, PromptFileError, load_prompts
+from cluster.driver.checkpoint import check_adapter_base, policy_folder
 from cluster.driver.progress import CountBar, setup_logging
 from cluster.driver.ray_setup import init_ray, link_worker_logs
 from cluster.evaluation import instruction_eval
@@ -45,7 +46,7 @@ from cluster.evaluation.intervals import mean_with_interval
 from cluster.evaluation.report import write_report
 from core.chat import ChatEncoder
 from core.config import ModelConfig, RolloutConfig
-from core.models import parse_hub_id, resolve_model
+from core.models import pin_model, resolve_model
 from judge.scorers import make_scorer
 
 log = logging.getLogger("osp")
@@ -192,25 +193,13 @@ def run_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p / "hf" for p in run_dir.glob("ckpt-*") if (p / "hf").is_dir())
 
 
-def checkpoint_folder(ref: str) -> Path:
-    """A model to evaluate, as a local folder: an hf/ folder, a ckpt-N folder holding one, or a
-    Hugging Face id `org/name[@rev]` (downloaded into the hub cache unless HF_HUB_OFFLINE=1)."""
-    path = Path(ref)
-    if (path / "hf").is_dir():
-        return path / "hf"
-    if parse_hub_id(ref) is not None:
-        return resolve_model(ref)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path} is not an HF checkpoint folder (no config.json)")
-    return path
-
-
 def main(argv: list[str] | None = None, prog: str = "python -m cluster.evaluate") -> int:
     setup_logging()
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint", nargs="+",
-                      help="checkpoint hf/ folder(s) (or ckpt-N folders), or Hugging Face ids org/name[@rev]")
+                      help="checkpoint hf/ folder(s) (or ckpt-N folders): full weights or a LoRA adapter of the SFT "
+                           "model; or Hugging Face ids org/name[@rev]")
     what.add_argument("--run", help="a run folder (checkpoint.dir): evaluates every ckpt-*/hf in it")
     parser.add_argument("--sft", default=None, help="the SFT model: a folder or a Hugging Face id org/name[@rev] "
                                                     "(default: the run's model.path, else the embedded default)")
@@ -240,14 +229,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.evaluate"
     if run_dir and (run_dir / "config.yaml").exists():
         run_cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     try:
-        sft_path = str(resolve_model(args.sft or run_cfg.get("model", {}).get("path")))
+        sft_ref = pin_model(args.sft or run_cfg.get("model", {}).get("path"))
+        sft_path = str(resolve_model(sft_ref))
         if run_dir:
             checkpoints = run_checkpoints(run_dir)
             if not checkpoints:
                 raise FileNotFoundError(f"no ckpt-*/hf checkpoints in {run_dir}")
         else:
-            checkpoints = [checkpoint_folder(c) for c in args.checkpoint]
-        baseline = checkpoint_folder(args.baseline) if args.baseline else None
+            checkpoints = [policy_folder(c) for c in args.checkpoint]
+        baseline = policy_folder(args.baseline) if args.baseline else None
+        for folder in [*checkpoints, *([baseline] if baseline else [])]:  # an adapter applies to its own base
+            check_adapter_base(folder, sft_path, "--sft", sft_ref)
         chat_template = args.chat_template or run_cfg.get("model", {}).get("chat_template")
         chat = ChatEncoder(AutoTokenizer.from_pretrained(sft_path), chat_template)
         max_prompt = run_cfg.get("model", {}).get("max_prompt_tokens", 256)

@@ -47,12 +47,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from actors.rollout import RolloutActor
 from cluster.data.prompts import PromptFileError, load_prompts
+from cluster.driver.checkpoint import check_adapter_base, policy_folder
 from cluster.driver.progress import setup_logging
 from cluster.driver.ray_setup import init_ray, link_worker_logs
 from cluster.evaluation.intervals import ratio_with_interval
+from core.adapters import is_adapter_folder
 from core.chat import ChatEncoder
 from core.config import JudgeConfig, ModelConfig, RolloutConfig
-from core.models import resolve_model
+from core.models import pin_model, resolve_model
 from judge.preferences import NOISES, base_judge, check_kind, make_preference
 from judge.verifier import verify
 
@@ -122,12 +124,16 @@ def fit_temperature(p: np.ndarray, gold: np.ndarray) -> float:
     return float(fine[int(np.argmin([cross_entropy(t) for t in fine]))])
 
 
-def sample_answers(model_path: str, prompts, k: int, max_tokens: int, seed: int) -> list[dict]:
-    """K answers per prompt from one vLLM engine (T = 0.8, top-p 0.95, as the default training)."""
+def sample_answers(model_path: str, prompts, k: int, max_tokens: int, seed: int,
+                   adapter: Path | None = None) -> list[dict]:
+    """K answers per prompt from one vLLM engine (T = 0.8, top-p 0.95, as the default training);
+    `adapter`: a checkpoint's LoRA adapter, merged into `model_path`'s weights first."""
     engine = ray.remote(RolloutActor).options(num_cpus=2).remote(
         model_path, RolloutConfig(k=k, max_tokens=max_tokens), ModelConfig(max_prompt_tokens=max(len(p.tokens) for p in prompts)),
         seed=seed, name="judge-report", threads=2)  # nothing else runs meanwhile: both cores
     try:
+        if adapter is not None:
+            ray.get(engine.load_checkpoint.remote(str(adapter)))
         table_ref, _ = engine.generate.remote([p.request(i) for i, p in enumerate(prompts)])
         table = ray.get(table_ref)
     finally:
@@ -209,8 +215,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.judge_rep
                                                       "Hugging Face id org/name[@rev] (default: embedded)")
     parser.add_argument("--chat-template", default=None,
                         help="as model.chat_template: plain, or a .jinja file (default: the tokenizer's own)")
-    parser.add_argument("--policy", default=None, help="the model that samples the answers, a folder or a Hugging Face "
-                                                       "id (default: the SFT model)")
+    parser.add_argument("--policy", default=None, help="the model that samples the answers: a model folder, a Hugging "
+                        "Face id, or a checkpoint (ckpt-N, its hf/; a LoRA adapter of --model) (default: the SFT model)")
     parser.add_argument("--prompts", default="instructions-eval", help="prompts with IFEval instructions")
     parser.add_argument("--num-prompts", type=int, default=100)
     parser.add_argument("--k", type=int, default=4, help="answers per prompt (K(K−1)/2 comparisons each)")
@@ -223,7 +229,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.judge_rep
     try:
         for spec in args.judges:
             parse_judge_spec(spec)
-        model_path = str(resolve_model(args.model))
+        model_ref = pin_model(args.model)
+        model_path = str(resolve_model(model_ref))
+        # --policy: a model folder or id, or a checkpoint (ckpt-N or its hf/); a LoRA adapter
+        # samples as the SFT model with the adapter merged in (it must be the adapter's base).
+        policy = policy_folder(args.policy) if args.policy else Path(model_path)
+        adapter = None
+        if is_adapter_folder(policy):
+            check_adapter_base(policy, model_path, "--model", model_ref)
+            policy, adapter = Path(model_path), policy
         chat = ChatEncoder(AutoTokenizer.from_pretrained(model_path), args.chat_template)
         prompts = load_prompts(args.prompts, chat, 512, "error", args.num_prompts)
     except (ValueError, FileNotFoundError, PromptFileError) as err:
@@ -240,8 +254,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.judge_rep
         init_ray(None, num_cpus=2, worker_logs=False)
         link_worker_logs(out)
         log.info("sampling %d answers to each of %d prompts", args.k, len(prompts))
-        rows = sample_answers(str(resolve_model(args.policy or args.model)), prompts, args.k, args.max_tokens,
-                              args.seed)
+        rows = sample_answers(str(policy), prompts, args.k, args.max_tokens, args.seed, adapter)
         (out / "answers.json").write_text(json.dumps(rows, indent=1))
     by_text = {p.text: p.instructions for p in prompts}
     texts, a, b, owner = comparisons(rows)
@@ -262,7 +275,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.judge_rep
                  "—" if card["agreement"] is None else f"{card['agreement']:.3f}", card["ece"],
                  card["near_half_share"], card["comparisons_per_s"])
     meta = {"prompts": len(rows), "k": args.k, "comparisons": len(gold), "gold_tie_share": float((gold == 0).mean()),
-            "tau": args.tau, "max_tokens": args.max_tokens, "policy": args.policy or model_path}
+            "tau": args.tau, "max_tokens": args.max_tokens, "policy": str(adapter or policy)}
     (out / "report.json").write_text(json.dumps({"meta": meta, "judges": cards}, indent=1))
     (out / "report.md").write_text(markdown(cards))
     plot_reliability(cards, out / "reliability.png")

@@ -28,6 +28,7 @@ import torch
 from transformers import AutoTokenizer
 
 from cluster.config import check_local_machine, dump_config
+from cluster.data.model_identity import base_identity
 from cluster.data.prompts import Prompt, load_prompts
 from cluster.driver import checkpoint as ckpt
 from cluster.driver.pipeline import Pipeline
@@ -52,7 +53,8 @@ class RunSpec:
     the driver reads) and the pinned reference the actors resolve on their own node
     (`model_ref`, core/models.pin_model: `org/name@<commit>`, an absolute folder, or
     None/"embedded" for the embedded default); the prompts, the held-out prompts (or None), the
-    run folder and the checkpoint it resumes from (or None)."""
+    run folder, the checkpoint it resumes from (or None, verified against its manifest) and the
+    base model's identity (recorded in every checkpoint)."""
 
     cfg: Config
     model_path: str
@@ -61,6 +63,7 @@ class RunSpec:
     eval_prompts: tuple[Prompt, ...] | None
     run_dir: Path
     resume_from: Path | None
+    base_model: dict
 
     def initial_state(self) -> ckpt.RunState:
         """A new run state: the checkpoint's when resuming, else step 0."""
@@ -150,12 +153,17 @@ def build_run(cfg: Config, resume: bool = False) -> RunSpec:
     if ray_address(cfg.ray.address) is None:  # a local cluster: refuse what this machine can't run
         check_local_machine(cfg, os.cpu_count() or 1, torch.cuda.device_count() if torch.cuda.is_available() else 0)
     run_dir = Path(cfg.checkpoint.dir)
-    latest = ckpt.latest_checkpoint(run_dir) if run_dir.exists() else None
-    if latest and not resume:
+    base = base_identity(model_path, model_ref)
+    resume_from = None
+    if resume:  # verified here, before any actor loads it: a damaged one falls back to the newest complete
+        resume_from = ckpt.resume_checkpoint(run_dir) if run_dir.exists() else None
+        if resume_from is None:
+            log.warning("--resume: no checkpoint in %s yet, starting from step 0", run_dir)
+        else:
+            ckpt.check_base_model(resume_from, base)
+    elif (latest := ckpt.latest_checkpoint(run_dir) if run_dir.exists() else None) is not None:
         raise ConfigError(f"checkpoint.dir {str(run_dir)!r} already holds checkpoints (latest {latest.name}): "
                           "pass --resume to continue that run, or set checkpoint.dir=<new folder>")
-    if resume and latest is None:
-        log.warning("--resume: no checkpoint in %s yet, starting from step 0", run_dir)
     resolved = copy.deepcopy(cfg)
     # Pinned: the run folder's config.yaml names the very snapshot trained, and --resume reloads it.
     resolved.model = dataclasses.replace(resolved.model, path=model_ref)
@@ -168,7 +176,7 @@ def build_run(cfg: Config, resume: bool = False) -> RunSpec:
         resolved.weight_sync, payload=payload, method=resolve_method(cfg.weight_sync.method, cfg.learner.gpus_per_rank,
                                                                      payload))
     return RunSpec(resolved, model_path, model_ref, tuple(prompts), tuple(eval_prompts) if eval_prompts else None, run_dir,
-                   latest if resume else None)
+                   resume_from, base)
 
 
 def local_cluster_cpus(cfg: Config) -> int:

@@ -222,6 +222,12 @@ class CheckpointConfig:
     dir: str = "runs/osp"
     every: int = 10  # learner steps; 0 = only at the end
     keep: int = 2
+    # A LoRA run's checkpoints hold the adapter (hf/) and, to resume, its optimizer states (ds/):
+    # megabytes. true: every checkpoint also holds the merged model (hf/merged/, the base's size).
+    # The final checkpoint at the end of the run always holds it, whatever this says: a run ends
+    # with a model transformers and vLLM load as it is. A full fine-tune's hf/ is always the
+    # whole model; this key needs LoRA.
+    merged: bool = False
 
 
 @dataclass

@@ -309,6 +309,9 @@ def test_yaml_file_that_is_not_a_mapping(tmp_path, text, shown):
         (["model.max_prompt_tokens=0"], "model.max_prompt_tokens: must be ≥ 1"),
         (["model.dtype=int8"], "model.dtype: unsupported 'int8'"),
         (["checkpoint.every=-1"], "checkpoint.every: must be ≥ 0"),
+        (["checkpoint.merged=true", "learner.lora.enabled=false"],
+         "checkpoint.merged: merges a LoRA adapter, and learner.lora.enabled is false (a full fine-tune's hf/ is "
+         "the whole model): drop checkpoint.merged"),
     ],
 )
 def test_impossible_values_are_refused_naming_the_key(overrides, message):
@@ -328,6 +331,7 @@ def test_impossible_values_are_refused_naming_the_key(overrides, message):
         ["learner.zero_stage=0", "method=ipo", "loss.label_smoothing=0"],
         ["loss.spo_ratios=[0, 1]", "loss.spo_weight=0"],
         ["pipeline.max_staleness=0", "pipeline.buffer_max_pairs=4", "checkpoint.every=0"],
+        ["checkpoint.merged=true"],
         ["data.on_bad_rows=skip", "data.num_prompts=1", "model.dtype=bfloat16"],
     ],
 )

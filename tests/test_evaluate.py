@@ -65,6 +65,66 @@ def test_unknown_scorer_is_refused():
         make_scorer("lm", "/nowhere")  # lm needs a path
 
 
+def _lora_checkpoints(model_dir: str, tmp_path):
+    """One LoRA policy of `model_dir` (B non-zero) saved twice: as a LoRA run's checkpoint holds
+    it (hf/: peft's adapter files, base_model.json beside hf/) and merged into a full folder."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    from cluster.data.model_identity import base_identity
+    from cluster.driver import checkpoint as ckpt
+    from learner.policy import merged_state_dict
+
+    torch.manual_seed(1)
+    lm = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
+                        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]))
+    with torch.no_grad():
+        for name, p in lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.3)
+    adapter = tmp_path / "ckpt-000030" / "hf"
+    lm.save_pretrained(str(adapter))
+    ckpt.write_base_model(adapter.parent, base_identity(model_dir))
+    merged = tmp_path / "merged-000030"
+    shutil.copytree(model_dir, merged)
+    save_file(merged_state_dict(lm), str(merged / "model.safetensors"), metadata={"format": "pt"})
+    return adapter, merged
+
+
+@pytest.fixture
+def restore_loggers():
+    """main() installs its own handlers on our loggers (propagate off): put them back."""
+    import logging
+
+    names = ("osp", "cluster", "actors", "judge", "learner")
+    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate)
+             for n in names}
+    yield
+    for name, (handlers, level, propagate) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:], logger.propagate = handlers, propagate
+        logger.setLevel(level)
+
+
+def test_an_adapter_is_refused_on_a_base_it_was_not_trained_on(tiny_model_dir, tmp_path, capsys, restore_loggers):
+    """An adapter applies to its own base only: `--sft` naming another model is refused (exit 2,
+    before any engine) naming both. Would catch an evaluation that merges a LoRA delta into
+    whatever --sft names and reports the result as the checkpoint's."""
+    from tiny_model import build_tiny_model
+
+    from cluster.evaluate import main
+
+    adapter, _ = _lora_checkpoints(tiny_model_dir, tmp_path)
+    other = build_tiny_model(tmp_path / "other-base", seed=7)
+    assert main(["--checkpoint", str(adapter.parent), "--sft", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"--sft: ckpt-000030 was trained on {tiny_model_dir} (fingerprint " in err
+    assert f"not on {other} (fingerprint " in err and f"set --sft={tiny_model_dir}" in err
+    assert "starting a local Ray cluster" not in err
+
+
 @pytest.mark.engine
 @pytest.mark.timeout(600)
 def test_head_to_head_on_the_tiny_model(ray_cluster, tiny_model_dir, tmp_path):
@@ -79,8 +139,14 @@ def test_head_to_head_on_the_tiny_model(ray_cluster, tiny_model_dir, tmp_path):
     other = build_tiny_model(tmp_path / "ckpt-000020" / "hf", seed=7)  # different weights, same tokenizer
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     prompts = load_prompts(SHIPPED_EVAL, tokenizer, 256, "error", 12)
-    results = evaluate([same, other], tiny_model_dir, prompts, ["self", "heuristic"], max_tokens=10)
-    identical, different = results
+    adapter, merged = _lora_checkpoints(tiny_model_dir, tmp_path)
+    results = evaluate([same, other, adapter, merged], tiny_model_dir, prompts, ["self", "heuristic"], max_tokens=10)
+    identical, different, from_adapter, from_merged = results
+    # A LoRA run's checkpoint (the adapter alone) answers as the same policy merged does: the
+    # engine merged it into the SFT weights. A load that fails or does nothing differs.
+    assert from_adapter["answers"] == from_merged["answers"]
+    assert from_adapter["identical_answers"] < 12
+    results = results[:2]  # the report below plots steps 10 and 20
     # Greedy answers of identical weights are identical: every prompt ties, for every scorer.
     assert identical["identical_answers"] == 12
     for o in identical["outcomes"]:

@@ -337,8 +337,9 @@ def test_a_vllm_engine_on_a_local_folder_contacts_nothing(tiny_model_dir, tmp_pa
 
 
 def test_evaluate_takes_a_hub_id_as_a_checkpoint(offline_hub, tiny_model_dir, tmp_path):
-    """cluster.evaluate --checkpoint/--baseline: a ckpt-N folder, an hf/ folder, or a hub id."""
-    from cluster.evaluate import checkpoint_folder
+    """cluster.evaluate --checkpoint/--baseline (and judge_report --policy): a ckpt-N folder, an
+    hf/ folder, or a hub id."""
+    from cluster.driver.checkpoint import policy_folder as checkpoint_folder
 
     cache, sha = offline_hub
     assert checkpoint_folder(TINY_REPO) == snapshot_of(cache, TINY_REPO, sha)

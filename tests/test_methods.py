@@ -78,7 +78,8 @@ def test_method_runs_end_to_end(method, ray_cluster, tiny_model_dir, tmp_path):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
     assert all(math.isfinite(r["loss"]) for r in rows)
-    assert (run_dir / f"ckpt-{STEPS:06d}" / "hf" / "model.safetensors").exists()
+    final = run_dir / f"ckpt-{STEPS:06d}" / "hf"  # a LoRA run's: the adapter, and at the end the merged model
+    assert (final / "adapter_model.safetensors").exists() and (final / "merged" / "model.safetensors").exists()
     if method == "spo":
         # The degree head's cross-entropy over 4 degrees starts near log 4 and is added in, on
         # the chosen answers long enough for the 4 classes to differ (the others are counted).

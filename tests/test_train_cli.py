@@ -212,8 +212,11 @@ def test_build_run_raises_prompt_file_error_when_no_row_is_usable(tiny_model_dir
 # The run folder, checked before Ray starts.
 
 
-def _checkpoint(run_dir: Path, step: int) -> None:
-    ckpt.finalize(run_dir, ckpt.temp_dir(run_dir, step), ckpt.RunState(step=step), keep=0)
+def _checkpoint(run_dir: Path, step: int, base: dict | None = None) -> None:
+    tmp = ckpt.temp_dir(run_dir, step)
+    if base is not None:
+        ckpt.write_base_model(tmp, base)
+    ckpt.finalize(run_dir, tmp, ckpt.RunState(step=step), keep=0)
 
 
 def test_main_refuses_to_overwrite_a_run_without_resume(tiny_model_dir, tmp_path, capsys):
@@ -225,13 +228,44 @@ def test_main_refuses_to_overwrite_a_run_without_resume(tiny_model_dir, tmp_path
     assert sorted(p.name for p in run_dir.iterdir()) == ["ckpt-000010", "latest"]  # untouched
 
 
-def test_main_reports_a_latest_pointer_to_an_incomplete_checkpoint(tiny_model_dir, tmp_path, capsys):
+def test_resume_past_a_latest_pointer_to_a_missing_checkpoint_takes_the_previous_one(tiny_model_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     _checkpoint(run_dir, 10)
     ckpt.atomic_write_text(run_dir / "latest", "ckpt-000020\n")
+    code, err = _run_main(["--resume", f"model.path={tiny_model_dir}", "learner.max_steps=10",
+                           f"checkpoint.dir={run_dir}"], capsys)
+    assert code == 0, err
+    assert "ckpt-000020 is damaged (missing); resuming from ckpt-000010" in err
+    assert "nothing to do: the run is at step 10 of learner.max_steps=10" in err
+
+
+def test_main_refuses_a_resume_with_no_complete_checkpoint_in_one_line(tiny_model_dir, tmp_path, capsys):
+    """Exit 2 and one error line, no traceback: would catch a damaged checkpoint reaching
+    DeepSpeed's loader (its PytorchStreamReader traceback, exit 1)."""
+    run_dir = tmp_path / "run"
+    _checkpoint(run_dir, 10)
+    (run_dir / "ckpt-000010" / "run_state.json").write_text("")
     code, err = _run_main(["--resume", f"model.path={tiny_model_dir}", f"checkpoint.dir={run_dir}"], capsys)
     assert code == 2
-    assert "names ckpt-000020, which is incomplete or missing" in err
+    errors = [line for line in err.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert "--resume: no complete checkpoint in" in errors[0] and "ckpt-000010 is damaged (run_state.json has 0 bytes" in err
+
+
+def test_main_refuses_a_resume_on_another_base_model(tiny_model_dir, tmp_path, capsys):
+    """The checkpoint records the base it trained on; model.path now names another one (here:
+    the same folder whose weights changed). Would catch a LoRA resume that loads its adapter
+    onto whatever model.path names."""
+    from cluster.data.model_identity import base_identity
+
+    run_dir = tmp_path / "run"
+    trained_on = {**base_identity(tiny_model_dir), "id": "local-v1:sha256:" + "0" * 64}
+    _checkpoint(run_dir, 10, trained_on)
+    code, err = _run_main(["--resume", f"model.path={tiny_model_dir}", f"checkpoint.dir={run_dir}"], capsys)
+    assert code == 2
+    assert (f"model.path: ckpt-000010 was trained on {tiny_model_dir} (fingerprint 000000000000), not on "
+            f"{tiny_model_dir} (fingerprint ") in err
+    assert RAY_START not in err
 
 
 def test_resume_of_a_finished_run_has_nothing_to_do(tiny_model_dir, tmp_path, capsys):

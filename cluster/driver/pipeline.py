@@ -310,12 +310,18 @@ class Pipeline:
                                self.cfg.seed, who)
 
     def _checkpoint(self, final: bool = False) -> None:
+        """A LoRA run's checkpoint holds the merged model too when checkpoint.merged, and always
+        at the end of the run (a loadable model)."""
         start = time.perf_counter()
         state = self.scheduler.record(self.rng.getstate())
         tmp = ckpt.temp_dir(self.run_dir, state.step)
-        self.learner.save(tmp, state.step)
+        self.learner.save(tmp, state.step, merged=final or self.cfg.checkpoint.merged)
+        ckpt.write_base_model(tmp, self.spec.base_model)
+        finalize_start = time.perf_counter()
         path = ckpt.finalize(self.run_dir, tmp, state, self.cfg.checkpoint.keep)
-        log.info("checkpoint %s written in %.1fs%s", path, time.perf_counter() - start, " (final)" if final else "")
+        done = time.perf_counter()
+        log.info("checkpoint %s written in %.1fs (%.1fs of it finalizing: the manifest's sha256)%s", path, done - start,
+                 done - finalize_start, " (final)" if final else "")
 
     def _verified_final_weights(self) -> tuple[PushCheck, list[str] | None]:
         """The run's end: every rollout actor must hold step N's weights (their log-probs against

@@ -243,9 +243,11 @@ class LearnerGroup:
     def load(self, checkpoint: Path) -> None:
         ray.get([r.load_checkpoint.remote(str(checkpoint)) for r in self.ranks])
 
-    def save(self, folder: Path, step: int) -> None:
+    def save(self, folder: Path, step: int, merged: bool = True) -> None:
+        """Every rank writes its part of the checkpoint into `folder` (learner/rank.py);
+        `merged`: a LoRA run's merged model too."""
         try:
-            ray.get([r.save_checkpoint.remote(str(folder), {"step": step}) for r in self.ranks])
+            ray.get([r.save_checkpoint.remote(str(folder), {"step": step}, merged) for r in self.ranks])
         except ray.exceptions.RayError as err:  # a rank (or its node) died while saving
             raise self.failed(err, step, "saving its checkpoint") from err
 
