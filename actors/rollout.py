@@ -225,7 +225,7 @@ class RolloutActor:
 
     def logprobs_of(self, prompt_tokens: list[int], response_tokens: list[int]) -> list[float]:
         """Per-token log-probs of a given response under the weights the engine holds: the
-        driver compares them with the learner's after the final push (core/weights.check_push)."""
+        driver compares them with the learner's after the final push (cluster/driver/weight_sync.check_push)."""
         from vllm import SamplingParams, TokensPrompt
 
         ids = list(prompt_tokens) + list(response_tokens)

@@ -254,7 +254,7 @@ def test_adapter_and_full_pushes_both_equal_the_learner(finished_run):
     step has moved the weights, so a stale engine fails."""
     import ray
 
-    from core.weights import ObjectStoreSync, check_push
+    from cluster.driver.weight_sync import ObjectStoreSync, check_push
 
     pipeline, _, run_dir = finished_run
     engines = [e.handle for e in pipeline.rollouts.members if e.ready]
@@ -285,7 +285,7 @@ def test_broadcast_weight_sync_over_gloo(finished_run):
     and the merged weights (changed by the previous test's steps) arrive by broadcast."""
     import ray
 
-    from core.weights import BroadcastSync
+    from cluster.driver.weight_sync import BroadcastSync
 
     pipeline, _, _ = finished_run
     engines = [e.handle for e in pipeline.rollouts.members if e.ready]

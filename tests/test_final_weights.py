@@ -1,7 +1,7 @@
 """A run's final score is verified or refused (real engines, the tiny model).
 
 At the end of a run every rollout actor must hold the final weights: their log-probs are compared
-with the learner's (core/weights.push_gaps), the held-out answers are taken from an actor that
+with the learner's (cluster/driver/weight_sync.push_gaps), the held-out answers are taken from an actor that
 passed, and an actor that fails gets a second push. If the check still fails, heldout.json says
 `"weights_verified": false` with no final score and `python -m cluster.train` exits 4."""
 
@@ -22,7 +22,7 @@ STEPS = 3
 
 
 def test_a_push_check_passes_only_when_every_engine_is_under_the_tolerance():
-    from core.weights import PushCheck
+    from cluster.driver.weight_sync import PushCheck
 
     ok = PushCheck({"rollout-0": 2e-6, "rollout-1": 9e-4}, tolerance=1e-3)
     assert ok.verified and ok.failed == [] and ok.max_gap == 9e-4

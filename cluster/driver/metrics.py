@@ -17,7 +17,7 @@ from cluster.driver.trackers import Trackers
 from core.env import peak_rss_bytes
 
 if TYPE_CHECKING:  # core.weights imports torch; this module is read by the console's setup too
-    from core.weights import PushCheck
+    from cluster.driver.weight_sync import PushCheck
 
 log = logging.getLogger("osp")
 
@@ -243,7 +243,7 @@ def write_memory_report(run_dir: Path, model_bytes: int, peaks: dict[str, int]) 
 
 def write_weights_check(run_dir: Path, step: int, check: PushCheck, pushed_again: bool) -> None:
     """weights_check.json: each rollout actor's largest per-token log-prob gap to the learner at
-    the end of the run (core/weights.push_gaps), the tolerance, whether they all passed and
+    the end of the run (cluster/driver/weight_sync.push_gaps), the tolerance, whether they all passed and
     whether it took a second push. A failure is reported by the caller (it refuses the run)."""
     record = {"step": step, "max_abs_logprob_gap": check.max_gap, "tolerance": check.tolerance,
               "weights_verified": check.verified, "pushed_again": pushed_again,

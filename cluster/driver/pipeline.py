@@ -46,10 +46,10 @@ from cluster.driver.metrics import (
 from cluster.driver.pools import JudgePool, LearnerGroup, RolloutPool
 from cluster.driver.progress import StallWatch
 from cluster.driver.scheduler import StepScheduler
+from cluster.driver.weight_sync import PUSH_TOLERANCE, PushCheck, make_weight_sync, push_gaps
 from cluster.evaluation import heldout
 from cluster.methods import method_of
 from core.versions import check_versions, installed
-from core.weights import PUSH_TOLERANCE, PushCheck, make_weight_sync, push_gaps
 
 log = logging.getLogger("osp")
 
@@ -325,7 +325,7 @@ class Pipeline:
 
     def _verified_final_weights(self) -> tuple[PushCheck, list[str] | None]:
         """The run's end: every rollout actor must hold step N's weights (their log-probs against
-        the learner's, core/weights.push_gaps), so a lost or stale push shows here, not in a
+        the learner's, cluster/driver/weight_sync.push_gaps), so a lost or stale push shows here, not in a
         quietly worse held-out score. The held-out answers are taken first and the check follows,
         so they come from an actor that passed it. A failed check (an actor restarted since the
         last push is back on the SFT weights; a load failed) is followed by one more push, then
