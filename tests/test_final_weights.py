@@ -209,4 +209,6 @@ def test_a_push_that_cannot_reach_the_engine_refuses_the_score_and_exits_4(
     assert report["weights_verified"] is False
     assert report["final"] is None and report["gain"] is None and report["answers"]["final"] is None
     assert len(report["answers"]["sft"]) == report["prompts"] == 4  # the SFT side is kept
-    assert (run_dir / f"ckpt-{STEPS:06d}" / "hf" / "model.safetensors").exists()  # nothing trained is lost
+    # nothing trained is lost: the final checkpoint holds the adapter and the merged model
+    assert (run_dir / f"ckpt-{STEPS:06d}" / "hf" / "adapter_model.safetensors").exists()
+    assert (run_dir / f"ckpt-{STEPS:06d}" / "hf" / "merged" / "model.safetensors").exists()
