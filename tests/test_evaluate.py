@@ -62,6 +62,24 @@ def test_heuristic_scorer_compares():
     assert s.compare(p, ["Boil the egg.", "", "Water."], ["Water.", "Boil the egg.", "Heat."]) == [1.0, 0.0, 0.5]
 
 
+def test_an_evaluation_of_a_run_defaults_to_the_runs_own_settings(tmp_path):
+    """RunDefaults from a run's config.yaml. Would catch an evaluation of a run that ignores its
+    model, chat template, prompt budget or answer length, or that plays it on the wrong prompts
+    (the held-out counterpart of data.prompts when one is shipped, else the shipped questions)."""
+    import yaml
+
+    from cluster.data.prompts import SHIPPED_EVAL
+    from cluster.evaluation.head_to_head import RunDefaults
+
+    cfg = {"model": {"path": "/m", "chat_template": "plain", "max_prompt_tokens": 128}, "rollout": {"max_tokens": 12},
+           "data": {"prompts": "instructions"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert RunDefaults.of(tmp_path) == RunDefaults("/m", "plain", 128, 12, "instructions-eval")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"prompts": "mine.jsonl"}}))
+    assert RunDefaults.of(tmp_path) == RunDefaults(None, None, 256, 64, SHIPPED_EVAL)
+    assert RunDefaults.of(tmp_path / "absent") == RunDefaults.of(None) == RunDefaults()
+
+
 def test_unknown_scorer_is_refused():
     with pytest.raises(ValueError, match="unknown scorer"):
         make_scorer("oracle", "/nowhere")
