@@ -11,8 +11,8 @@ its own judge looks better than it is. `make_scorer(spec)` builds one of:
 
 The heuristic scores a response on three things a helpful short answer has: it addresses
 the prompt (share of the prompt's RAKE keywords it mentions), it is not degenerate (share of
-repeated word trigrams, penalised), and it is not empty. The higher score wins; equal scores
-tie (p = 0.5).
+repeated word trigrams, judge/repetition.repeated_share with n = 3, penalised), and it is not
+empty. The higher score wins; equal scores tie (p = 0.5).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from core.chat import ChatEncoder
 from core.config import JudgeConfig
 from core.text import rake_keywords
 from judge.preferences import Preference, check_kind, make_preference
+from judge.repetition import repeated_share
 
 _WORD = re.compile(r"[a-z0-9']+")
 
@@ -34,9 +35,8 @@ def heuristic_score(prompt: str, response: str) -> float:
     keywords = [k for k in rake_keywords(prompt) if k]
     text = " ".join(words)
     relevance = sum(1 for k in keywords if k.lower() in text) / len(keywords) if keywords else 0.0
-    trigrams = list(zip(words, words[1:], words[2:]))
-    repetition = 1 - len(set(trigrams)) / len(trigrams) if trigrams else 0.0
-    return round(relevance - repetition + 0.1, 9)  # +0.1: any non-empty answer beats silence
+    # Trigrams, not the loop penalty's 4-grams: a short answer has few 4-grams to repeat.
+    return round(relevance - repeated_share(response, n=3) + 0.1, 9)  # +0.1: any non-empty answer beats silence
 
 
 class HeuristicScorer:

@@ -9,19 +9,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import ray
-
 from cluster.data.prompts import Prompt
 from cluster.evaluation import instruction_eval
+from cluster.evaluation.answers import Answerer
 
 log = logging.getLogger("osp")
 
 
 def answers(engine: Any, prompts: list[Prompt], max_tokens: int, seed: int, who: str) -> list[str]:
-    """Greedy answers of `engine` (a rollout actor, with the weights it holds now) to the
-    prompts; their accuracy is logged."""
+    """Greedy answers of `engine` (the run's own rollout actor, with the weights it holds now) to
+    the prompts, in one engine call; their accuracy is logged."""
     start = time.perf_counter()
-    texts = [a["text"] for a in ray.get(engine.complete.remote([list(p.tokens) for p in prompts], max_tokens))]
+    texts = [a["text"] for a in Answerer.wrap(engine).answer(prompts, max_tokens)]
     acc = instruction_eval.accuracy(instruction_eval.verdicts([p.instructions for p in prompts], texts), seed)
     log.info("held-out %s (%d prompts, %.0fs)", instruction_eval.format_accuracy(who, acc), len(texts),
              time.perf_counter() - start)
