@@ -25,9 +25,9 @@ import yaml
 
 from cluster.config import default_config_path, load_config, parse_overrides
 from cluster.data.prompts import PromptFileError
-from cluster.driver.pipeline import WeightsUnverified
 from cluster.driver.pools import LearnerFailed
 from cluster.driver.progress import setup_logging
+from cluster.driver.pushes import WeightsUnverified
 from cluster.run import build_run, execute
 from core.config import Config, ConfigError
 

@@ -41,30 +41,17 @@ from cluster.driver.metrics import (
     run_metrics,
     step_metrics,
     write_memory_report,
-    write_weights_check,
 )
 from cluster.driver.pools import JudgePool, LearnerGroup, RolloutPool
 from cluster.driver.progress import StallWatch
+from cluster.driver.pushes import Pushes, WeightsUnverified
 from cluster.driver.scheduler import StepScheduler
-from cluster.driver.weight_sync import PUSH_TOLERANCE, PushCheck, make_weight_sync, push_gaps
+from cluster.driver.weight_sync import make_weight_sync
 from cluster.evaluation import heldout
 from cluster.methods import method_of
 from core.versions import check_versions, installed
 
 log = logging.getLogger("osp")
-
-
-class WeightsUnverified(RuntimeError):
-    """The run trained to the end, but a rollout actor still did not hold the final weights after
-    a second push: the held-out score is refused (heldout.json: "weights_verified": false); the
-    final checkpoint is written. `python -m cluster.train` exits 4."""
-
-    def __init__(self, step: int, check: PushCheck, run_dir, heldout_refused: bool):
-        refused = "; no held-out score (heldout.json: weights_verified false)" if heldout_refused else ""
-        super().__init__(
-            f"weights check failed: {', '.join(check.failed) or 'no rollout actor'} not on the learner's step-{step} "
-            f"weights after a second push (largest log-prob gap {check.max_gap:.3g}, tolerance {check.tolerance:g})"
-            f"{refused}; the trained weights are in the final checkpoint in {run_dir}")
 
 
 class Pipeline:
@@ -118,9 +105,10 @@ class Pipeline:
             self.rollouts.mark_ready(rollout, ray.get(ref))
         if spec.eval_prompts:  # the rollout actors still hold the SFT weights: the baseline
             self.heldout_sft = self._heldout("SFT")
-        self.sync = make_weight_sync(method, self.learner.ranks, self.rollouts.handles(), payload)
+        self.pushes = Pushes(make_weight_sync(method, self.learner.ranks, self.rollouts.handles(), payload),
+                             self.learner, self.rollouts, self.scheduler, self.inflight)
         if self.scheduler.step > 0:  # rollout actors start from the SFT weights: bring them to the run's version
-            self._push(self.scheduler.version)
+            self.pushes.push(self.scheduler.version)
         log.info("actors up in %.1fs: %d rollout, %d judge, %d learner ranks, named %s/…; weight sync: %s",
                  time.perf_counter() - t0, len(self.rollouts.members), len(self.judges.judges),
                  len(self.learner.ranks), self.actor_prefix, f"{method} ({payload})")
@@ -151,8 +139,11 @@ class Pipeline:
             # The run ends with the engines on step N's weights (not the last push's, whatever
             # sync_every or DNO's iteration): the held-out answers are step N's; a resume starts there.
             if self.scheduler.version != self.scheduler.step:
-                self._push(self.scheduler.step)
-            check, final_answers = self._verified_final_weights()
+                self.pushes.push(self.scheduler.step)
+            step = self.scheduler.step
+            check, final_answers = self.pushes.verified_final(
+                self.run_dir, lambda: self._heldout(f"step {step}") if self.spec.eval_prompts else None,
+                (list(self.spec.prompts[0].tokens), list(self.spec.prompts[-1].tokens)[-16:]), self.cfg.model.dtype)
             if self.spec.eval_prompts:
                 heldout.write_result(self.run_dir, self.scheduler.step, list(self.spec.eval_prompts), self.heldout_sft,
                                      final_answers, self.cfg.seed)
@@ -168,7 +159,7 @@ class Pipeline:
         match flight:
             case ReadyFlight():
                 if self.rollouts.joined(flight.rollout, ref):
-                    self.sync.set_engines(self.rollouts.handles())
+                    self.pushes.engines_changed()
             case RolloutFlight():
                 self._on_rollout(ref, flight)
             case JudgeFlight():
@@ -178,7 +169,7 @@ class Pipeline:
             case RankFlight():
                 self.learner.results([ref], self.scheduler.step + 1)
             case LoadFlight():
-                self._on_load(ref, flight)
+                self.pushes.loaded(ref)
 
     # -- rollouts and judging --------------------------------------------------------------
     def _dispatch_rollouts(self) -> None:
@@ -188,15 +179,9 @@ class Pipeline:
                 return  # back-pressure: the buffer (with what is on its way) is full
             indices = self.scheduler.take_prompts(n)
             requests = [self.spec.prompts[i].request(i) for i in indices]
-            table, counts = rollout.handle.generate.remote(requests, self._catch_up())
+            table, counts = rollout.handle.generate.remote(requests, self.pushes.catch_up())
             self.rollouts.sampling(rollout)
             self.inflight[counts] = RolloutFlight(rollout, indices, table)
-
-    def _catch_up(self) -> tuple[int, list] | None:
-        """(the run's policy version, [ref] of its weights) for a rollout actor that is behind
-        (restarted, or added since the last push) to load before sampling; None: nothing to load."""
-        payload = self.sync.latest_payload()
-        return None if payload is None else (self.scheduler.version, payload)
 
     def _on_rollout(self, ref, flight: RolloutFlight) -> None:
         self.rollouts.returned(flight.rollout)
@@ -227,7 +212,7 @@ class Pipeline:
         log.warning("%s call failed (%d so far), requeueing %d prompts: %s", kind, self.failures,
                     len(prompt_indices), str(err).splitlines()[0])
         self.scheduler.failed(prompt_indices)
-        self.sync.invalidate()
+        self.pushes.invalidate()
         if self.failures > 20:
             raise RuntimeError(f"too many failed {kind} calls; last error: {err}") from err
 
@@ -236,7 +221,7 @@ class Pipeline:
             return
         for ref, rollout in added:
             self.inflight[ref] = ReadyFlight(rollout)
-        self.sync.set_engines(self.rollouts.handles())
+        self.pushes.engines_changed()
 
     # -- learning --------------------------------------------------------------------------
     def _maybe_start_step(self) -> None:
@@ -270,7 +255,7 @@ class Pipeline:
         metrics = step_metrics(results, pairs["policy_version"].to_pylist(), step, flight.arrow_s, wall)
         metrics.update(self.scheduler.metrics(flight.batch))
         if self.scheduler.push_due():
-            metrics.update(self._push(step))
+            metrics.update(self.pushes.push(step))
         self.scheduler.end_of_step()
         window, tokens = self.window.close()  # the window closes after the push: its time counts
         self.scheduler.sampled(tokens)
@@ -281,27 +266,6 @@ class Pipeline:
         self.progress(step, cfg.learner.max_steps, metrics)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < cfg.learner.max_steps:
             self._checkpoint()
-
-    def _push(self, version: int) -> dict[str, float]:
-        try:
-            stats, loads = self.sync.push(version)
-        except ray.exceptions.RayError as err:
-            if not self.learner.alive():  # the learner (fatal) or a rollout actor (re-form the group, retry once)?
-                raise self.learner.failed(err, self.scheduler.step + 1) from err
-            log.warning("weight push failed, retrying once with a re-formed group: %s", str(err).splitlines()[0])
-            stats, loads = self.sync.push(version)
-        for ref in loads:
-            self.inflight[ref] = LoadFlight()
-        self.scheduler.pushed(version)
-        return stats
-
-    def _on_load(self, ref, flight: LoadFlight) -> None:
-        try:
-            ray.get(ref)
-        except ray.exceptions.RayError as err:
-            log.warning("a rollout actor failed to load new weights (it catches up on its next batch): %s",
-                        str(err).splitlines()[0])
-            self.sync.invalidate()
 
     # -- reports and checkpoints -----------------------------------------------------------
     def _heldout(self, who: str) -> list[str]:
@@ -322,37 +286,6 @@ class Pipeline:
         done = time.perf_counter()
         log.info("checkpoint %s written in %.1fs (%.1fs of it finalizing: the manifest's sha256)%s", path, done - start,
                  done - finalize_start, " (final)" if final else "")
-
-    def _verified_final_weights(self) -> tuple[PushCheck, list[str] | None]:
-        """The run's end: every rollout actor must hold step N's weights (their log-probs against
-        the learner's, cluster/driver/weight_sync.push_gaps), so a lost or stale push shows here, not in a
-        quietly worse held-out score. The held-out answers are taken first and the check follows,
-        so they come from an actor that passed it. A failed check (an actor restarted since the
-        last push is back on the SFT weights; a load failed) is followed by one more push, then
-        answers and check again. Returns the check and the answers (None unless it passed)."""
-        step = self.scheduler.step
-        for pushed_again in (False, True):
-            for ref in [r for r, f in self.inflight.items() if isinstance(f, LoadFlight)]:
-                self._on_load(ref, self.inflight.pop(ref))
-            answers = self._heldout(f"step {step}") if self.spec.eval_prompts else None
-            check = self._check_weights()
-            if check.verified or pushed_again:
-                break
-            log.warning("weights check: %s not on the learner's step-%d weights (largest gap %.3g, tolerance %g): "
-                        "pushing again", ", ".join(check.failed), step, check.max_gap, check.tolerance)
-            self.sync.invalidate()  # a broadcast group re-forms, so a restarted engine joins it
-            try:
-                self._push(step)
-            except ray.exceptions.RayError as err:  # a rollout actor (the learner's failure is raised)
-                log.warning("the second push failed: %s", str(err).splitlines()[0])
-        write_weights_check(self.run_dir, step, check, pushed_again)
-        return check, answers if check.verified else None
-
-    def _check_weights(self) -> PushCheck:
-        live = self.rollouts.live()
-        gaps = push_gaps(self.learner.ranks, [r.handle for r in live], list(self.spec.prompts[0].tokens),
-                         list(self.spec.prompts[-1].tokens)[-16:])
-        return PushCheck(dict(zip([r.name for r in live], gaps)), PUSH_TOLERANCE[self.cfg.model.dtype])
 
     def _memory_report(self) -> None:
         roles = [(r.name, r.handle) for r in self.rollouts.live()] + self.judges.roles() + self.learner.roles()
