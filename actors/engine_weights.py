@@ -66,12 +66,17 @@ class EngineWeightLoader:
         self._osp_retie()
         return len(state)
 
-    def load_lora_delta(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> int:
+    def load_lora_delta(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], every_weight: bool = False) -> int:
         """Set every adapted weight to W0 + s·B·A, W0 read from the engine's own model folder
         (the SFT weights: LoRA never changes them). Whole fused groups are reloaded, so the
-        unadapted members of a group go back in as W0. Returns the number of tensors reloaded."""
+        unadapted members of a group go back in as W0. `every_weight`: every other weight of
+        the folder goes back in as W0 too, for an engine that may hold other full weights (an
+        evaluation swapping checkpoints). Returns the number of tensors reloaded."""
         model = self.model_runner.get_model()
-        names = with_fused_siblings(sorted(factors), getattr(model, "packed_modules_mapping", {}))
+        if every_weight:
+            names = sorted(self._osp_sft_index_of())
+        else:
+            names = with_fused_siblings(sorted(factors), getattr(model, "packed_modules_mapping", {}))
         state = merge_deltas(self._osp_sft_weights(names), factors)
         # A partial reload is the point here: vLLM keeps the layers it was not sent as they are
         # ("place kernel tensors back as a fallback") but warns for each of them and lists every
@@ -85,18 +90,25 @@ class EngineWeightLoader:
         finally:
             for q, level in zip(quiet, levels):
                 q.setLevel(level)
+        if every_weight:
+            self._osp_retie()
         return len(state)
 
-    def _osp_sft_weights(self, names: list[str]) -> dict[str, torch.Tensor]:
-        """The named tensors from the model folder's safetensors files. Read on each push,
-        not kept: the page cache holds the file (shared with the judge, which loads the same
-        folder), where a kept copy would add ~the adapted weights' size to this process."""
+    def _osp_sft_index_of(self) -> dict[str, str]:
+        """{weight name: the model folder's safetensors file holding it}, read once."""
         if not hasattr(self, "_osp_sft_index"):
             folder = Path(self.vllm_config.model_config.model)
             self._osp_sft_index = {}
             for path in sorted(folder.glob("*.safetensors")):
                 with safe_open(str(path), framework="pt") as f:
                     self._osp_sft_index.update({key: str(path) for key in f.keys()})
+        return self._osp_sft_index
+
+    def _osp_sft_weights(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """The named tensors from the model folder's safetensors files. Read on each push,
+        not kept: the page cache holds the file (shared with the judge, which loads the same
+        folder), where a kept copy would add ~the adapted weights' size to this process."""
+        self._osp_sft_index_of()
         missing = [n for n in names if n not in self._osp_sft_index]
         if missing:
             raise KeyError(f"adapter push: {missing[:3]} not in the engine's model folder "

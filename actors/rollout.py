@@ -18,24 +18,30 @@ import ray
 import torch
 from safetensors.torch import load_file, save
 
+from core.adapters import is_adapter_folder, read_adapter_factors
 from core.config import ModelConfig, RolloutConfig
 from core.env import apply_runtime_env, peak_rss_bytes, thread_report, use_cores
+from core.models import resolve_model, weight_bytes
 from core.records import rollout_batch
 from core.refs import fetch
 from core.versions import installed
-from core.weights import ADAPTER, adapter_factors, full_state, payload_bytes
+from core.weights import ADAPTER, adapter_factors, adapter_payload, full_state, payload_bytes
 
 EXTENSION = "actors.engine_weights.EngineWeightLoader"  # runs in vLLM's worker: loads pushed weights
 
 
 class RolloutActor:
-    def __init__(self, model_path: str, rollout: RolloutConfig, model: ModelConfig | None = None, seed: int = 0,
+    def __init__(self, model_ref: str | None, rollout: RolloutConfig, model: ModelConfig | None = None, seed: int = 0,
                  name: str = "rollout-0", threads: int | None = None):
-        """`rollout`: sampling (k, temperature, top_p, max_tokens) and the engine's memory;
-        `model`: dtype and the prompt budget, which with max_tokens bounds the engine's context."""
+        """`model_ref`: the policy's SFT model (core/models: a pinned hub id, a local folder, or
+        None for the embedded default), resolved here, on this actor's node; `rollout`: sampling
+        (k, temperature, top_p, max_tokens) and the engine's memory; `model`: dtype and the prompt
+        budget, which with max_tokens bounds the engine's context."""
         model = model or ModelConfig()
         apply_runtime_env()
         use_cores(threads)  # before vLLM starts its engine: its compute runs on torch's threads
+        # vLLM gets a local folder: it never looks anything up on the hub itself.
+        self.model_folder = str(resolve_model(model_ref))
         # One engine per actor, in-process: no extra engine-core process inside the Ray worker
         # (fewer processes on small machines, direct collective_rpc).
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -46,6 +52,7 @@ class RolloutActor:
 
         self.name, self.k, self.seed = name, rollout.k, seed
         self.sampling = dict(temperature=rollout.temperature, top_p=rollout.top_p, max_tokens=rollout.max_tokens)
+        self.greedy_sample = rollout.greedy_sample  # answer 0 of each prompt greedy, K − 1 sampled
         kwargs: dict[str, Any] = {}
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = rollout.gpu_memory_utilization
@@ -53,7 +60,7 @@ class RolloutActor:
         else:
             kwargs["kv_cache_memory_bytes"] = int(rollout.kv_cache_gib * (1 << 30))
         self.llm = LLM(
-            model=model_path,
+            model=self.model_folder,
             dtype=model.dtype,
             seed=seed,
             enforce_eager=rollout.enforce_eager,
@@ -78,7 +85,7 @@ class RolloutActor:
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "pid": os.getpid(), "host": socket.gethostname(), "version": self.version,
                 "tokens_generated": self.tokens_generated, "peak_rss_bytes": peak_rss_bytes(), "versions": installed(),
-                **thread_report()}
+                "model_folder": self.model_folder, "model_bytes": weight_bytes(self.model_folder), **thread_report()}
 
     # -- weights -----------------------------------------------------------------------
     def update_weights(self, payload: bytes | dict | list, version: int) -> dict[str, float]:
@@ -101,8 +108,19 @@ class RolloutActor:
         return {"load_s": time.perf_counter() - start, "bytes": float(size)}
 
     def load_checkpoint(self, hf_folder: str, version: int = -1) -> dict[str, float]:
-        """Load the weights of an HF checkpoint folder (evaluation swaps policies this way,
-        reusing one engine). The folder must be readable from this actor's node."""
+        """Load the policy of a checkpoint's hf/ folder (evaluation swaps policies this way,
+        reusing one engine): full weights, or a LoRA adapter (adapter_config.json), merged
+        into the SFT weights of this engine's own model folder as a pushed adapter is: that
+        folder must be the adapter's base. The folder must be readable from this actor's node."""
+        if is_adapter_folder(hf_folder):
+            factors = read_adapter_factors(hf_folder)
+            start = time.perf_counter()
+            # Every weight: the engine may hold another checkpoint's full weights, whose
+            # unadapted layers must go back to the SFT model's as well.
+            self.llm.collective_rpc("load_lora_delta", args=(factors, True))
+            self.llm.reset_prefix_cache()
+            self.version = version
+            return {"load_s": time.perf_counter() - start, "bytes": float(payload_bytes(adapter_payload(factors)))}
         files = sorted(Path(hf_folder).glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(f"no *.safetensors in {hf_folder}")
@@ -140,10 +158,15 @@ class RolloutActor:
         return {"load_s": time.perf_counter() - start}
 
     # -- sampling ----------------------------------------------------------------------
+    def sample_seed(self, prompt_index: int) -> int:
+        """The seed of a prompt's samples: a batch is reproducible whichever actor draws it (resume)."""
+        return (self.seed * 1_000_003 + int(prompt_index) * 7919 + self.version) % (2**31)
+
     @ray.method(num_returns=2)
     def generate(self, prompts: list[dict[str, Any]],
                  latest: tuple[int, list] | None = None) -> tuple[pa.Table, dict[str, float]]:
-        """K samples for each prompt dict (prompt_id, prompt_index, prompt_text, prompt_tokens):
+        """K answers for each prompt dict (prompt_id, prompt_index, prompt_text, prompt_tokens), all
+        sampled, or with rollout.greedy_sample answer 0 the greedy one and K − 1 sampled:
         (the rollout batch, {"tokens": its response tokens, "sampling_s": seconds inside the
         engine's generate}). Two return values, so the driver fetches the small dict and hands
         the batch's ref to a judge without fetching the batch. `sampling_s` excludes what the
@@ -158,21 +181,29 @@ class RolloutActor:
         from vllm import SamplingParams, TokensPrompt
 
         requests, params = [], []
+        sampled = self.k - 1 if self.greedy_sample else self.k
         for p in prompts:
-            requests.append(TokensPrompt(prompt_token_ids=list(p["prompt_tokens"])))
-            # A per-prompt seed makes a batch reproducible whichever worker draws it (resume).
-            seed = (self.seed * 1_000_003 + int(p["prompt_index"]) * 7919 + self.version) % (2**31)
-            params.append(SamplingParams(n=self.k, seed=seed, logprobs=0, **self.sampling))
+            prompt = TokensPrompt(prompt_token_ids=list(p["prompt_tokens"]))
+            requests.append(prompt)
+            params.append(SamplingParams(n=sampled, seed=self.sample_seed(p["prompt_index"]), logprobs=0, **self.sampling))
+            if self.greedy_sample:  # a request of its own: a request's n answers share one temperature
+                requests.append(prompt)
+                params.append(SamplingParams(n=1, temperature=0.0, max_tokens=self.sampling["max_tokens"], logprobs=0))
         start = time.perf_counter()
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         sampling_s = time.perf_counter() - start
+        per_prompt = 2 if self.greedy_sample else 1  # generate returns the requests' outputs in order
         rows, tokens = [], 0
-        for p, out in zip(prompts, outputs):
+        for i, p in enumerate(prompts):
+            out = outputs[i * per_prompt]
             completions = sorted(out.outputs, key=lambda c: c.index)
+            if self.greedy_sample:
+                completions = [outputs[i * per_prompt + 1].outputs[0], *completions]  # greedy first, always
             logps = []
             for c in completions:
                 # logprobs=0 returns the sampled token's log-prob at every position, untempered
-                # (logprobs_mode="raw_logprobs" above).
+                # (logprobs_mode="raw_logprobs" above): the greedy answer's too, not the 0 of a
+                # temperature-0 distribution.
                 logps.append(float(sum(step[t].logprob for step, t in zip(c.logprobs, c.token_ids))))
                 tokens += len(c.token_ids)
             rows.append(
@@ -194,7 +225,7 @@ class RolloutActor:
 
     def logprobs_of(self, prompt_tokens: list[int], response_tokens: list[int]) -> list[float]:
         """Per-token log-probs of a given response under the weights the engine holds: the
-        driver compares them with the learner's after the final push (core/weights.check_push)."""
+        driver compares them with the learner's after the final push (cluster/driver/weight_sync.check_push)."""
         from vllm import SamplingParams, TokensPrompt
 
         ids = list(prompt_tokens) + list(response_tokens)

@@ -74,11 +74,11 @@ def main() -> None:
         return
     import torch
 
-    from cluster.data.models import resolve_model_path
     from core.config import LoraConfig
+    from core.models import resolve_model
     from learner.policy import build_policy
 
-    model = str(resolve_model_path(args.model))
+    model = str(resolve_model(args.model))
     torch.manual_seed(0)
     lm = build_policy(model, "float32", LoraConfig(r=8, alpha=16, target_modules=TARGETS)).lm
     with torch.no_grad():

@@ -189,9 +189,9 @@ def main() -> None:
     parser.add_argument("--task", choices=sorted(TASKS), default="selfjudge")
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args()
-    from cluster.data.models import resolve_model_path
+    from core.models import resolve_model
 
-    model = str(resolve_model_path(args.model))
+    model = str(resolve_model(args.model))
     results = {}
     if args.only in (None, "osp"):
         variants = args.osp_variants or ("k4" if args.task == "verifier" else "k2")

@@ -45,12 +45,12 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import AutoModelForCausalLM
 
-    from cluster.data.models import resolve_model_path
     from core.logprobs import sequence_logprobs
+    from core.models import resolve_model
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(args.model), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(args.model), dtype=torch.float32)
     prompts = [torch.randint(100, 40000, (100 - 7 * (i % 3),)).tolist() for i in range(8)]
     responses = [torch.randint(100, 40000, (48,)).tolist() for _ in range(8)]
     for r in range(args.rounds):

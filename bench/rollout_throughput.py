@@ -36,12 +36,12 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from actors.rollout import RolloutActor
-    from cluster.data.models import resolve_model_path
     from cluster.data.prompts import SHIPPED_TRAIN, load_prompts
     from cluster.driver.ray_setup import init_ray
     from core.config import ModelConfig, RolloutConfig
+    from core.models import resolve_model
 
-    model = str(resolve_model_path(args.model))
+    model = str(resolve_model(args.model))
     prompts = load_prompts(SHIPPED_TRAIN, AutoTokenizer.from_pretrained(model), 128, "error", args.prompts)
     batch = [{"prompt_id": p.prompt_id, "prompt_index": i, "prompt_text": p.text, "prompt_tokens": list(p.tokens)}
              for i, p in enumerate(prompts)]

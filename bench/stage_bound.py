@@ -63,7 +63,7 @@ def measure_stages(spec, batches: int, steps: int) -> dict:
     cfg, prompts = spec.cfg, spec.prompts
     per_batch = cfg.rollout.prompts_per_batch
     requests = [[prompts[i].request(i) for i in range(b * per_batch, (b + 1) * per_batch)] for b in range(batches + 1)]
-    rollout = make_rollout_actor(cfg, spec.model_path, 0, "stage")
+    rollout = make_rollout_actor(cfg, spec.model_ref, 0, "stage")
     info = ray.get(rollout.info.remote())
     tables, roll_s, sampling_s, tokens = [], [], [], []
     for i, batch in enumerate(requests):
@@ -77,7 +77,7 @@ def measure_stages(spec, batches: int, steps: int) -> dict:
         tables.append(table)
     ray.kill(rollout)
 
-    judges = JudgePool(cfg, spec.model_path, prompts, "stage")
+    judges = JudgePool(cfg, spec.model_ref, prompts, "stage")
     judge = judges.judges[0]
     judge_info = ray.get(judge.info.remote())
     judge_s, kept, pairs = [], [], []
@@ -92,7 +92,7 @@ def measure_stages(spec, batches: int, steps: int) -> dict:
     judges.shutdown()
     pairs = pa.concat_tables(pairs)
 
-    learner = LearnerGroup(cfg, spec.model_path, Path(tempfile.mkdtemp()), "stage")
+    learner = LearnerGroup(cfg, spec.model_ref, Path(tempfile.mkdtemp()), "stage")
     learner_info = ray.get(learner.ranks[0].info.remote())
     n = cfg.learner.pairs_per_step
     step_s = []

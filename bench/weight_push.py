@@ -68,13 +68,13 @@ def main() -> None:
     from safetensors.torch import save
 
     from actors.rollout import RolloutActor
-    from cluster.data.models import resolve_model_path
     from cluster.driver.ray_setup import init_ray
     from core.config import LoraConfig, ModelConfig, RolloutConfig
+    from core.models import resolve_model
     from core.weights import payload_bytes
     from learner.policy import build_policy, merged_state_dict, policy_payload
 
-    model = str(resolve_model_path(args.model))
+    model = str(resolve_model(args.model))
     torch.manual_seed(0)
     lm = build_policy(model, "float32", LoraConfig(r=8, alpha=16)).lm  # every projection, as the default run
     with torch.no_grad():

@@ -176,6 +176,8 @@ def _require(ok: bool, key: str, message: str) -> None:
 def validate(cfg: Config) -> None:
     r, j, l, loss = cfg.rollout, cfg.judge, cfg.learner, cfg.loss
     _require(cfg.method in METHODS, "method", f"unknown {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    _require(not r.greedy_sample or r.k >= 2, "rollout.greedy_sample",
+             f"one of the K answers is greedy and the others sampled: needs rollout.k ≥ 2, got {r.k}")
     method_of(cfg).validate(cfg)  # what the method itself cannot run: K, the anchor, its own keys
     _require(r.num_actors >= 1, "rollout.num_actors", f"need at least 1, got {r.num_actors}")
     _require(r.max_tokens >= 1, "rollout.max_tokens", f"must be ≥ 1, got {r.max_tokens}")
@@ -249,6 +251,9 @@ def validate(cfg: Config) -> None:
     except ChatTemplateError as err:
         raise ConfigError(str(err)) from None
     _require(cfg.checkpoint.every >= 0, "checkpoint.every", "must be ≥ 0")
+    _require(not cfg.checkpoint.merged or l.lora.enabled, "checkpoint.merged",
+             "merges a LoRA adapter, and learner.lora.enabled is false (a full fine-tune's hf/ is the whole model): "
+             "drop checkpoint.merged")
     _require(cfg.metrics.probe_every >= 0, "metrics.probe_every", "must be ≥ 0")
 
 

@@ -4,26 +4,9 @@ are, how position-consistent and how fast, on answers a policy really samples.
     python -m cluster.judge_report --judges self checklist verifier+logit:2.5 verifier+flip:0.2
     python -m cluster.judge_report --judges lm:/models/judge --answers runs/judges/answers.json
 
-One vLLM engine samples K answers (T = 0.8, as in training) to each held-out instruction prompt
-(default: 100 of instructions-eval); every unordered pair of a prompt's answers is judged by each
-judge under test and by the gold judge, the prompt's IFEval verifier (s = share of instructions
-followed; gold prefers the answer with the higher s, and ties where they are equal). A judge
-spec is a judge kind (judge/preferences.py) with an optional noise model:
-`<kind>[+flip:<share>|+logit:<σ>]`. For each judge:
-
-- agreement: on the pairs gold does not tie, the share where the judge prefers gold's side
-  (p = 0.5 counts half), with a 95% interval resampling prompts;
-- calibration: each pair read both ways, (p, y) and (1 − p, 1 − y) with y = 1, ½, 0 as gold
-  prefers a, ties, prefers b; strengths binned in ten, and the expected calibration error
-  ECE = Σ_bins (n_b / N)·|mean p − mean y|; the reliability diagram is reliability.png;
-- temperature: the T whose strengths σ(logit(p)/T) have the lowest cross-entropy against gold's
-  outcomes y (temperature scaling; `judge.temperature=T` trains on them), and ece_at_temperature,
-  the ECE they reach;
-- near_half_share: the share of p within 0.05 of 0.5 (how often the judge is nearly mute);
-- position_gap: for an LM judge, mean |p_ab − (1 − p_ba)| before swap averaging;
-- comparisons_per_s: comparisons judged per second, in this process.
-
-Output in --out: answers.json (reusable with --answers), report.json, report.md, reliability.png.
+The command line only: the card (agreement, calibration, the calibrating temperature, position
+gap, speed) is cluster/evaluation/judge_card.py. Output in --out: answers.json (reusable with
+--answers), report.json, report.md, reliability.png.
 """
 
 from __future__ import annotations
@@ -32,171 +15,25 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 from core.env import apply_runtime_env
 
 apply_runtime_env()  # before Ray, vLLM and transformers read the environment at import
 
-import ray
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
-from actors.rollout import RolloutActor
-from cluster.data.models import resolve_model_path
 from cluster.data.prompts import PromptFileError, load_prompts
+from cluster.driver.checkpoint import check_adapter_base, policy_folder
 from cluster.driver.progress import setup_logging
 from cluster.driver.ray_setup import init_ray, link_worker_logs
-from cluster.evaluation.intervals import ratio_with_interval
+from cluster.evaluation.judge_card import CardOptions, judge_cards, markdown, parse_judge_spec, sample_answers, write_files
+from core.adapters import is_adapter_folder
 from core.chat import ChatEncoder
-from core.config import ModelConfig, RolloutConfig
-from judge.preferences import NOISES, base_judge, check_kind, make_preference
-from judge.verifier import verify
+from core.config import RolloutConfig
+from core.models import pin_model, resolve_model
 
 log = logging.getLogger("osp")
-BINS = 10
-
-
-def parse_judge_spec(spec: str) -> tuple[str, str, float]:
-    """`<kind>[+<noise>:<scale>]` → (kind, noise, scale); ValueError naming the accepted forms."""
-    kind, _, noise_part = spec.partition("+")
-    noise, scale = "none", 0.0
-    if noise_part:
-        noise, _, raw = noise_part.partition(":")
-        if noise not in NOISES[1:] or not raw:
-            raise ValueError(f"judge spec {spec!r}: the noise part must be +flip:<share> or +logit:<σ>")
-        scale = float(raw)
-    check_kind(kind)
-    return kind, noise, scale
-
-
-def report_card(p: np.ndarray, gold: np.ndarray, prompt_of: np.ndarray, seed: int = 0) -> dict:
-    """Agreement (with its interval), ECE, the reliability bins and the near-½ share of a judge's
-    strengths `p` against gold scores differences `gold` (s_a − s_b), comparisons grouped by
-    prompt (`prompt_of`) for the interval."""
-    p, gold, prompt_of = np.asarray(p, float), np.asarray(gold, float), np.asarray(prompt_of)
-    decided = gold != 0
-    right = np.where(p == 0.5, 0.5, ((p > 0.5) == (gold > 0)).astype(float))
-    prompts = np.unique(prompt_of)
-    num = np.array([(right * decided)[prompt_of == q].sum() for q in prompts])
-    den = np.array([decided[prompt_of == q].sum() for q in prompts], dtype=float)
-    agreement = ratio_with_interval(num, den, seed) if den.sum() else None
-    y = np.where(gold > 0, 1.0, np.where(gold < 0, 0.0, 0.5))
-    both_p, both_y = np.concatenate([p, 1 - p]), np.concatenate([y, 1 - y])
-    index = np.minimum((both_p * BINS).astype(int), BINS - 1)
-    bins, ece = [], 0.0
-    for b in range(BINS):
-        sel = index == b
-        if sel.any():
-            bins.append({"p": float(both_p[sel].mean()), "gold": float(both_y[sel].mean()), "n": int(sel.sum())})
-            ece += sel.sum() / len(both_p) * abs(both_p[sel].mean() - both_y[sel].mean())
-    return {"agreement": None if agreement is None else agreement["value"],
-            "agreement_ci": None if agreement is None else [agreement["ci_low"], agreement["ci_high"]],
-            "ece": float(ece), "near_half_share": float((np.abs(p - 0.5) < 0.05).mean()),
-            "pairs": int(len(p)), "gold_decided": int(decided.sum()), "reliability": bins}
-
-
-def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
-    """σ(logit(p) / T), as judge.temperature applies it (judge/preferences.TemperedJudge)."""
-    p = np.clip(np.asarray(p, float), 1e-12, 1 - 1e-12)
-    return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / temperature))
-
-
-def fit_temperature(p: np.ndarray, gold: np.ndarray) -> float:
-    """The T minimising the cross-entropy −Σ[y log q + (1 − y) log(1 − q)], q = σ(logit(p)/T),
-    y = 1, ½, 0 as gold prefers a, ties, prefers b: a grid over log T, then a finer grid around
-    its best point (the loss is smooth and one-dimensional; no optimiser needed)."""
-    p, gold = np.asarray(p, float), np.asarray(gold, float)
-    y = np.where(gold > 0, 1.0, np.where(gold < 0, 0.0, 0.5))
-
-    def cross_entropy(t: float) -> float:
-        q = np.clip(tempered(p, t), 1e-12, 1 - 1e-12)
-        return float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).mean())
-
-    grid = np.exp(np.linspace(np.log(0.05), np.log(100.0), 121))
-    best = grid[int(np.argmin([cross_entropy(t) for t in grid]))]
-    fine = best * np.exp(np.linspace(-0.07, 0.07, 57))
-    return float(fine[int(np.argmin([cross_entropy(t) for t in fine]))])
-
-
-def sample_answers(model_path: str, prompts, k: int, max_tokens: int, seed: int) -> list[dict]:
-    """K answers per prompt from one vLLM engine (T = 0.8, top-p 0.95, as the default training)."""
-    engine = ray.remote(RolloutActor).options(num_cpus=2).remote(
-        model_path, RolloutConfig(k=k, max_tokens=max_tokens), ModelConfig(max_prompt_tokens=max(len(p.tokens) for p in prompts)),
-        seed=seed, name="judge-report", threads=2)  # nothing else runs meanwhile: both cores
-    try:
-        table_ref, _ = engine.generate.remote([p.request(i) for i, p in enumerate(prompts)])
-        table = ray.get(table_ref)
-    finally:
-        ray.kill(engine)
-    return [{"prompt_id": r["prompt_id"], "prompt": r["prompt_text"], "answers": r["response_texts"]}
-            for r in table.to_pylist()]
-
-
-def comparisons(rows: list[dict]) -> tuple[list[str], list[str], list[str], np.ndarray]:
-    """Every unordered pair of each prompt's answers: (prompts, a, b, prompt number)."""
-    prompts, a, b, owner = [], [], [], []
-    for n, row in enumerate(rows):
-        answers = row["answers"]
-        for i in range(len(answers)):
-            for j in range(i + 1, len(answers)):
-                prompts.append(row["prompt"])
-                a.append(answers[i])
-                b.append(answers[j])
-                owner.append(n)
-    return prompts, a, b, np.array(owner)
-
-
-def judge_all(spec: str, sft_model, chat, instructions: dict, prompts, a, b, tau: float, seed: int):
-    """(p, seconds, position gap or None) of judge `spec` on every comparison. `chat`: the SFT
-    model's ChatEncoder (core/chat.py)."""
-    kind, noise, scale = parse_judge_spec(spec)
-    judge = make_preference(kind, sft_model, chat, instructions=instructions, tau=tau, noise=noise,
-                            noise_scale=scale, seed=seed)
-    start = time.perf_counter()
-    p = np.array(judge.compare(prompts, a, b), dtype=float)
-    seconds = time.perf_counter() - start
-    inner = base_judge(judge)
-    gap = inner.position_gap_sum / inner.position_gap_count if getattr(inner, "position_gap_count", 0) else None
-    return p, seconds, gap
-
-
-def plot_reliability(cards: dict[str, dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="calibrated")
-    for name, card in cards.items():
-        bins = card["reliability"]
-        ax.plot([b["p"] for b in bins], [b["gold"] for b in bins], marker="o", lw=1.2,
-                label=f"{name} (ECE {card['ece']:.3f})")
-    ax.set_xlabel("judge's p(a ≻ b), binned")
-    ax.set_ylabel("gold: how often the verifier prefers a (tie = ½)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="upper left")
-    ax.set_title("Judge reliability against the IFEval verifier")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def markdown(cards: dict[str, dict]) -> str:
-    lines = ["| judge | agreement with gold (95% CI) | ECE | calibrating T (ECE at T) | p within 0.05 of ½ | position gap "
-             "| comparisons/s |", "|---|---|---|---|---|---|---|"]
-    for name, c in cards.items():
-        agree = "—" if c["agreement"] is None else f"{c['agreement']:.3f} ({c['agreement_ci'][0]:.3f}–{c['agreement_ci'][1]:.3f})"
-        gap = "—" if c["position_gap"] is None else f"{c['position_gap']:.3f}"
-        fitted = f"{c['temperature']:.2f} ({c['ece_at_temperature']:.3f})" if "temperature" in c else "—"
-        lines.append(f"| {name} | {agree} | {c['ece']:.3f} | {fitted} | {c['near_half_share']:.2f} | {gap} | "
-                     f"{c['comparisons_per_s']:.1f} |")
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m cluster.judge_report") -> int:
@@ -204,11 +41,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.judge_rep
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--judges", nargs="+", required=True,
                         help="judge specs: <kind>[+flip:<share>|+logit:<σ>], kind one of self, checklist, verifier, "
-                             "lm:<path>, reward:<path>, python:<module>:<fn>")
-    parser.add_argument("--model", default=None, help="the SFT model (self and checklist judges; default: embedded)")
+                             "lm:<model>, reward:<model>, python:<module>:<fn>")
+    parser.add_argument("--model", default=None, help="the SFT model (self and checklist judges): a folder or a "
+                                                      "Hugging Face id org/name[@rev] (default: embedded)")
     parser.add_argument("--chat-template", default=None,
                         help="as model.chat_template: plain, or a .jinja file (default: the tokenizer's own)")
-    parser.add_argument("--policy", default=None, help="the model that samples the answers (default: the SFT model)")
+    parser.add_argument("--policy", default=None, help="the model that samples the answers: a model folder, a Hugging "
+                        "Face id, or a checkpoint (ckpt-N, its hf/; a LoRA adapter of --model) (default: the SFT model)")
     parser.add_argument("--prompts", default="instructions-eval", help="prompts with IFEval instructions")
     parser.add_argument("--num-prompts", type=int, default=100)
     parser.add_argument("--k", type=int, default=4, help="answers per prompt (K(K−1)/2 comparisons each)")
@@ -221,7 +60,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.judge_rep
     try:
         for spec in args.judges:
             parse_judge_spec(spec)
-        model_path = str(resolve_model_path(args.model))
+        model_ref = pin_model(args.model)
+        model_path = str(resolve_model(model_ref))
+        # --policy: a model folder or id, or a checkpoint (ckpt-N or its hf/); a LoRA adapter
+        # samples as the SFT model with the adapter merged in (it must be the adapter's base).
+        policy = policy_folder(args.policy) if args.policy else Path(model_path)
+        adapter = None
+        if is_adapter_folder(policy):
+            check_adapter_base(policy, model_path, "--model", model_ref)
+            policy, adapter = Path(model_path), policy
         chat = ChatEncoder(AutoTokenizer.from_pretrained(model_path), args.chat_template)
         prompts = load_prompts(args.prompts, chat, 512, "error", args.num_prompts)
     except (ValueError, FileNotFoundError, PromptFileError) as err:
@@ -238,32 +85,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.judge_rep
         init_ray(None, num_cpus=2, worker_logs=False)
         link_worker_logs(out)
         log.info("sampling %d answers to each of %d prompts", args.k, len(prompts))
-        rows = sample_answers(str(resolve_model_path(args.policy or args.model)), prompts, args.k, args.max_tokens,
-                              args.seed)
+        rows = sample_answers(str(policy), prompts, RolloutConfig(k=args.k, max_tokens=args.max_tokens), args.seed, adapter)
         (out / "answers.json").write_text(json.dumps(rows, indent=1))
-    by_text = {p.text: p.instructions for p in prompts}
-    texts, a, b, owner = comparisons(rows)
-    gold = np.array([verify(x, by_text[q]).fraction - verify(y, by_text[q]).fraction for q, x, y in zip(texts, a, b)])
-    log.info("%d comparisons; gold (the verifier) ties %.0f%% of them", len(gold), 100 * (gold == 0).mean())
-    sft = None
-    if any(parse_judge_spec(s)[0] in ("self", "checklist") for s in args.judges):
-        sft = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval().requires_grad_(False)
-    cards = {}
-    for spec in args.judges:
-        p, seconds, gap = judge_all(spec, sft, chat, by_text, texts, a, b, args.tau, args.seed)
-        card = report_card(p, gold, owner, args.seed)
-        temperature = fit_temperature(p, gold)
-        card.update(temperature=temperature, ece_at_temperature=report_card(tempered(p, temperature), gold, owner)["ece"])
-        card.update(position_gap=gap, comparisons_per_s=len(p) / max(seconds, 1e-9), seconds=seconds)
-        cards[spec] = card
-        log.info("%s: agreement %s, ECE %.3f, near ½ %.2f, %.1f comparisons/s", spec,
-                 "—" if card["agreement"] is None else f"{card['agreement']:.3f}", card["ece"],
-                 card["near_half_share"], card["comparisons_per_s"])
-    meta = {"prompts": len(rows), "k": args.k, "comparisons": len(gold), "gold_tie_share": float((gold == 0).mean()),
-            "tau": args.tau, "max_tokens": args.max_tokens, "policy": args.policy or model_path}
-    (out / "report.json").write_text(json.dumps({"meta": meta, "judges": cards}, indent=1))
-    (out / "report.md").write_text(markdown(cards))
-    plot_reliability(cards, out / "reliability.png")
+    options = CardOptions(model_path, chat, {p.text: p.instructions for p in prompts}, args.tau, args.seed)
+    cards, counts = judge_cards(args.judges, rows, options)
+    write_files(out, {"prompts": len(rows), "k": args.k, **counts, "tau": args.tau, "max_tokens": args.max_tokens,
+                      "policy": str(adapter or policy)}, cards)
     print(markdown(cards))
     log.info("wrote %s/report.json, report.md, reliability.png", out)
     return 0

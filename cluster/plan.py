@@ -23,10 +23,10 @@ apply_runtime_env()
 from cluster.capacity.nodes import nodes_from_file, nodes_from_ray, this_machine
 from cluster.capacity.plan import plan_run
 from cluster.config import load_config
-from cluster.data.models import resolve_model_path
 from cluster.driver.progress import setup_logging
 from cluster.driver.ray_setup import ray_address
 from core.config import Config, ConfigError
+from core.models import resolve_model
 
 log = logging.getLogger("osp")
 
@@ -42,13 +42,13 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m cluster.pla
 
 
 def resolved_judge_kind(cfg: Config) -> Config:
-    """`cfg` with an lm:/reward: judge's model named by its local folder."""
+    """`cfg` with an lm:/reward: judge's model named by its local folder (its config alone)."""
     import dataclasses
 
     kind, _, rest = cfg.judge.kind.partition(":")
     if kind not in ("lm", "reward"):
         return cfg
-    return dataclasses.replace(cfg, judge=dataclasses.replace(cfg.judge, kind=f"{kind}:{resolve_model_path(rest)}"))
+    return dataclasses.replace(cfg, judge=dataclasses.replace(cfg.judge, kind=f"{kind}:{resolve_model(rest, config_only=True)}"))
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m cluster.plan") -> int:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.plan") ->
 
     try:
         cfg = resolved_judge_kind(load_config(args.config or default_config_path(), args.overrides))
-        model = str(resolve_model_path(cfg.model.path))
+        model = str(resolve_model(cfg.model.path, config_only=True))  # a hub id: its config.json alone
         address = args.address or ray_address(cfg.ray.address)
         if args.cluster:
             nodes, where = nodes_from_file(args.cluster), f"the cluster described in {args.cluster}"

@@ -2,8 +2,9 @@
 actor starts, then executed. The CLI (`python -m cluster.train`, also what `ray job submit`
 runs), the bench scripts and the tests all go through `build_run`.
 
-Everything that can be checked without actors is checked in `build_run` (model path, the chat
-template every side encodes with, tokenizer vs. the judge's answer tokens, the prompt files, this machine's cores for a local
+Everything that can be checked without actors is checked in `build_run` (the model: a local
+folder, or a Hugging Face id found on the hub or in the cache and pinned to its commit; the
+chat template every side encodes with; tokenizer vs. the judge's answer tokens, the prompt files, this machine's cores for a local
 cluster, the run folder), so a bad run fails in seconds with a message naming the problem, not
 minutes later inside an actor.
 """
@@ -27,7 +28,7 @@ import torch
 from transformers import AutoTokenizer
 
 from cluster.config import check_local_machine, dump_config
-from cluster.data.models import resolve_model_path
+from cluster.data.model_identity import base_identity
 from cluster.data.prompts import Prompt, load_prompts
 from cluster.driver import checkpoint as ckpt
 from cluster.driver.pipeline import Pipeline
@@ -36,6 +37,7 @@ from cluster.driver.ray_setup import init_ray, link_worker_logs, ray_address
 from core.chat import PLAIN, ChatEncoder, ChatTemplateError
 from core.config import Config, ConfigError
 from core.env import has_cuda
+from core.models import pin_model, resolve_model
 from core.weights import ADAPTER, FULL
 from judge.preferences import PythonJudge
 from judge.strength import JudgeTemplate, answer_token_ids
@@ -45,16 +47,23 @@ log = logging.getLogger("osp")
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What a run needs, resolved: the config (a private copy, with the judge's model path, the
-    chat template's path and the weight sync's `auto` choices resolved), the policy's model folder, the prompts, the
-    held-out prompts (or None), the run folder and the checkpoint it resumes from (or None)."""
+    """What a run needs, resolved: the config (a private copy, with model.path and the judge's
+    model pinned, the chat template's path and the weight sync's `auto` choices resolved); the
+    policy's model folder on this machine (`model_path`: its config and tokenizer at least, what
+    the driver reads) and the pinned reference the actors resolve on their own node
+    (`model_ref`, core/models.pin_model: `org/name@<commit>`, an absolute folder, or
+    None/"embedded" for the embedded default); the prompts, the held-out prompts (or None), the
+    run folder, the checkpoint it resumes from (or None, verified against its manifest) and the
+    base model's identity (recorded in every checkpoint)."""
 
     cfg: Config
     model_path: str
+    model_ref: str | None
     prompts: tuple[Prompt, ...]
     eval_prompts: tuple[Prompt, ...] | None
     run_dir: Path
     resume_from: Path | None
+    base_model: dict
 
     def initial_state(self) -> ckpt.RunState:
         """A new run state: the checkpoint's when resuming, else step 0."""
@@ -73,19 +82,19 @@ def chat_encoder(tokenizer, choice: str | None, whose: str = "") -> ChatEncoder:
 
 
 def resolve_judge(cfg: Config, chat: ChatEncoder) -> str:
-    """The judge kind with its model path resolved; refuses what cannot judge (a split answer
-    token, a judge model's tokenizer the chat choice cannot encode with, a python judge that
-    does not import). `chat`: the policy's ChatEncoder."""
+    """The judge kind with its model pinned (core/models.pin_model: the judge actors resolve it
+    on their node); refuses what cannot judge (a split answer token, a judge model's tokenizer
+    the chat choice cannot encode with, a python judge that does not import). `chat`: the
+    policy's ChatEncoder."""
     kind, _, rest = cfg.judge.kind.partition(":")
     judge = cfg.judge.kind
     if kind in ("lm", "reward"):
-        judge = f"{kind}:{resolve_model_path(rest)}"
-        judge_chat = chat_encoder(AutoTokenizer.from_pretrained(judge.partition(":")[2]), cfg.model.chat_template,
-                                  f" (the judge model of judge.kind={cfg.judge.kind})")
+        judge = f"{kind}:{pin_model(rest)}"
+        judge_chat = chat_encoder(AutoTokenizer.from_pretrained(resolve_model(judge.partition(":")[2], config_only=True)),
+                                  cfg.model.chat_template, f" (the judge model of judge.kind={cfg.judge.kind})")
     if kind in ("self", "lm"):  # an LM judge reads one answer token each for "A" and "B"
         judge_chat = chat if kind == "self" else judge_chat
-        template = JudgeTemplate(**({"text": cfg.judge.template} if cfg.judge.template else {}),
-                                 answer_tokens=tuple(cfg.judge.answer_tokens))
+        template = JudgeTemplate.from_config(cfg.judge)
         try:
             answer_token_ids(judge_chat.tokenizer, template.answer_tokens)
         except ValueError as err:
@@ -124,7 +133,8 @@ def _without_instructions(prompts: list[Prompt]) -> list[str]:
 def build_run(cfg: Config, resume: bool = False) -> RunSpec:
     """The run `cfg` describes, resolved and checked (ConfigError, PromptFileError or
     FileNotFoundError name what is wrong). `cfg` itself is not changed."""
-    model_path = str(resolve_model_path(cfg.model.path))
+    model_ref = pin_model(cfg.model.path)
+    model_path = str(resolve_model(model_ref, config_only=True))
     chat = chat_encoder(AutoTokenizer.from_pretrained(model_path), cfg.model.chat_template)
     judge = resolve_judge(cfg, chat)
     prompts = load_prompts(cfg.data.prompts, chat, cfg.model.max_prompt_tokens, cfg.data.on_bad_rows,
@@ -143,13 +153,20 @@ def build_run(cfg: Config, resume: bool = False) -> RunSpec:
     if ray_address(cfg.ray.address) is None:  # a local cluster: refuse what this machine can't run
         check_local_machine(cfg, os.cpu_count() or 1, torch.cuda.device_count() if torch.cuda.is_available() else 0)
     run_dir = Path(cfg.checkpoint.dir)
-    latest = ckpt.latest_checkpoint(run_dir) if run_dir.exists() else None
-    if latest and not resume:
+    base = base_identity(model_path, model_ref)
+    resume_from = None
+    if resume:  # verified here, before any actor loads it: a damaged one falls back to the newest complete
+        resume_from = ckpt.resume_checkpoint(run_dir) if run_dir.exists() else None
+        if resume_from is None:
+            log.warning("--resume: no checkpoint in %s yet, starting from step 0", run_dir)
+        else:
+            ckpt.check_base_model(resume_from, base)
+    elif (latest := ckpt.latest_checkpoint(run_dir) if run_dir.exists() else None) is not None:
         raise ConfigError(f"checkpoint.dir {str(run_dir)!r} already holds checkpoints (latest {latest.name}): "
                           "pass --resume to continue that run, or set checkpoint.dir=<new folder>")
-    if resume and latest is None:
-        log.warning("--resume: no checkpoint in %s yet, starting from step 0", run_dir)
     resolved = copy.deepcopy(cfg)
+    # Pinned: the run folder's config.yaml names the very snapshot trained, and --resume reloads it.
+    resolved.model = dataclasses.replace(resolved.model, path=model_ref)
     resolved.judge = dataclasses.replace(resolved.judge, kind=judge)
     if cfg.model.chat_template not in (None, PLAIN):  # the judge actors read the file too, from any folder
         template = str(Path(cfg.model.chat_template).expanduser().resolve())
@@ -158,8 +175,8 @@ def build_run(cfg: Config, resume: bool = False) -> RunSpec:
     resolved.weight_sync = dataclasses.replace(
         resolved.weight_sync, payload=payload, method=resolve_method(cfg.weight_sync.method, cfg.learner.gpus_per_rank,
                                                                      payload))
-    return RunSpec(resolved, model_path, tuple(prompts), tuple(eval_prompts) if eval_prompts else None, run_dir,
-                   latest if resume else None)
+    return RunSpec(resolved, model_path, model_ref, tuple(prompts), tuple(eval_prompts) if eval_prompts else None, run_dir,
+                   resume_from, base)
 
 
 def local_cluster_cpus(cfg: Config) -> int:
@@ -180,7 +197,8 @@ def execute(spec: RunSpec) -> ckpt.RunState:
         return state
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, spec.run_dir / "config.yaml")
-    log.info("%d prompts from the data set, model %s, run folder %s", len(spec.prompts), spec.model_path, spec.run_dir)
+    log.info("%d prompts from the data set, model %s, run folder %s", len(spec.prompts), spec.model_ref or "embedded",
+             spec.run_dir)
     init_ray(cfg.ray.address, local_cluster_cpus(cfg), cfg.ray.dashboard_host, cfg.ray.dashboard_port,
              worker_logs=cfg.ray.worker_logs)
     logs = link_worker_logs(spec.run_dir)

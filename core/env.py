@@ -12,10 +12,12 @@ import resource
 
 # Applied on every machine.
 COMMON_ENV: dict[str, str] = {
-    # No model hub is reachable (and clusters should not depend on one at run time):
-    # every model is loaded from a local path.
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
+    # Models: the hub is NOT switched off here. Every model library is handed a local folder
+    # (core/models.resolve_model), and only that resolver downloads a hub id, unless the user
+    # sets HF_HUB_OFFLINE=1 (forwarded to the workers with the other HUB_ENV variables).
+    # Prompt sets named like a dataset id stay cache-only, as documented (cluster/data/prompts.py);
+    # HF_DATASETS_OFFLINE touches the `datasets` library alone.
+    "HF_DATASETS_OFFLINE": "1",
     # Head, driver and actors must agree on the auth mode. Locally it is off (a token written
     # by one local `ray.init` makes later `address="auto"` drivers fail to create actors, and
     # the local cluster listens on loopback only). A cluster with Ray's token auth sets
@@ -27,6 +29,16 @@ COMMON_ENV: dict[str, str] = {
     # Ray's usage-stats prompt/upload: nothing outside is reachable.
     "RAY_USAGE_STATS_ENABLED": "0",
 }
+
+# The user's Hugging Face hub settings: passed on to every worker where set in the driver's
+# environment (workers on another node do not inherit the driver's shell), so an actor resolves
+# a hub id with the same offline switch, cache and endpoint. Not HF_TOKEN: Ray writes every
+# runtime env it creates, in plain text, to the session's runtime_env_agent.log (measured: 63
+# copies in one test session), which the run folder links as worker-logs. The workers of a
+# local cluster the driver starts inherit HF_TOKEN from it; on any other cluster each node has
+# its own (its environment, or the token file `hf auth login` writes, which HF_TOKEN_PATH may
+# name). docs/models.md.
+HUB_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "HF_ENDPOINT", "HF_TOKEN_PATH")
 
 # Applied only when no CUDA device is visible.
 CPU_ENV: dict[str, str] = {
@@ -52,10 +64,16 @@ def has_cuda() -> bool:
         return False
 
 
+def hub_env_vars() -> dict[str, str]:
+    """The HUB_ENV variables set in this process, read now."""
+    return {key: os.environ[key] for key in HUB_ENV if os.environ.get(key)}
+
+
 def runtime_env_vars(cuda: bool | None = None) -> dict[str, str]:
-    """The variables to set in this process and pass to Ray workers (runtime_env)."""
+    """The variables to set in this process and pass to Ray workers (runtime_env): the stack's
+    own, and the user's hub settings (HUB_ENV) where set."""
     cuda = has_cuda() if cuda is None else cuda
-    env = dict(COMMON_ENV)
+    env = {**COMMON_ENV, **hub_env_vars()}
     if os.environ.get("RAY_AUTH_MODE") == "token":  # a cluster with token auth: every process keeps it
         env["RAY_AUTH_MODE"] = "token"
     if not cuda:

@@ -22,24 +22,26 @@ from core.chat import ChatEncoder
 from core.config import TRUNCATED, Config
 from core.env import apply_runtime_env, peak_rss_bytes, thread_report, use_cores
 from core.logprobs import sequence_logprobs
+from core.models import resolve_model, weight_bytes
 from core.records import pair_batch, validate_rollout_batch
 from core.tokens import pad_token_id
 from core.versions import installed
 from judge.pairing import JudgedPair
 from judge.preferences import base_judge, make_preference
 from judge.repetition import repeated_share
-from judge.strength import JudgeTemplate
 from judge.verifier import parse_instructions, verify
 
 
 class JudgeActor:
-    """Judges rollout batches with `judge.kind` (judge/preferences.py); the SFT model at
-    `model_path` is always loaded: it makes the `sft_greedy` anchor and, unless the method's
-    reference is the sampling policy, the reference log-probs, whatever the judge kind."""
+    """Judges rollout batches with `judge.kind` (judge/preferences.py); the SFT model `model_ref`
+    is always loaded: it makes the `sft_greedy` anchor and, unless the method's reference is the
+    sampling policy, the reference log-probs, whatever the judge kind."""
 
-    def __init__(self, model_path: str, cfg: Config, method, *, threads: int | None = None,
+    def __init__(self, model_ref: str | None, cfg: Config, method, *, threads: int | None = None,
                  instructions: dict[str, dict] | str | None = None):
-        """`cfg`: the run's config (the judge section: who judges and how; the model's dtype and
+        """`model_ref`: the SFT model (core/models: a pinned hub id, a local folder, or None for the
+        embedded default), resolved on this actor's node, as is an lm:/reward: judge's model;
+        `cfg`: the run's config (the judge section: who judges and how; the model's dtype and
         chat template, the one the rollout prompts were encoded with on the driver; the answers'
         length, for the sft_greedy anchor; the seed of noisy judges); `method` (a
         cluster.methods.Method, passed by the driver): which pairs K answers become and whose
@@ -48,16 +50,17 @@ class JudgeActor:
         judge, model, seed = cfg.judge, cfg.model, cfg.seed
         dtype = model.dtype
         apply_runtime_env()
-        # Lazy: transformers reads the environment applied just above at import (HF_HUB_OFFLINE),
+        # Lazy: transformers reads the environment applied just above at import (the hub settings),
         # and the driver imports this module to create the actor without needing it.
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         use_cores(threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.model_folder = str(resolve_model(model_ref))
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_folder)
         self.chat = ChatEncoder(self.tokenizer, model.chat_template)
         # On a GPU actor (judge.gpus_per_actor > 0) Ray exposes one CUDA device: use it.
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_folder, dtype=getattr(torch, dtype)).to(self.device)
         self.model.eval().requires_grad_(False)
         self.pad_id = pad_token_id(self.tokenizer)
         # Prompt text → its verifiable instructions (prompt files in IFEval format): the
@@ -67,12 +70,8 @@ class JudgeActor:
             instructions = ray.get(ray.get_actor(instructions).get.remote())
         self.instructions = {text: parse_instructions(v["instruction_id_list"], v["kwargs"])
                              for text, v in (instructions or {}).items()}
-        self.preference = make_preference(
-            judge.kind, self.model, self.chat, instructions=self.instructions, tau=judge.tau,
-            template=JudgeTemplate(**({"text": judge.template} if judge.template else {}),
-                                   answer_tokens=tuple(judge.answer_tokens)),
-            batch_size=judge.batch_size, noise=judge.noise, noise_scale=judge.noise_scale, seed=seed, dtype=dtype,
-            partial_credit=judge.partial_credit, loop_penalty=judge.loop_penalty, temperature=judge.temperature)
+        self.preference = make_preference(judge, self.model, self.chat, instructions=self.instructions, seed=seed,
+                                          dtype=dtype)
         self.method, self.anchor, self.batch_size = method, judge.anchor, judge.batch_size
         self.drop_ties = judge.drop_ties
         if judge.truncated not in TRUNCATED:
@@ -83,7 +82,8 @@ class JudgeActor:
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "comparisons": self.comparisons, "judge": self.preference.name,
-                "peak_rss_bytes": peak_rss_bytes(), "versions": installed(), **thread_report()}
+                "peak_rss_bytes": peak_rss_bytes(), "versions": installed(), "model_folder": self.model_folder,
+                "model_bytes": weight_bytes(self.model_folder), **thread_report()}
 
     # -- judging -----------------------------------------------------------------------
     def strengths(self, requests: list[tuple[str, str, str]]) -> list[float]:

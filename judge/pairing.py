@@ -13,18 +13,29 @@ of three anchors (config `judge.anchor`):
   itself (its score is 0.5), and the ranked pair that holds it already has its strength from
   the anchor round: (K − 1) + (K/2 − 1) comparisons.
 
+How the ranked answers become pairs (config `judge.pairing`; the paper's pair-construction
+ablation), all from the round-robin matrix:
+
+- "ranked": the K//2 pairs above (the default);
+- "best_worst": one pair a prompt, the best answer with the worst;
+- "random": K//2 pairs of a random perfect matching (seeded by the answers, so a retry or a
+  resume pairs the same way), each oriented by the judge.
+
 A method may pair differently (DNO keeps one win-rate pair: cluster/methods/dno.py); the
 methods call this module for ranked pairing and for the round-robin matrix.
 """
 
 from __future__ import annotations
 
+import random
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
 ANCHORS = ("round_robin", "sample0", "sft_greedy")
+PAIRINGS = ("ranked", "best_worst", "random")
 
 # judge_fn(list of (a, b) index-or-text pairs) -> p(a ≻ b) for each, swap-averaged.
 JudgeFn = Callable[[list[tuple[str, str]]], list[float]]
@@ -70,18 +81,35 @@ def preference_matrix(responses: Sequence[str], judge_fn: JudgeFn) -> torch.Tens
     return pref
 
 
+def random_pairs(responses: Sequence[str]) -> list[tuple[int, int]]:
+    """A random perfect matching of the K answers, seeded by their texts (the same on a retry)."""
+    order = list(range(len(responses)))
+    random.Random(zlib.crc32("\x00".join(responses).encode())).shuffle(order)
+    return [(order[i], order[i + 1]) for i in range(0, len(order) - 1, 2)]
+
+
 def judge_pairs(
     responses: Sequence[str],
     judge_fn: JudgeFn,
     anchor: str = "round_robin",
     anchor_response: str | None = None,
+    pairing: str = "ranked",
 ) -> list[JudgedPair]:
-    """Turn K responses into K//2 judged pairs."""
+    """Turn K responses into judged pairs: K//2 (one with pairing="best_worst")."""
     check_k(len(responses))
+    if pairing not in PAIRINGS:
+        raise ValueError(f"unknown judge.pairing {pairing!r}; choose one of {PAIRINGS}")
+    if pairing != "ranked" and anchor != "round_robin":
+        raise ValueError(f"judge.pairing={pairing} reads the round-robin matrix: it needs judge.anchor=round_robin")
     if anchor == "round_robin":
         pref = preference_matrix(responses, judge_fn)
         scores = (pref.sum(1) - 0.5) / (len(responses) - 1)  # mean over j ≠ i
-        return [orient(a, b, float(pref[a, b])) for a, b in rank_pairs(scores.tolist())]
+        if pairing == "random":
+            chosen = random_pairs(responses)
+        else:
+            chosen = rank_pairs(scores.tolist())
+            chosen = chosen[:1] if pairing == "best_worst" else chosen
+        return [orient(a, b, float(pref[a, b])) for a, b in chosen]
     if anchor == "sft_greedy":
         if anchor_response is None:
             raise ValueError("anchor 'sft_greedy' needs the SFT model's greedy answer")
@@ -100,12 +128,12 @@ def judge_pairs(
     raise ValueError(f"unknown judge.anchor {anchor!r}; choose one of {ANCHORS}")
 
 
-def pairs_per_prompt(k: int, anchor: str) -> int:
-    """Pairs one prompt's K responses become by ranked pairing: K//2, whatever the anchor."""
+def pairs_per_prompt(k: int, anchor: str, pairing: str = "ranked") -> int:
+    """Pairs one prompt's K responses become: K//2 whatever the anchor, one for best_worst."""
     check_k(k)
     if anchor not in ANCHORS:
         raise ValueError(f"unknown judge.anchor {anchor!r}; choose one of {ANCHORS}")
-    return k // 2
+    return 1 if pairing == "best_worst" else k // 2
 
 
 def comparisons_per_prompt(k: int, anchor: str) -> int:

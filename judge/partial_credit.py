@@ -134,8 +134,10 @@ def bullet_lists(text: str, kw: dict) -> float:
 
 
 def constrained_response(text: str, kw: dict) -> float:
-    lowered = text.lower()
-    return 0.5 if any(w in lowered for w in ("my answer is", "yes", "no", "maybe")) else 0.0
+    """½ for an answer that names one of IFEval's options ("My answer is yes." / "no." /
+    "maybe.") without its exact sentence: the lead-in or an option as a whole word ("know" and
+    "not" hold "no" but name no option)."""
+    return 0.5 if re.search(r"\bmy answer is\b|\b(?:yes|no|maybe)\b", text, flags=re.IGNORECASE) else 0.0
 
 
 def highlighted_sections(text: str, kw: dict) -> float:

@@ -6,8 +6,8 @@
   swap-averaged probability of its answer token — the OSP paper's self-judge;
 - `checklist`: the frozen SFT model answers one yes/no question per instruction of the prompt
   about each answer (judge/checklist.py), p = σ((s_a − s_b)/τ) with s the mean P(yes);
-- `lm:<path>`: another local causal LM judging the same way (the SFT model stays the reference);
-- `reward:<path>`: a local sequence-classification reward model, p = σ((r_a − r_b)/τ);
+- `lm:<model>`: another causal LM judging the same way (the SFT model stays the reference);
+- `reward:<model>`: a sequence-classification reward model, p = σ((r_a − r_b)/τ);
 - `verifier`: the prompt's verifiable instructions (judge/verifier.py), p = σ((s_a − s_b)/τ)
   with s the share of instructions a response follows;
 - `python:<module>:<function>`: the user's function (prompt, a, b) → p.
@@ -26,6 +26,8 @@ that calibrates a judge against the verifier.
 Every draw is a hash of (seed, prompt, the two responses), so every judge's `compare` is a
 pure function of its inputs: the same comparison gets the same noise in either order, on every
 retry, restart and resume, and in every arm of an experiment that meets it.
+A `<model>` is a local folder or a Hugging Face id `org/name[@rev]` (core/models.resolve_model),
+resolved where the judge is built: on the judge actor's own node.
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ from typing import Callable, Protocol
 import torch
 
 from core.chat import ChatEncoder, as_chat
+from core.config import JudgeConfig
+from core.models import resolve_model
 from judge.checklist import ChecklistJudge
 from judge.strength import JudgeTemplate, LMJudge, sigmoid
 from judge.verifier import Instructions, VerifierJudge
 
-KINDS = ("self", "checklist", "lm:<path>", "reward:<path>", "verifier", "python:<module>:<function>")
+KINDS = ("self", "checklist", "lm:<model>", "reward:<model>", "verifier", "python:<module>:<function>")
 
 
 class Preference(Protocol):
@@ -65,14 +69,16 @@ class RewardJudge:
     """A sequence-classification reward model: p = σ((r_a − r_b)/τ). It scores each (prompt,
     response) as a two-turn chat encoded by core/chat.py with `chat_template` (model.chat_template)."""
 
-    def __init__(self, model_path: str, tau: float = 1.0, batch_size: int = 8, chat_template: str | None = None):
+    def __init__(self, model_ref: str, tau: float = 1.0, batch_size: int = 8, chat_template: str | None = None):
+        """`model_ref`: a local folder or a hub id (core/models), resolved in this process."""
         # Lazy (as every model import in the judge): the actor applies the stack's environment
-        # (HF_HUB_OFFLINE, …) before any model library loads; the driver imports this module too.
+        # before any model library loads; the driver imports this module too.
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.name, self.tau = f"reward:{model_path}", tau
-        self.chat = ChatEncoder(AutoTokenizer.from_pretrained(model_path), chat_template)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_path).eval()
+        self.name, self.tau = f"reward:{model_ref}", tau
+        folder = resolve_model(model_ref)
+        self.chat = ChatEncoder(AutoTokenizer.from_pretrained(folder), chat_template)
+        self.model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
         # The model reads its score at the last token that is not its pad id: rows are padded
         # with that id, and one at a time when it has none (transformers refuses a batch then).
         self.pad_id = self.model.config.pad_token_id
@@ -213,37 +219,40 @@ def with_noise(judge: Preference, noise: str, scale: float, seed: int) -> Prefer
     raise ValueError(f"unknown judge.noise {noise!r}; choose one of {NOISES}")
 
 
-def make_preference(kind: str, sft_model=None, chat=None, *, instructions: dict[str, Instructions] | None = None,
-                    tau: float = 0.25, template: JudgeTemplate | None = None, batch_size: int = 8,
-                    noise: str = "none", noise_scale: float = 0.0, seed: int = 0, dtype: str = "float32",
-                    partial_credit: bool = False, loop_penalty: float = 0.0, temperature: float = 1.0) -> Preference:
-    """Build the judge `kind`. `self` judges with the given SFT model (no second copy). `chat`: the
-    SFT model's ChatEncoder (core/chat.py; a bare tokenizer: its own template); an lm: or reward:
-    judge encodes with its own tokenizer and the same `model.chat_template` choice."""
+def make_preference(judge: JudgeConfig, sft_model=None, chat=None, *, instructions: dict[str, Instructions] | None = None,
+                    seed: int = 0, dtype: str = "float32") -> Preference:
+    """The judge a judge section (core/config.JudgeConfig) describes: its kind, τ, template, batch
+    size, noise, temperature and the verifier's options. `self` judges with the given SFT model
+    (no second copy). `chat`: the SFT model's ChatEncoder (core/chat.py; a bare tokenizer: its own
+    template); an lm: or reward: judge encodes with its own tokenizer and the same
+    `model.chat_template` choice. `seed`: the noise's; `dtype`: an lm: judge model's."""
+    kind, tau, batch_size = judge.kind, judge.tau, judge.batch_size
+    template = JudgeTemplate.from_config(judge)
     check_kind(kind)
     head, _, rest = kind.partition(":")
     choice = chat.choice if isinstance(chat, ChatEncoder) else None
     if kind == "self":
-        judge: Preference = LMJudge(sft_model, as_chat(chat), "self-judge", template, batch_size)
+        preference: Preference = LMJudge(sft_model, as_chat(chat), "self-judge", template, batch_size)
     elif head == "lm":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(rest, dtype=getattr(torch, dtype)).eval().requires_grad_(False)
+        folder = resolve_model(rest)  # a hub id resolves on this node: transformers gets the folder
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval().requires_grad_(False)
         if sft_model is not None:
             model = model.to(next(sft_model.parameters()).device)
-        judge = LMJudge(model, ChatEncoder(AutoTokenizer.from_pretrained(rest), choice), kind, template, batch_size)
+        preference = LMJudge(model, ChatEncoder(AutoTokenizer.from_pretrained(folder), choice), kind, template, batch_size)
     elif head == "reward":
-        judge = RewardJudge(rest, tau, batch_size, choice)
+        preference = RewardJudge(rest, tau, batch_size, choice)
     elif kind == "checklist":
         if not instructions:
             raise ValueError("judge kind 'checklist' needs prompts with verifiable instructions "
                              "(rows with instruction_id_list and kwargs, e.g. data.prompts=instructions)")
-        judge = ChecklistJudge(sft_model, as_chat(chat), instructions, tau, batch_size)
+        preference = ChecklistJudge(sft_model, as_chat(chat), instructions, tau, batch_size)
     elif kind == "verifier":
         if not instructions:
             raise ValueError("judge kind 'verifier' needs prompts with verifiable instructions "
                              "(rows with instruction_id_list and kwargs, e.g. data.prompts=instructions)")
-        judge = VerifierJudge(instructions, tau, partial_credit, loop_penalty)
+        preference = VerifierJudge(instructions, tau, judge.partial_credit, judge.loop_penalty)
     else:
-        judge = PythonJudge(rest)
-    return tempered(with_noise(judge, noise, noise_scale, seed), temperature)
+        preference = PythonJudge(rest)
+    return tempered(with_noise(preference, judge.noise, judge.noise_scale, seed), judge.temperature)

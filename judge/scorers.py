@@ -3,16 +3,16 @@
 Evaluation needs a judge that did *not* shape training, or a policy that learned to please
 its own judge looks better than it is. `make_scorer(spec)` builds one of:
 
-- `self` (or `self:<path>`): the OSP self-judge — the frozen SFT model, swap-averaged;
-- any judge kind of judge/preferences.py: `lm:<path>` (independent when it is a different
-  model), `reward:<path>`, `verifier` (the prompts' IFEval instructions), `python:<module>:<fn>`;
+- `self` (or `self:<model>`): the OSP self-judge — the frozen SFT model, swap-averaged;
+- any judge kind of judge/preferences.py: `lm:<model>` (independent when it is a different
+  model), `reward:<model>`, `verifier` (the prompts' IFEval instructions), `python:<module>:<fn>`;
 - `heuristic`: an offline, model-free proxy (below). Weak, but transparent, deterministic
   and independent of every model here — the one that always runs offline.
 
 The heuristic scores a response on three things a helpful short answer has: it addresses
 the prompt (share of the prompt's RAKE keywords it mentions), it is not degenerate (share of
-repeated word trigrams, penalised), and it is not empty. The higher score wins; equal scores
-tie (p = 0.5).
+repeated word trigrams, judge/repetition.repeated_share with n = 3, penalised), and it is not
+empty. The higher score wins; equal scores tie (p = 0.5).
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from __future__ import annotations
 import re
 
 from core.chat import ChatEncoder
+from core.config import JudgeConfig
 from core.text import rake_keywords
 from judge.preferences import Preference, check_kind, make_preference
+from judge.repetition import repeated_share
 
 _WORD = re.compile(r"[a-z0-9']+")
 
@@ -33,9 +35,8 @@ def heuristic_score(prompt: str, response: str) -> float:
     keywords = [k for k in rake_keywords(prompt) if k]
     text = " ".join(words)
     relevance = sum(1 for k in keywords if k.lower() in text) / len(keywords) if keywords else 0.0
-    trigrams = list(zip(words, words[1:], words[2:]))
-    repetition = 1 - len(set(trigrams)) / len(trigrams) if trigrams else 0.0
-    return round(relevance - repetition + 0.1, 9)  # +0.1: any non-empty answer beats silence
+    # Trigrams, not the loop penalty's 4-grams: a short answer has few 4-grams to repeat.
+    return round(relevance - repeated_share(response, n=3) + 0.1, 9)  # +0.1: any non-empty answer beats silence
 
 
 class HeuristicScorer:
@@ -50,8 +51,8 @@ class HeuristicScorer:
 
 
 def make_scorer(spec: str, sft_path: str, instructions: dict | None = None, chat_template: str | None = None) -> Preference:
-    """`heuristic`, `self` (or `self:<path>`), or any judge kind (judge/preferences.py):
-    `lm:<path>`, `reward:<path>`, `verifier` (needs the prompts' `instructions`), `python:<module>:<fn>`.
+    """`heuristic`, `self` (or `self:<model>`), or any judge kind (judge/preferences.py):
+    `lm:<model>`, `reward:<model>`, `verifier` (needs the prompts' `instructions`), `python:<module>:<fn>`.
     A model scorer encodes its prompts with `chat_template` (model.chat_template, core/chat.py)."""
     kind, _, path = spec.partition(":")
     if spec == "heuristic":
@@ -61,7 +62,7 @@ def make_scorer(spec: str, sft_path: str, instructions: dict | None = None, chat
     try:
         check_kind(spec)
     except ValueError:
-        raise ValueError(f"unknown scorer {spec!r}: use heuristic, self, self:<path>, lm:<path>, reward:<path>, "
+        raise ValueError(f"unknown scorer {spec!r}: use heuristic, self, self:<model>, lm:<model>, reward:<model>, "
                          "verifier or python:<module>:<function>") from None
     head = spec.partition(":")[0]
     chat = None
@@ -69,7 +70,7 @@ def make_scorer(spec: str, sft_path: str, instructions: dict | None = None, chat
         from transformers import AutoTokenizer
 
         chat = ChatEncoder(AutoTokenizer.from_pretrained(spec.partition(":")[2]), chat_template)
-    scorer = make_preference(spec, chat=chat, instructions=instructions, tau=1e-3)  # a verifier scorer: any gap decides
+    scorer = make_preference(JudgeConfig(kind=spec, tau=1e-3), chat=chat, instructions=instructions)  # any gap decides
     if kind == "self":
         scorer.name = "self-judge"
     return scorer

@@ -47,6 +47,12 @@ class JudgeTemplate:
         if len(set(self.answer_tokens)) != 2:
             raise ValueError(f"judge needs two distinct answer tokens, got {self.answer_tokens}")
 
+    @classmethod
+    def from_config(cls, judge) -> "JudgeTemplate":
+        """The template a judge section (core/config.JudgeConfig) asks for: its `template` text
+        (null: the default) and its answer tokens."""
+        return cls(**({"text": judge.template} if judge.template else {}), answer_tokens=tuple(judge.answer_tokens))
+
     def render(self, chat: ChatEncoder, prompt: str, response_a: str, response_b: str) -> list[int]:
         """Token ids of the judging prompt; the answer token is predicted after the last id.
         `chat`: the ChatEncoder (a bare tokenizer: its own template)."""

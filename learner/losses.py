@@ -55,13 +55,16 @@ def length_normalized(
     return policy_chosen / lc, policy_rejected / lr, ref_chosen / lc, ref_rejected / lr
 
 
-def rpo_nll(policy_chosen: Tensor, chosen_lengths: Tensor, p: Tensor | None = None) -> Tensor:
-    """RPO's extra term: the per-token negative log-likelihood of the chosen responses, mean
-    over the pairs with a verdict (`p`; a tie's "chosen" is not preferred, so it is left out)."""
-    per = -policy_chosen / chosen_lengths.to(policy_chosen.dtype).clamp(min=1)
-    if p is None:
-        return per.mean()
-    keep = decided(p.to(per.dtype))
+def rpo_nll(policy_chosen: Tensor, policy_rejected: Tensor, chosen_lengths: Tensor, rejected_lengths: Tensor,
+            p: Tensor) -> Tensor:
+    """RPO's extra term: the per-token negative log-likelihood of the answer the judge prefers,
+    "chosen" where p > 0.5 and "rejected" where p < 0.5 (the losses train that side too),
+    mean over the pairs with a verdict (a tie has no preferred answer, so it is left out)."""
+    p = p.to(policy_chosen.dtype)
+    chosen = -policy_chosen / chosen_lengths.to(policy_chosen.dtype).clamp(min=1)
+    rejected = -policy_rejected / rejected_lengths.to(policy_rejected.dtype).clamp(min=1)
+    per = torch.where(p > 0.5, chosen, rejected)
+    keep = decided(p)
     return torch.where(keep, per, torch.zeros_like(per)).sum() / keep.sum().clamp(min=1)
 
 

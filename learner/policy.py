@@ -32,7 +32,7 @@ def build_policy(
     gradient_checkpointing: bool = False,
 ) -> Policy:
     # Lazy, as in every actor module: transformers and peft read the environment at import
-    # (HF_HUB_OFFLINE), which the actor applies first thing; the driver never needs them.
+    # (the hub settings among it), which the actor applies first thing; the driver never needs them.
     import peft
     from transformers import AutoModelForCausalLM
 

@@ -13,17 +13,16 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import ray
 import torch
-from safetensors.torch import save_file
 
 from core.config import Config
 from core.env import apply_runtime_env, disable_deepspeed_shm_comm, peak_rss_bytes, thread_report, use_cores
 from core.logprobs import pack_right_padded, sequence_logprobs, token_logprobs
+from core.models import resolve_model, weight_bytes
 from core.net import bind_gloo_to, node_address_and_free_port, tcp_store
 from core.records import validate_pair_batch
 from core.refs import fetch
@@ -40,6 +39,7 @@ from learner.losses import (
     rpo_nll,
 )
 from learner.policy import build_policy, merged_state_dict, policy_payload
+from learner.rank_checkpoint import RankCheckpoints, save_no_frozen_alias
 
 
 def deepspeed_config(micro_batch: int, zero_stage: int, grad_clip: float, dtype: str) -> dict[str, Any]:
@@ -66,11 +66,13 @@ class RankGroup:
     master_port: int
 
 
-class LearnerRank:
-    def __init__(self, rank: int, group: RankGroup, model_path: str, cfg: Config, method, threads: int | None = None):
-        """`cfg`: the run's config (the learner section, the model's dtype, the seed, the loss's
-        parameters); `method` (a cluster.methods.Method, passed by the driver): the loss, the
-        labels it reads and any auxiliary term with its head."""
+class LearnerRank(RankCheckpoints):
+    def __init__(self, rank: int, group: RankGroup, model_ref: str | None, cfg: Config, method, threads: int | None = None):
+        """`model_ref`: the policy's model (core/models: a pinned hub id, a local folder, or None for
+        the embedded default), resolved on this rank's node; `cfg`: the run's config (the learner
+        section, the model's dtype, the seed, the loss's parameters); `method` (a
+        cluster.methods.Method, passed by the driver): the loss, the labels it reads and any
+        auxiliary term with its head."""
         learner, dtype, seed = cfg.learner, cfg.model.dtype, cfg.seed
         world_size, master_addr, master_port = group.world_size, group.master_addr, group.master_port
         apply_runtime_env()
@@ -98,9 +100,12 @@ class LearnerRank:
         self.learner_cfg, self.loss_cfg, self.method = learner, cfg.loss, method
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        # `model_ref` (core/models: a pinned hub id, a local folder, or None for the embedded
+        # default) is resolved on this rank's node: no shared filesystem needed for the model.
+        self.model_folder = str(resolve_model(model_ref))
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_folder)
         self.pad_id = pad_token_id(self.tokenizer)
-        policy = build_policy(model_path, dtype, learner.lora, method.degree_classes, learner.gradient_checkpointing)
+        policy = build_policy(self.model_folder, dtype, learner.lora, method.degree_classes, learner.gradient_checkpointing)
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=learner.lr, weight_decay=learner.weight_decay)
         micro = learner.pairs_per_step // world_size
@@ -109,12 +114,13 @@ class LearnerRank:
             optimizer=optimizer,
             config=deepspeed_config(micro, learner.zero_stage, learner.grad_clip, dtype),
         )
-        self.model_path = model_path
+        save_no_frozen_alias(self.engine)
         self.steps = 0
 
     def info(self) -> dict[str, Any]:
         return {"rank": self.rank, "pid": os.getpid(), "steps": self.steps, "peak_rss_bytes": peak_rss_bytes(),
-                "versions": installed(), **thread_report()}
+                "versions": installed(), "model_folder": self.model_folder, "model_bytes": weight_bytes(self.model_folder),
+                **thread_report()}
 
     # -- loss ---------------------------------------------------------------------------
     def _forward_loss(self, pairs: pa.Table, decided_in_step: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -143,9 +149,9 @@ class LearnerRank:
         loss = batch_mean(per_pair, p, decided_in_step, world)
         metrics = {"loss/pref": float(loss.detach()), "pairs/ties": float((~decided(p)).sum())}
         if cfg.nll_weight:
-            nll = rpo_nll(logps[:n], lengths[:n], p)
+            nll = rpo_nll(logps[:n], logps[n:], lengths[:n], lengths[n:], p)
             loss = loss + cfg.nll_weight * nll
-            metrics["loss/nll_chosen"] = float(nll.detach())
+            metrics["loss/nll_preferred"] = float(nll.detach())
         if (aux := self.method.aux_loss(policy, self.tokenizer, self.pad_id, cols, self.rng)) is not None:
             term, aux_metrics = aux
             loss = loss + term
@@ -246,7 +252,7 @@ class LearnerRank:
 
     def logprobs_of(self, prompt_tokens: list[int], response_tokens: list[int]) -> list[float]:
         """Per-token log-probs under the learner's current weights: what the rollout engines must
-        compute after a push (core/weights.check_push)."""
+        compute after a push (cluster/driver/weight_sync.check_push)."""
         with torch.no_grad(), self._gathered():
             self.engine.eval()
             ids, attn, resp = pack_right_padded([prompt_tokens], [response_tokens], self.pad_id)
@@ -254,39 +260,3 @@ class LearnerRank:
             logits = self.engine.module.lm(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False).logits
             per = token_logprobs(logits, ids.to(device))[0].cpu()
             return per[resp[0, 1:]].tolist()
-
-    # -- checkpoints ----------------------------------------------------------------------
-    def save_checkpoint(self, ckpt_dir: str, client_state: dict | None = None) -> bool:
-        """<ckpt_dir>/ds: DeepSpeed state of every rank (weights, optimizer) for --resume;
-        <ckpt_dir>/hf: merged weights in HF format (rank 0). ckpt_dir must be storage every
-        rank can reach (a shared filesystem on a multi-node cluster)."""
-        client = {"rng": self.rng.getstate(), "torch_rng": torch.get_rng_state(), **(client_state or {})}
-        self.engine.save_checkpoint(ckpt_dir, tag="ds", client_state=client)
-        state = self.full_state_dict()
-        if state is not None:
-            self._save_hf(Path(ckpt_dir) / "hf", state)
-        return True
-
-    def _save_hf(self, target: Path, state: dict[str, torch.Tensor]) -> None:
-        from transformers import AutoConfig
-
-        target.mkdir(parents=True, exist_ok=True)
-        save_file(state, str(target / "model.safetensors"), metadata={"format": "pt"})
-        AutoConfig.from_pretrained(self.model_path).save_pretrained(target)
-        self.tokenizer.save_pretrained(target)
-        gen = Path(self.model_path) / "generation_config.json"
-        if gen.exists():
-            (target / "generation_config.json").write_bytes(gen.read_bytes())
-
-    def load_checkpoint(self, ckpt_dir: str) -> dict:
-        path, client = self.engine.load_checkpoint(ckpt_dir, tag="ds")
-        if path is None:
-            raise FileNotFoundError(f"no DeepSpeed state for rank {self.rank} under {ckpt_dir}/ds")
-        client = client or {}
-        if "rng" in client:
-            state = client["rng"]
-            self.rng.setstate((state[0], tuple(state[1]), state[2]))
-        if "torch_rng" in client:
-            torch.set_rng_state(client["torch_rng"])
-        self.steps = int(client.get("step", self.steps))
-        return {k: v for k, v in client.items() if k not in ("rng", "torch_rng")}

@@ -39,6 +39,27 @@ def tiny_tokenizer(tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
+def hub_cache(tiny_model_dir, tmp_path_factory):
+    """A Hugging Face hub cache (tests/hub_fixtures.py: the real layout, blobs and symlinks)
+    holding the tiny model as TINY_REPO on `main` (and, broken, as NO_CONFIG_REPO: its files
+    less config.json): (the cache folder, the tiny model's commit sha)."""
+    from hub_fixtures import NO_CONFIG_REPO, TINY_REPO, folder_files, write_hub_cache
+
+    cache = tmp_path_factory.mktemp("hf-hub-cache")
+    files = folder_files(tiny_model_dir)
+    write_hub_cache(cache, NO_CONFIG_REPO, {k: v for k, v in files.items() if k != "config.json"})
+    return cache, write_hub_cache(cache, TINY_REPO, files)
+
+
+@pytest.fixture
+def offline_hub(hub_cache, monkeypatch):
+    """HF_HUB_OFFLINE=1 with HF_HUB_CACHE at `hub_cache`, for one test: (cache, sha)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache[0]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return hub_cache
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray cluster for the whole session (8 logical CPUs on a 2-core machine:
     actors here are mostly idle, waiting on each other)."""

@@ -40,7 +40,7 @@ def main(model_dir: str, out: str) -> None:
         state = pipeline.run()
         engine = pipeline.rollouts.members[0].handle
         # The pushed weights: put by the learner rank, fetched by the engine on the other node.
-        version, (weights_ref,) = pipeline.scheduler.version, pipeline.sync.latest_payload()
+        version, (weights_ref,) = pipeline.scheduler.version, pipeline.pushes.sync.latest_payload()
         # A pair batch: made by the judge on the rollout node, fetched by the learner's node.
         rollout, _ = engine.generate.remote([{"prompt_id": "x", "prompt_index": 0, "prompt_text": prompts[0].text,
                                            "prompt_tokens": list(prompts[0].tokens)}])

@@ -69,7 +69,7 @@ def main(model_dir: str, out: str) -> None:
         stop(cluster)
     result = {
         "nodes": nodes, "returncode": job.returncode, "statuses": [j["status"] for j in jobs], "logs": logs[-6000:],
-        "actors": actors, "checkpoint": (run_dir / "ckpt-000003" / "hf" / "model.safetensors").exists(),
+        "actors": actors, "checkpoint": (run_dir / "ckpt-000003" / "hf" / "merged" / "model.safetensors").exists(),
     }
     Path(out).write_text(json.dumps(result, indent=1))
 

@@ -21,11 +21,11 @@ from chat_families import FAMILIES, LLAMA3, QWEN25, QWEN_DEFAULT_SYSTEM, Family,
 from transformers import AutoTokenizer
 
 from cluster.config import config_from_dict
-from cluster.data.models import CHATML_TEMPLATE
 from cluster.data.prompts import PromptFileError, load_prompts
 from cluster.methods import method_of
 from core.chat import ChatEncoder, ChatTemplateError
 from core.config import ConfigError
+from core.models import CHATML_TEMPLATE
 
 QUESTION = "Why is the sky blue?"
 

@@ -1,9 +1,12 @@
-"""Checkpoint layout: the run state, atomic folder renames, the `latest` pointer, pruning, and
-what a crash at each point of a write leaves behind (always the previous checkpoint)."""
+"""Checkpoint layout: the run state, atomic folder renames, the `latest` pointer, pruning,
+what a crash at each point of a write leaves behind (always the previous checkpoint), the
+manifest, and the choice of the checkpoint a --resume continues from when one is damaged."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -11,6 +14,9 @@ import pytest
 
 from cluster.driver import checkpoint as ckpt
 from cluster.driver.checkpoint import RunState
+from core.config import ConfigError
+
+MODEL_STATES = "ds/mp_rank_00_model_states.pt"  # where DeepSpeed puts a rank's module state (tag "ds")
 
 
 def _write(run_dir: Path, step: int, keep: int = 0, **state) -> Path:
@@ -212,7 +218,7 @@ def test_crash_leaving_a_temp_folder_keeps_the_previous_checkpoint(tmp_path):
 
     # The resumed run writes step 20 again: the stale temp folder is cleared, not merged.
     path = _write(run_dir, 20, keep=1)
-    assert sorted(p.name for p in path.iterdir()) == ["hf", "run_state.json"]
+    assert sorted(p.name for p in path.iterdir()) == ["hf", "manifest.json", "run_state.json"]
     assert _listing(run_dir) == ["ckpt-000020", "latest"]
 
 
@@ -267,3 +273,143 @@ def test_atomic_write_text_into_a_missing_folder_fails_without_touching_anything
     with pytest.raises(FileNotFoundError):
         ckpt.atomic_write_text(tmp_path / "missing" / "latest", "x")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------
+# The manifest, and the checkpoint a --resume continues from.
+
+
+def _write_full(run_dir: Path, step: int, keep: int = 0) -> Path:
+    """A checkpoint with the files a real one has (DeepSpeed's under ds/, the adapter under hf/)."""
+    tmp = ckpt.temp_dir(run_dir, step)
+    (tmp / "ds").mkdir()
+    (tmp / MODEL_STATES).write_bytes(bytes(range(256)) * 40 + bytes([step]))
+    (tmp / "ds" / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"adam" * 100)
+    (tmp / "hf").mkdir()
+    (tmp / "hf" / "adapter_model.safetensors").write_bytes(b"lora" * 50)
+    ckpt.write_base_model(tmp, {"model": "/models/base", "id": "local-v1:sha256:00ff"})
+    return ckpt.finalize(run_dir, tmp, RunState(step=step), keep)
+
+
+def test_the_manifest_lists_every_other_file_with_its_size_and_sha256(tmp_path):
+    """Would catch a manifest that misses a file (nested ones: ds/, hf/), lists itself, or
+    records a size or digest other than the bytes on disk."""
+    path = _write_full(tmp_path, 4)
+    files = json.loads((path / "manifest.json").read_text())["files"]
+    assert sorted(files) == ["base_model.json", "ds/mp_rank_00_model_states.pt",
+                             "ds/zero_pp_rank_0_mp_rank_00_optim_states.pt", "hf/adapter_model.safetensors",
+                             "run_state.json"]
+    body = bytes(range(256)) * 40 + bytes([4])
+    assert files[MODEL_STATES] == {"size": 10241, "sha256": hashlib.sha256(body).hexdigest()}
+    assert files["hf/adapter_model.safetensors"] == {"size": 200, "sha256": hashlib.sha256(b"lora" * 50).hexdigest()}
+    assert ckpt.damage(path) is None
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[1000] ^= 0x01  # same size: only the digest sees it
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("harm, problem", [
+    (_truncate, "ds/mp_rank_00_model_states.pt has 5120 bytes, the manifest says 10241"),
+    (Path.unlink, "ds/mp_rank_00_model_states.pt missing"),
+    (_flip_a_byte, "ds/mp_rank_00_model_states.pt's sha256 differs from the manifest's"),
+], ids=["truncated", "deleted", "flipped-byte"])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, harm, problem):
+    """The issue's case: checkpoint.every=2, keep=2, ckpt-000008's model states cut short by a
+    full disk. Would catch a resume that trusts `latest` unverified (DeepSpeed's raw traceback),
+    one that skips the digest (a flipped byte has the right size), or a fallback that is silent
+    or names no file."""
+    for step in (2, 4, 6, 8):
+        _write_full(tmp_path, step, keep=2)
+    harm(tmp_path / "ckpt-000008" / MODEL_STATES)
+    with caplog.at_level(logging.WARNING, logger="osp"):
+        chosen = ckpt.resume_checkpoint(tmp_path)
+    assert chosen == tmp_path / "ckpt-000006"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"--resume: ckpt-000008 is damaged ({problem}); resuming from ckpt-000006, "
+                        "the newest complete checkpoint"]
+
+
+def test_an_intact_latest_checkpoint_is_chosen_without_a_word(tmp_path, caplog):
+    for step in (2, 4):
+        _write_full(tmp_path, step)
+    with caplog.at_level(logging.INFO, logger="osp"):
+        assert ckpt.resume_checkpoint(tmp_path) == tmp_path / "ckpt-000004"
+    assert not caplog.records
+    assert ckpt.resume_checkpoint(tmp_path / "nothing-yet") is None  # no `latest`: a run not started
+
+
+def test_fallback_skips_every_damaged_checkpoint_and_never_goes_past_latest(tmp_path, caplog):
+    """A complete folder newer than `latest` (a crash before the pointer moved) is not taken:
+    `latest` is the newest the run vouched for. Each damaged one is named, in one line."""
+    for step in (2, 4, 6):
+        _write_full(tmp_path, step)
+    ckpt.atomic_write_text(tmp_path / "latest", "ckpt-000004\n")
+    (tmp_path / "ckpt-000004" / "hf" / "adapter_model.safetensors").unlink()
+    (tmp_path / "ckpt-000002" / "run_state.json").write_text("{}")
+    state_bytes = len(RunState(step=2).to_json().encode())
+    with pytest.raises(ConfigError) as err:
+        ckpt.resume_checkpoint(tmp_path)
+    assert str(err.value) == (
+        f"--resume: no complete checkpoint in {tmp_path}: ckpt-000004 is damaged (hf/adapter_model.safetensors "
+        f"missing); ckpt-000002 is damaged (run_state.json has 2 bytes, the manifest says {state_bytes}); "
+        "start a new run (checkpoint.dir=<new folder>)")
+
+
+def test_latest_naming_a_missing_folder_falls_back(tmp_path, caplog):
+    _write_full(tmp_path, 2)
+    ckpt.atomic_write_text(tmp_path / "latest", "ckpt-000004\n")
+    with caplog.at_level(logging.WARNING, logger="osp"):
+        assert ckpt.resume_checkpoint(tmp_path) == tmp_path / "ckpt-000002"
+    assert "ckpt-000004 is damaged (missing)" in caplog.records[-1].getMessage()
+
+
+def _without_manifest(path: Path) -> Path:
+    (path / "manifest.json").unlink()
+    return path
+
+
+def test_a_checkpoint_written_before_manifests_is_accepted_with_a_note(tmp_path, caplog):
+    """Runs started before manifests existed stay resumable (their folders were renamed into
+    place complete); the note says the files were not verified."""
+    for step in (2, 4):
+        _without_manifest(_write_full(tmp_path, step))
+    with caplog.at_level(logging.WARNING, logger="osp"):
+        assert ckpt.resume_checkpoint(tmp_path) == tmp_path / "ckpt-000004"
+    assert [r.getMessage() for r in caplog.records] == [
+        "ckpt-000004 has no manifest.json (written before checkpoints had one): resuming from it unverified"]
+
+
+def test_a_lost_manifest_after_one_that_had_it_is_damage(tmp_path, caplog):
+    """Would catch a resume that takes any manifest-less folder on trust: ckpt-000004 is newer
+    than a checkpoint with a manifest, so it was written with one and lost it."""
+    _write_full(tmp_path, 2)
+    _without_manifest(_write_full(tmp_path, 4))
+    with caplog.at_level(logging.WARNING, logger="osp"):
+        assert ckpt.resume_checkpoint(tmp_path) == tmp_path / "ckpt-000002"
+    assert "ckpt-000004 is damaged (no manifest.json)" in caplog.records[-1].getMessage()
+
+
+# ---------------------------------------------------------------------------------------
+# The base model a checkpoint was trained on.
+
+
+def test_a_resume_on_another_base_is_refused_naming_both(tmp_path):
+    path = _write_full(tmp_path, 2)
+    same = {"model": "/moved/elsewhere", "id": "local-v1:sha256:00ff"}
+    ckpt.check_base_model(path, same)  # the same fingerprint in another folder: accepted
+    other = {"model": "/models/other", "id": "local-v1:sha256:abcdef0123456789"}
+    with pytest.raises(ConfigError) as err:
+        ckpt.check_base_model(path, other)
+    assert str(err.value) == (
+        "model.path: ckpt-000002 was trained on /models/base (fingerprint 00ff), not on /models/other "
+        "(fingerprint abcdef012345); set model.path=/models/base or start a new run (checkpoint.dir=<new folder>)")
+    (path / "base_model.json").unlink()  # written before identities were recorded: not checked
+    ckpt.check_base_model(path, other)

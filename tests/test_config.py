@@ -22,6 +22,7 @@ def test_dataclass_defaults_are_the_embedded_default_run():
     assert cfg.model.path is None and cfg.model.dtype == "float32" and cfg.model.max_prompt_tokens == 96
     assert cfg.data.prompts is None and cfg.data.num_prompts == 200 and cfg.data.on_bad_rows == "error"
     assert cfg.rollout.k == 2 and cfg.rollout.max_tokens == 24 and cfg.rollout.temperature == 0.8
+    assert cfg.rollout.greedy_sample is False  # every answer sampled unless asked
     assert cfg.judge.anchor == "round_robin" and cfg.judge.answer_tokens == ["A", "B"]
     assert cfg.learner.num_ranks == 1 and cfg.learner.zero_stage == 2 and cfg.learner.max_steps == 25
     assert cfg.learner.lr == 5e-5 and cfg.learner.pairs_per_step == 4
@@ -242,6 +243,8 @@ def test_yaml_file_that_is_not_a_mapping(tmp_path, text, shown):
         (["rollout.k=1"], "rollout.k: ranked pairing needs an even K ≥ 2 (method=dno takes any K ≥ 2), got 1"),
         (["rollout.k=0"], "rollout.k: ranked pairing needs an even K ≥ 2 (method=dno takes any K ≥ 2), got 0"),
         (["rollout.k=-2"], "rollout.k: ranked pairing needs an even K ≥ 2 (method=dno takes any K ≥ 2), got -2"),
+        (["rollout.greedy_sample=true", "rollout.k=1", "method=dno"],
+         "rollout.greedy_sample: one of the K answers is greedy and the others sampled: needs rollout.k ≥ 2, got 1"),
         (["rollout.num_actors=0"], "rollout.num_actors: need at least 1, got 0"),
         (["rollout.max_tokens=0"], "rollout.max_tokens: must be ≥ 1, got 0"),
         (["rollout.top_p=0"], "rollout.top_p: must be in (0, 1], got 0.0"),
@@ -270,6 +273,10 @@ def test_yaml_file_that_is_not_a_mapping(tmp_path, text, shown):
         (["judge.anchor=dno"], "judge.anchor=dno was replaced by the top-level key `method` (did you mean method=dno?)"),
         (["method=dpo", "loss.hard_labels=true"],
          "loss.hard_labels: method=dpo trains on the judge's verdict already; the switch only changes osp (making it dpo)"),
+        (["judge.pairing=random", "judge.anchor=sample0"],
+         "judge.pairing: random pairs from the round-robin matrix; it needs judge.anchor=round_robin, got sample0"),
+        (["method=dno", "rollout.k=4", "judge.pairing=best_worst"],
+         "judge.pairing: method=dno keeps its own win-rate pair; judge.pairing=best_worst does not apply"),
         (["method=dno", "judge.anchor=sample0"],
          "judge.anchor: method=dno judges every pair of answers (win rates); judge.anchor=sample0 does not apply"),
         (["loss.beta=0"], "loss.beta: must be > 0, got 0.0"),
@@ -277,6 +284,12 @@ def test_yaml_file_that_is_not_a_mapping(tmp_path, text, shown):
         (["loss.label_smoothing=0.5"], "loss.label_smoothing: must be in [0, 0.5), got 0.5"),
         (["loss.label_smoothing=-0.1"], "loss.label_smoothing: must be in [0, 0.5), got -0.1"),
         (["loss.spo_weight=-1"], "loss.spo_weight: must be ≥ 0, got -1.0"),
+        # hard_labels does nothing to the losses that read the verdict alone: a config that
+        # sets it there promises a choice the code does not make (it was accepted silently).
+        *[([f"method={name}", "loss.hard_labels=true"],
+           f"loss.hard_labels: method={name} trains on the judge's verdict already; the switch only changes osp "
+           "(making it dpo)") for name in ("cdpo", "ipo", "spo")],
+        (["method=dno", "rollout.k=4", "loss.hard_labels=true"], "loss.hard_labels: method=dno trains on the verdict already"),
         (["loss.spo_ratios=[0.5]"], "loss.spo_ratios: need ≥ 2 ratios in [0, 1], got [0.5]"),
         (["loss.spo_ratios=[0, 1.5]"], "loss.spo_ratios: need ≥ 2 ratios in [0, 1], got [0.0, 1.5]"),
         (["dno.replay_fraction=1"], "dno.replay_fraction: must be in [0, 1), got 1.0"),
@@ -296,6 +309,9 @@ def test_yaml_file_that_is_not_a_mapping(tmp_path, text, shown):
         (["model.max_prompt_tokens=0"], "model.max_prompt_tokens: must be ≥ 1"),
         (["model.dtype=int8"], "model.dtype: unsupported 'int8'"),
         (["checkpoint.every=-1"], "checkpoint.every: must be ≥ 0"),
+        (["checkpoint.merged=true", "learner.lora.enabled=false"],
+         "checkpoint.merged: merges a LoRA adapter, and learner.lora.enabled is false (a full fine-tune's hf/ is "
+         "the whole model): drop checkpoint.merged"),
     ],
 )
 def test_impossible_values_are_refused_naming_the_key(overrides, message):
@@ -310,10 +326,12 @@ def test_impossible_values_are_refused_naming_the_key(overrides, message):
         ["rollout.k=4"],
         ["rollout.k=8", "rollout.top_p=1.0"],
         ["method=dno", "rollout.k=3"],
+        ["rollout.greedy_sample=true", "rollout.k=2"],
         ["learner.num_ranks=2", "learner.pairs_per_step=8"],
         ["learner.zero_stage=0", "method=ipo", "loss.label_smoothing=0"],
         ["loss.spo_ratios=[0, 1]", "loss.spo_weight=0"],
         ["pipeline.max_staleness=0", "pipeline.buffer_max_pairs=4", "checkpoint.every=0"],
+        ["checkpoint.merged=true"],
         ["data.on_bad_rows=skip", "data.num_prompts=1", "model.dtype=bfloat16"],
     ],
 )

@@ -64,8 +64,11 @@ def test_run_finishes_with_every_prompt_accounted_for(finished_run):
     assert state.prompts_done >= state.pairs_trained // 2  # K=4: two pairs per prompt
     rows = _metrics(run_dir)
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
-    # The final push reached both engines: their log-probs are the learner's (weights_check.json).
-    assert json.loads((run_dir / "weights_check.json").read_text())["max_abs_logprob_gap"] < 1e-4
+    # The final push reached both engines: their log-probs are the learner's (weights_check.json),
+    # at the first check, without a second push.
+    check = json.loads((run_dir / "weights_check.json").read_text())
+    assert check["max_abs_logprob_gap"] < 1e-4 and check["weights_verified"] and not check["pushed_again"]
+    assert sorted(check["gaps"]) == ["rollout-0", "rollout-1"]
     for r in rows:
         for key in ("loss", "strength/mean", "rewards/margin", "rewards/accuracy", "pairs_per_s",
                     "rollout_tokens_per_s", "push_s", "push_bytes", "staleness/mean"):
@@ -147,28 +150,78 @@ def test_rollout_weights_equal_learner_after_push(finished_run):
         assert max(abs(a - b) for a, b in zip(vllm, learner)) < 1e-4
 
 
-def test_checkpoint_reloads_in_transformers(finished_run):
-    import ray
+def _transformers_logprobs(folder: Path, prompt: list[int], response: list[int]) -> list[float]:
+    """Per-token log-probs of `response` under the model transformers loads from `folder` (full
+    weights, or with peft installed an adapter folder: its base from adapter_config.json + it)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from cluster.driver import checkpoint as ckpt
     from core.logprobs import pack_right_padded, token_logprobs
+
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    ids, attn, resp = pack_right_padded([prompt], [response], 0)
+    with torch.no_grad():
+        per = token_logprobs(model(input_ids=ids, attention_mask=attn).logits, ids)[0]
+    return per[resp[0, 1:]].tolist()
+
+
+def _gap(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
+def test_checkpoint_reloads_in_transformers(finished_run):
+    """A LoRA run's checkpoints: hf/ holds the adapter (peft's files) and the tokenizer, the
+    final one also the merged model in hf/merged/; ds/ holds only what trains. Both hf/ forms
+    reload in transformers to the learner's log-probs. Would catch a checkpoint that saves the
+    frozen base (ds/ or hf/: the tens of GB of issue 32.6), a final checkpoint without a loadable
+    merged model, or an adapter whose scale or keys differ from the trained one."""
+    import ray
+    import torch
+
+    from cluster.driver import checkpoint as ckpt
 
     pipeline, state, run_dir = finished_run
     latest = ckpt.latest_checkpoint(run_dir)
     assert latest.name == f"ckpt-{STEPS:06d}"
     assert sorted(p.name for p in run_dir.glob("ckpt-*")) == ["ckpt-000003", "ckpt-000006"]
     assert ckpt.load_state(latest).step == STEPS
-    model = AutoModelForCausalLM.from_pretrained(latest / "hf").eval()
+    middle = run_dir / "ckpt-000003"
+    adapter_files = {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+    assert adapter_files <= {p.name for p in (middle / "hf").iterdir()}
+    assert not (middle / "hf" / "model.safetensors").exists() and not (middle / "hf" / "merged").exists()
+    assert (latest / "hf" / "merged" / "model.safetensors").exists()  # the end of the run: a whole model
+    assert not (latest / "hf" / "model.safetensors").exists()  # beside the adapter, transformers would apply it twice
+    for folder in (middle, latest):
+        assert ckpt.damage(folder) is None and json.loads((folder / "base_model.json").read_text())["id"]
+        # DeepSpeed's module state: the LoRA factors only (no frozen weight, the tied LM head included)
+        module = torch.load(folder / "ds" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+        assert module and all(".lora_A." in k or ".lora_B." in k for k in module), sorted(module)[:3]
+
     prompt = list(pipeline.spec.prompts[2].tokens)
     response = list(pipeline.spec.prompts[3].tokens)[-8:]
-    ids, attn, resp = pack_right_padded([prompt], [response], 0)
-    with torch.no_grad():
-        per = token_logprobs(model(input_ids=ids, attention_mask=attn).logits, ids)[0]
-    reloaded = per[resp[0, 1:]].tolist()
     learner = ray.get(pipeline.learner.ranks[0].logprobs_of.remote(prompt, response))
-    assert max(abs(a - b) for a, b in zip(reloaded, learner)) < 1e-5
+    assert _gap(_transformers_logprobs(latest / "hf" / "merged", prompt, response), learner) < 1e-5
+    assert _gap(_transformers_logprobs(latest / "hf", prompt, response), learner) < 1e-5
+
+
+def test_a_rollout_engine_loads_an_adapter_checkpoint(finished_run):
+    """RolloutActor.load_checkpoint on an adapter-only hf/ (what cluster.evaluate does): the
+    engine merges it into its SFT weights. Step 3's adapter must give transformers' log-probs of
+    step 3's policy, not the step-6 weights the engine held (a load that did nothing fails)."""
+    import ray
+
+    pipeline, _, run_dir = finished_run
+    engine = next(e for e in pipeline.rollouts.members if e.ready).handle
+    prompt = list(pipeline.spec.prompts[2].tokens)
+    response = list(pipeline.spec.prompts[3].tokens)[-8:]
+    learner = ray.get(pipeline.learner.ranks[0].logprobs_of.remote(prompt, response))
+    middle = run_dir / "ckpt-000003" / "hf"
+    ray.get(engine.load_checkpoint.remote(str(middle), 3))
+    at_step_3 = ray.get(engine.logprobs_of.remote(prompt, response))
+    assert _gap(at_step_3, _transformers_logprobs(middle, prompt, response)) < 1e-4
+    assert _gap(at_step_3, learner) > 1e-3
+    ray.get(engine.load_checkpoint.remote(str(run_dir / f"ckpt-{STEPS:06d}" / "hf"), STEPS))  # back to the run's end
+    assert _gap(ray.get(engine.logprobs_of.remote(prompt, response)), learner) < 1e-4
 
 
 def test_learner_loss_falls_on_a_fixed_batch(finished_run):
@@ -201,7 +254,7 @@ def test_adapter_and_full_pushes_both_equal_the_learner(finished_run):
     step has moved the weights, so a stale engine fails."""
     import ray
 
-    from core.weights import ObjectStoreSync, check_push
+    from cluster.driver.weight_sync import ObjectStoreSync, check_push
 
     pipeline, _, run_dir = finished_run
     engines = [e.handle for e in pipeline.rollouts.members if e.ready]
@@ -232,7 +285,7 @@ def test_broadcast_weight_sync_over_gloo(finished_run):
     and the merged weights (changed by the previous test's steps) arrive by broadcast."""
     import ray
 
-    from core.weights import BroadcastSync
+    from cluster.driver.weight_sync import BroadcastSync
 
     pipeline, _, _ = finished_run
     engines = [e.handle for e in pipeline.rollouts.members if e.ready]

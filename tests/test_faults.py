@@ -128,26 +128,70 @@ def _losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in rows}
 
 
-def test_interrupted_run_resumes_exactly(ray_cluster, tiny_model_dir, tmp_path):
-    """With max_staleness=0 the loop is synchronous and deterministic (per-prompt sampling
-    seeds, a checkpoint taken with nothing in flight), so resuming must reproduce the
-    uninterrupted run's losses, step for step. Tolerance 1e-6 (float32 reductions)."""
+# Synchronous (max_staleness=0) and deterministic (per-prompt sampling seeds, a checkpoint taken
+# with nothing in flight), with LoRA: a resume must reproduce an uninterrupted run's losses.
+SYNC = {"pipeline": {"max_staleness": 0, "buffer_max_pairs": 8}, "learner": {"lora": {"enabled": True, "r": 4, "alpha": 8}}}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_losses(ray_cluster, tiny_model_dir, tmp_path_factory) -> dict[int, float]:
     from cluster.run import run
 
-    sync = {"pipeline": {"max_staleness": 0, "buffer_max_pairs": 8}}
-    whole = tmp_path / "whole"
-    run(config_from_dict(_config(tiny_model_dir, whole, 6, **sync)))
-    cut = tmp_path / "cut"
-    run(config_from_dict(_config(tiny_model_dir, cut, 3, **sync)))  # stops after ckpt-000002 + final 3
-    # Drop the final checkpoint so the resume starts from step 2, as after a kill -9 at step 3.
+    whole = tmp_path_factory.mktemp("whole")
+    run(config_from_dict(_config(tiny_model_dir, whole, 6, **SYNC)))
+    return _losses(whole)
+
+
+def _forget_after(run_dir: Path, step: int) -> None:
+    """The metrics of the steps after `step` removed, as if the run had died right after it."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:step]
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _assert_same_losses(a: dict[int, float], b: dict[int, float]) -> None:
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
+    for step in a:  # tolerance 1e-6: float32 reductions
+        assert b[step] == pytest.approx(a[step], abs=1e-6), (step, a, b)
+
+
+def test_interrupted_run_resumes_exactly(uninterrupted_losses, tiny_model_dir, tmp_path):
+    """Resumed from an adapter-only checkpoint (a LoRA run's: the adapter and its optimizer
+    states, the base from model.path), the losses equal the uninterrupted run's, step for step.
+    Would catch a checkpoint missing part of the trained state (the adapter, Adam's moments,
+    an RNG) or a resume that trains the frozen base from the wrong weights."""
     import shutil
 
+    from cluster.run import run
+
+    cut = tmp_path / "cut"
+    run(config_from_dict(_config(tiny_model_dir, cut, 3, **SYNC)))  # stops after ckpt-000002 + final 3
+    assert (cut / "ckpt-000002" / "hf" / "adapter_model.safetensors").exists()
+    assert not (cut / "ckpt-000002" / "hf" / "merged").exists()  # checkpoint.merged is off: adapter only
+    # Drop the final checkpoint so the resume starts from step 2, as after a kill -9 at step 3.
     shutil.rmtree(cut / "ckpt-000003")
     (cut / "latest").write_text("ckpt-000002\n")
-    lines = (cut / "metrics.jsonl").read_text().splitlines()[:2]
-    (cut / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    run(config_from_dict(_config(tiny_model_dir, cut, 6, **sync)), resume=True)
-    a, b = _losses(whole), _losses(cut)
-    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
-    for step in a:
-        assert b[step] == pytest.approx(a[step], abs=1e-6), (step, a, b)
+    _forget_after(cut, 2)
+    run(config_from_dict(_config(tiny_model_dir, cut, 6, **SYNC)), resume=True)
+    _assert_same_losses(uninterrupted_losses, _losses(cut))
+
+
+def test_resume_past_a_damaged_checkpoint_continues_exactly_from_the_previous_one(uninterrupted_losses, tiny_model_dir,
+                                                                                  tmp_path, caplog):
+    """Issue 34.3: the latest checkpoint's model states cut short (a full disk). --resume must
+    not hand it to DeepSpeed (a raw traceback, exit 1) but fall back to ckpt-000002, and from
+    there reproduce the uninterrupted run's losses."""
+    import logging
+
+    from cluster.run import run
+
+    cut = tmp_path / "cut"
+    run(config_from_dict(_config(tiny_model_dir, cut, 4, **SYNC)))  # ckpt-000002 and the final ckpt-000004
+    states = cut / "ckpt-000004" / "ds" / "mp_rank_00_model_states.pt"
+    states.write_bytes(states.read_bytes()[:1000])
+    _forget_after(cut, 2)
+    with caplog.at_level(logging.WARNING, logger="osp"):
+        state = run(config_from_dict(_config(tiny_model_dir, cut, 6, **SYNC)), resume=True)
+    assert state.step == 6
+    assert any("ckpt-000004 is damaged (ds/mp_rank_00_model_states.pt has 1000 bytes" in r.getMessage()
+               and "resuming from ckpt-000002" in r.getMessage() for r in caplog.records)
+    _assert_same_losses(uninterrupted_losses, _losses(cut))

@@ -194,14 +194,14 @@ def test_temperature_softens_a_judge_by_hand_keeps_ties_and_verdicts_and_is_wire
     from judge.preferences import LogitNoiseJudge, TemperedJudge, base_judge
 
     base = VerifierJudge({"q": BOTH}, tau=0.5)
-    cool = make_preference("verifier", instructions={"q": BOTH}, tau=0.5, temperature=4.0)
+    cool = make_preference(JudgeConfig(kind="verifier", tau=0.5, temperature=4.0), instructions={"q": BOTH})
     assert isinstance(cool, TemperedJudge) and base_judge(cool).__class__ is VerifierJudge
     assert cool.compare(["q"], ["short"], ["a, b, c, d, e"]) == pytest.approx([1 / (1 + math.exp(-0.5))], abs=1e-12)
     assert cool.compare(["q"], ["short"], ["tiny"]) == [0.5]  # both pass: a tie stays a tie
-    assert make_preference("verifier", instructions={"q": BOTH}, tau=0.5).__class__ is VerifierJudge  # T = 1: itself
+    assert make_preference(JudgeConfig(kind="verifier", tau=0.5), instructions={"q": BOTH}).__class__ is VerifierJudge  # T = 1
     # After the noise: logit(p) = (2 + ε)/T, the same ε as the untempered noisy judge.
-    noisy = make_preference("verifier", instructions={"q": BOTH}, tau=0.5, noise="logit", noise_scale=3.0, seed=5,
-                            temperature=7.0)
+    noisy = make_preference(JudgeConfig(kind="verifier", tau=0.5, noise="logit", noise_scale=3.0, temperature=7.0),
+                            instructions={"q": BOTH}, seed=5)
     assert isinstance(noisy.inner, LogitNoiseJudge)
     raw = LogitNoiseJudge(base, 3.0, seed=5)
     a, b = [f"short {i}" for i in range(50)], [f"a, b, c, d, e {i}" for i in range(50)]
@@ -209,7 +209,7 @@ def test_temperature_softens_a_judge_by_hand_keeps_ties_and_verdicts_and_is_wire
         assert math.log(x / (1 - x)) == pytest.approx(math.log(y / (1 - y)) / 7.0, abs=1e-9)
         assert (x > 0.5) == (y > 0.5)
     with pytest.raises(ValueError, match="temperature must be > 0"):
-        make_preference("verifier", instructions={"q": BOTH}, temperature=0.0)
+        make_preference(JudgeConfig(kind="verifier", temperature=0.0), instructions={"q": BOTH})
 
 
 def test_reward_judge_is_sigmoid_of_reward_difference_over_tau(tiny_model_dir, tmp_path):
@@ -218,7 +218,7 @@ def test_reward_judge_is_sigmoid_of_reward_difference_over_tau(tiny_model_dir, t
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
     model.save_pretrained(tmp_path / "rm")
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "rm")
-    judge = make_preference(f"reward:{tmp_path / 'rm'}", tau=2.0)
+    judge = make_preference(JudgeConfig(kind=f"reward:{tmp_path / 'rm'}", tau=2.0))
     assert isinstance(judge, RewardJudge)
     prompts, a, b = ["Say hi."] * 2, ["hello there", "hi"], ["hi", "hello there"]
     ra, rb = judge.rewards(prompts, a), judge.rewards(prompts, b)
@@ -257,7 +257,7 @@ def test_judge_kind_is_checked():
         with pytest.raises(ValueError, match="unknown judge kind"):
             check_kind(bad)
     with pytest.raises(ValueError, match="needs prompts with verifiable instructions"):
-        make_preference("verifier", instructions={})
+        make_preference(JudgeConfig(kind="verifier"), instructions={})
 
 
 def test_sigmoid_is_stable_for_large_arguments():
@@ -347,7 +347,7 @@ def test_lm_kind_loads_another_model_and_judges_like_the_self_judge_on_it(tiny_m
     from transformers import AutoModelForCausalLM
 
     other = build_tiny_model(tmp_path / "judge", seed=5)
-    judge = make_preference(f"lm:{other}")
+    judge = make_preference(JudgeConfig(kind=f"lm:{other}"))
     assert isinstance(judge, LMJudge) and judge.name == f"lm:{other}"
     direct = LMJudge(AutoModelForCausalLM.from_pretrained(other).eval(), tiny_tokenizer, "x")
     self_judge = LMJudge(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), tiny_tokenizer, "self-judge")

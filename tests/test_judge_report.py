@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from cluster.judge_report import fit_temperature, parse_judge_spec, report_card, tempered
+from cluster.evaluation.judge_card import fit_temperature, parse_judge_spec, report_card, tempered
 
 
 def test_report_card_by_hand():

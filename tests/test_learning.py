@@ -79,8 +79,8 @@ def test_verifier_run_judges_by_the_instructions_and_scores_the_final_weights_he
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cluster.data.prompts import load_prompts
-    from cluster.evaluate import evaluate
     from cluster.evaluation import instruction_eval
+    from cluster.evaluation.head_to_head import HeadToHeadOptions, evaluate
     from cluster.run import run
     from judge.preferences import sigmoid
     from judge.verifier import verify
@@ -105,7 +105,7 @@ def test_verifier_run_judges_by_the_instructions_and_scores_the_final_weights_he
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     prompts = load_prompts(held, tokenizer, 128)
     # Step 4's weights, answered by the evaluation CLI's engine from the final checkpoint.
-    [result] = evaluate([run_dir / "ckpt-000004" / "hf"], tiny_model_dir, prompts, [], max_tokens=6)
+    [result] = evaluate([run_dir / "ckpt-000004" / "hf"], prompts, HeadToHeadOptions(tiny_model_dir, [], max_tokens=6))
     assert report["answers"]["final"] == result["answers"]
     assert report["answers"]["sft"] == result["baseline_answers"]
 

@@ -230,8 +230,28 @@ def test_length_normalized_margin_and_rpo_nll_by_hand():
     assert preference_margin(pc, pr, rc, rr).item() == 6.0  # summed: (3) − (−3)
     # IPO regresses the normalised margin onto 1/(2β) = 5 at β = 0.1: (1.05 − 5)²
     assert ipo_loss(h, 0.1).item() == pytest.approx((1.05 - 5.0) ** 2, abs=1e-12)
-    assert rpo_nll(torch.tensor([-12.0, -3.0], dtype=torch.float64), torch.tensor([4, 1])).item() == 3.0
+    assert rpo_nll(t(-12.0, -3.0), t(-1.0, -1.0), torch.tensor([4, 1]), torch.tensor([1, 1]), t(0.9, 0.7)).item() == 3.0
     # loss.length_normalize=null is the method's own default: on for IPO only
     normalized = lambda *o: method_of(load_config(None, list(o))).length_normalize()  # noqa: E731
     assert normalized("method=ipo") and not normalized("method=osp")
     assert normalized("method=osp", "loss.length_normalize=true") and not normalized("method=ipo", "loss.length_normalize=false")
+
+
+def test_rpo_nll_trains_the_answer_p_prefers_on_either_side():
+    """Bug it catches: the NLL term always on "chosen", so a pair the judge oriented the other way
+    (p < 0.5: "rejected" is preferred) was pushed toward the answer the loss trains away from."""
+    from learner.losses import rpo_nll
+
+    pc = t(-12.0, -3.0, -5.0).requires_grad_()
+    pr = t(-10.0, -8.0, -7.0).requires_grad_()
+    lc, lr = torch.tensor([4, 1, 5]), torch.tensor([5, 2, 7])
+    p = t(0.9, 0.2, 0.5)  # chosen preferred; rejected preferred; a tie (no preferred answer)
+    nll = rpo_nll(pc, pr, lc, lr, p)
+    # By hand: pair 0 chosen 12/4 = 3, pair 1 rejected 8/2 = 4, the tie left out: (3 + 4) / 2.
+    assert nll.item() == pytest.approx(3.5, abs=1e-12)
+    nll.backward()
+    # d/d logp = −1/(length · decided pairs): only the preferred side of each decided pair moves.
+    assert pc.grad.tolist() == pytest.approx([-1 / 8, 0.0, 0.0])
+    assert pr.grad.tolist() == pytest.approx([0.0, -1 / 4, 0.0])
+    # The hard verdict gives the same term: only the side matters, not how far p is from 0.5.
+    assert rpo_nll(pc, pr, lc, lr, t(1.0, 0.0, 0.5)).item() == pytest.approx(3.5, abs=1e-12)

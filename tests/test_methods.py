@@ -70,7 +70,7 @@ def test_method_runs_end_to_end(method, ray_cluster, tiny_model_dir, tmp_path):
     from cluster.run import run
 
     run_dir = tmp_path / method
-    # DNO: 4 pairs a step, so that dno.replay_fraction=0.25 keeps one place for a replayed pair.
+    # DNO: 4 pairs a step, so that dno.replay_fraction=0.3 keeps one place for a replayed pair (floor(1.2)).
     extra = ["learner.pairs_per_step=4"] if method == "dno" else []
     cfg = load_config(CONFIGS / f"{method}.yaml", _tiny_overrides(tiny_model_dir, run_dir) + extra)
     state = run(cfg)
@@ -78,7 +78,8 @@ def test_method_runs_end_to_end(method, ray_cluster, tiny_model_dir, tmp_path):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
     assert all(math.isfinite(r["loss"]) for r in rows)
-    assert (run_dir / f"ckpt-{STEPS:06d}" / "hf" / "model.safetensors").exists()
+    final = run_dir / f"ckpt-{STEPS:06d}" / "hf"  # a LoRA run's: the adapter, and at the end the merged model
+    assert (final / "adapter_model.safetensors").exists() and (final / "merged" / "model.safetensors").exists()
     if method == "spo":
         # The degree head's cross-entropy over 4 degrees starts near log 4 and is added in, on
         # the chosen answers long enough for the 4 classes to differ (the others are counted).
@@ -94,8 +95,8 @@ def test_method_runs_end_to_end(method, ray_cluster, tiny_model_dir, tmp_path):
         assert rows[0]["loss/pref"] == pytest.approx(math.log(2), abs=1e-3)
         # The sampling policy (= the reference) moves only at iteration boundaries.
         assert [r["step"] for r in rows if "push_s" in r] == [2, 4]
-        # Iteration 1 has nothing to replay; iteration 2 replays one pair a step (⌊0.25 · 4⌋ = 1
-        # of the step's 4), and replayed pairs are not counted as trained again.
+        # Iteration 1 has nothing to replay; iteration 2 replays one pair a step (floor(0.3 · 4) = 1,
+        # beside 3 fresh ones), and replayed pairs are not counted as trained again.
         assert [r["pairs/replayed"] for r in rows] == [0.0, 0.0, 1.0, 1.0]
         assert state.pairs_trained == 4 + 4 + 3 + 3
     else:

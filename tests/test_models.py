@@ -12,14 +12,7 @@ from safetensors.torch import load_file
 from tiny_model import build_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cluster.data.models import (
-    EMBEDDED_GGUF,
-    _atomic_save,
-    cache_dir,
-    embedded_default_model,
-    find_embedded_gguf,
-    resolve_model_path,
-)
+from core.models import EMBEDDED_GGUF, _atomic_save, cache_dir, embedded_default_model, find_embedded_gguf, resolve_model
 from judge.strength import JudgeTemplate, answer_token_ids
 
 EMBEDDED_FOLDER = "smollm2-135m-instruct-q4_1"
@@ -99,32 +92,32 @@ def test_build_tiny_model_layers(tmp_path):
     assert json.loads((path / "config.json").read_text())["num_hidden_layers"] == 1
 
 
-# -- resolve_model_path -------------------------------------------------------------------------
+# -- resolve_model -------------------------------------------------------------------------
 
 
-def test_resolve_model_path_existing_folder(tiny_model_dir):
-    assert resolve_model_path(tiny_model_dir) == Path(tiny_model_dir)
-    assert isinstance(resolve_model_path(tiny_model_dir), Path)
+def test_resolve_model_existing_folder(tiny_model_dir):
+    assert resolve_model(tiny_model_dir) == Path(tiny_model_dir)
+    assert isinstance(resolve_model(tiny_model_dir), Path)
 
 
-def test_resolve_model_path_missing(tmp_path):
+def test_resolve_model_missing(tmp_path):
     missing = tmp_path / "no-such-model"
     with pytest.raises(FileNotFoundError, match=r"model path '.*no-such-model' does not exist or is not a folder"):
-        resolve_model_path(str(missing))
+        resolve_model(str(missing))
 
 
-def test_resolve_model_path_file_and_folder_without_config(tmp_path):
+def test_resolve_model_file_and_folder_without_config(tmp_path):
     a_file = tmp_path / "weights.bin"
     a_file.write_bytes(b"\0")
     with pytest.raises(FileNotFoundError, match="does not exist or is not a folder"):
-        resolve_model_path(str(a_file))
+        resolve_model(str(a_file))
     with pytest.raises(FileNotFoundError, match="has no config.json"):
-        resolve_model_path(str(tmp_path))
+        resolve_model(str(tmp_path))
 
 
-def test_resolve_model_path_expands_user(tmp_path, monkeypatch, tiny_model_dir):
+def test_resolve_model_expands_user(tmp_path, monkeypatch, tiny_model_dir):
     monkeypatch.setenv("HOME", str(Path(tiny_model_dir).parent))
-    assert resolve_model_path("~/" + Path(tiny_model_dir).name) == Path(tiny_model_dir)
+    assert resolve_model("~/" + Path(tiny_model_dir).name) == Path(tiny_model_dir)
 
 
 # -- cache location and the embedded default ----------------------------------------------------
@@ -147,7 +140,7 @@ def test_embedded_default_uses_an_existing_cached_copy(monkeypatch, tmp_path):
     monkeypatch.setenv("OSP_CACHE", str(tmp_path))
     assert embedded_default_model() == cached  # returned at once: no conversion
     for spelling in (None, "", "embedded"):
-        assert resolve_model_path(spelling) == cached
+        assert resolve_model(spelling) == cached
 
 
 def test_atomic_save_leaves_nothing_behind_on_failure(tmp_path):
@@ -188,7 +181,7 @@ def test_embedded_default_model_real_smollm2(monkeypatch):
     assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
     # Dequantised weights: no leftover GGUF quantization marker (vLLM refuses the folder).
     assert "quantization_config" not in (path / "config.json").read_text()
-    assert resolve_model_path("embedded") == path
+    assert resolve_model("embedded") == path
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     for letter in ("A", "B"):

@@ -229,3 +229,42 @@ def test_comparisons_per_prompt():
         comparisons_per_prompt(4, "nope")
     with pytest.raises(ValueError, match="K=5"):
         comparisons_per_prompt(5, "round_robin")
+
+
+# -- the pair-construction ablation: ranked, best_worst, random ------------------------------
+
+
+def test_best_worst_keeps_one_pair_the_best_with_the_worst():
+    """K6 by length: best 1, worst 2 (the first ranked pair); one comparison matrix, one pair.
+    Would catch best_worst returning the ranked list or the middle pair."""
+    judge = LengthJudge()
+    pairs = judge_pairs(K6, judge, anchor="round_robin", pairing="best_worst")
+    assert as_tuples(pairs) == [(1, 2, pytest.approx(6 / 7))]
+    assert judge.comparisons == comparisons_per_prompt(6, "round_robin")
+    from judge.pairing import pairs_per_prompt
+
+    assert pairs_per_prompt(6, "round_robin", "best_worst") == 1 and pairs_per_prompt(6, "round_robin") == 3
+
+
+def test_random_pairs_are_a_seeded_perfect_matching_oriented_by_the_judge():
+    """Every answer once, each pair oriented (strength ≥ ½), the same matching for the same answers
+    (a retry or a resume), and not the ranked one for K6. Would catch a matching that repeats an
+    answer, pairs unoriented, or a matching drawn from the global random stream."""
+    from judge.pairing import random_pairs
+
+    pairs = judge_pairs(K6, LengthJudge(), anchor="round_robin", pairing="random")
+    assert sorted(i for p in pairs for i in (p.chosen, p.rejected)) == list(range(6))
+    assert all(p.strength >= 0.5 for p in pairs)
+    for p in pairs:  # each strength is the judge's own p of that pair
+        a, b = len(K6[p.chosen]), len(K6[p.rejected])
+        assert p.strength == pytest.approx(a / (a + b))
+    assert random_pairs(K6) == random_pairs(list(K6))
+    ranked = {(p.chosen, p.rejected) for p in judge_pairs(K6, LengthJudge(), anchor="round_robin")}
+    assert {(p.chosen, p.rejected) for p in pairs} != ranked
+
+
+def test_pairing_other_than_ranked_needs_the_round_robin_matrix():
+    with pytest.raises(ValueError, match="needs judge.anchor=round_robin"):
+        judge_pairs(K4, LengthJudge(), anchor="sample0", pairing="random")
+    with pytest.raises(ValueError, match="unknown judge.pairing 'pairs'"):
+        judge_pairs(K4, LengthJudge(), pairing="pairs")

@@ -59,3 +59,19 @@ def test_a_pass_always_beats_a_failure_and_ties_are_broken_toward_the_instructio
     assert partial.compare(["q"], [closer], [farther])[0] > 0.5
     assert partial.share("q", "tea is good for you") == 1.0 > CREDIT >= partial.share("q", closer)
     assert instruction_score("change_case:english_lowercase", {}, "", False) == 0.0  # nothing written, nothing earned
+
+
+@pytest.mark.parametrize("text, grade", [
+    ("I don't know.", 0.0),          # "no" inside "know"
+    ("It is not clear to me.", 0.0),  # "no" inside "not"
+    ("Nobody can say.", 0.0),
+    ("No, it is not.", 0.5),          # the option's word, not IFEval's sentence
+    ("Maybe", 0.5),
+    ("My answer is yes", 0.5),        # no full stop: IFEval wants the whole sentence
+])
+def test_constrained_response_credits_a_whole_option_only(text, grade):
+    """Bug it catches: partial credit for a substring, so "know" and "not" earned the ½ of an
+    answer that names an option, and the judge preferred them over an answer without either."""
+    kind = "detectable_format:constrained_response"
+    assert not verify(text, Instructions((kind,), ({},))).strict[0]
+    assert GRADES[kind](text, {}) == grade

@@ -212,8 +212,11 @@ def test_build_run_raises_prompt_file_error_when_no_row_is_usable(tiny_model_dir
 # The run folder, checked before Ray starts.
 
 
-def _checkpoint(run_dir: Path, step: int) -> None:
-    ckpt.finalize(run_dir, ckpt.temp_dir(run_dir, step), ckpt.RunState(step=step), keep=0)
+def _checkpoint(run_dir: Path, step: int, base: dict | None = None) -> None:
+    tmp = ckpt.temp_dir(run_dir, step)
+    if base is not None:
+        ckpt.write_base_model(tmp, base)
+    ckpt.finalize(run_dir, tmp, ckpt.RunState(step=step), keep=0)
 
 
 def test_main_refuses_to_overwrite_a_run_without_resume(tiny_model_dir, tmp_path, capsys):
@@ -225,13 +228,44 @@ def test_main_refuses_to_overwrite_a_run_without_resume(tiny_model_dir, tmp_path
     assert sorted(p.name for p in run_dir.iterdir()) == ["ckpt-000010", "latest"]  # untouched
 
 
-def test_main_reports_a_latest_pointer_to_an_incomplete_checkpoint(tiny_model_dir, tmp_path, capsys):
+def test_resume_past_a_latest_pointer_to_a_missing_checkpoint_takes_the_previous_one(tiny_model_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     _checkpoint(run_dir, 10)
     ckpt.atomic_write_text(run_dir / "latest", "ckpt-000020\n")
+    code, err = _run_main(["--resume", f"model.path={tiny_model_dir}", "learner.max_steps=10",
+                           f"checkpoint.dir={run_dir}"], capsys)
+    assert code == 0, err
+    assert "ckpt-000020 is damaged (missing); resuming from ckpt-000010" in err
+    assert "nothing to do: the run is at step 10 of learner.max_steps=10" in err
+
+
+def test_main_refuses_a_resume_with_no_complete_checkpoint_in_one_line(tiny_model_dir, tmp_path, capsys):
+    """Exit 2 and one error line, no traceback: would catch a damaged checkpoint reaching
+    DeepSpeed's loader (its PytorchStreamReader traceback, exit 1)."""
+    run_dir = tmp_path / "run"
+    _checkpoint(run_dir, 10)
+    (run_dir / "ckpt-000010" / "run_state.json").write_text("")
     code, err = _run_main(["--resume", f"model.path={tiny_model_dir}", f"checkpoint.dir={run_dir}"], capsys)
     assert code == 2
-    assert "names ckpt-000020, which is incomplete or missing" in err
+    errors = [line for line in err.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert "--resume: no complete checkpoint in" in errors[0] and "ckpt-000010 is damaged (run_state.json has 0 bytes" in err
+
+
+def test_main_refuses_a_resume_on_another_base_model(tiny_model_dir, tmp_path, capsys):
+    """The checkpoint records the base it trained on; model.path now names another one (here:
+    the same folder whose weights changed). Would catch a LoRA resume that loads its adapter
+    onto whatever model.path names."""
+    from cluster.data.model_identity import base_identity
+
+    run_dir = tmp_path / "run"
+    trained_on = {**base_identity(tiny_model_dir), "id": "local-v1:sha256:" + "0" * 64}
+    _checkpoint(run_dir, 10, trained_on)
+    code, err = _run_main(["--resume", f"model.path={tiny_model_dir}", f"checkpoint.dir={run_dir}"], capsys)
+    assert code == 2
+    assert (f"model.path: ckpt-000010 was trained on {tiny_model_dir} (fingerprint 000000000000), not on "
+            f"{tiny_model_dir} (fingerprint ") in err
+    assert RAY_START not in err
 
 
 def test_resume_of_a_finished_run_has_nothing_to_do(tiny_model_dir, tmp_path, capsys):
@@ -295,7 +329,12 @@ CLI_CASES = {
     "odd_k": (["rollout.k=3"], "rollout.k: ranked pairing needs an even K ≥ 2 (method=dno takes any K ≥ 2), got 3"),
     "unknown_key": (["learner.max_step=10"], "unknown config key learner.max_step (did you mean learner.max_steps?)"),
     "missing_model": (["model.path={base}/no-such-model"], "no-such-model' does not exist or is not a folder"),
+    # The issue's command, offline with an empty cache: the id, its revision and the cache named.
+    "uncached_hub_id": (["model.path=HuggingFaceTB/SmolLM2-135M-Instruct"],
+                        "Hugging Face model 'HuggingFaceTB/SmolLM2-135M-Instruct' (revision 'main') is not in the cache; "
+                        "Hugging Face cache searched: {base}/empty-hub-cache. HF_HUB_OFFLINE=1 is set"),
 }
+CLI_ENV = {"uncached_hub_id": {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": "{base}/empty-hub-cache"}}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -307,22 +346,23 @@ def cli_runs(tmp_path_factory):
     for name, (overrides, _) in CLI_CASES.items():
         run_dir = base / f"run-{name}"
         out, err = base / f"{name}.out", base / f"{name}.err"
+        case_env = {**env, **{k: v.format(base=base) for k, v in CLI_ENV.get(name, {}).items()}}
         with open(out, "wb") as fo, open(err, "wb") as fe:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cluster.train", *(o.format(base=base) for o in overrides),
                  f"checkpoint.dir={run_dir}"],
-                cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe,
+                cwd=REPO_ROOT, env=case_env, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe,
             )
-        procs[name] = (proc, run_dir, out, err)
+        procs[name] = (proc, run_dir, out, err, base)
 
-    def result(name: str) -> tuple[int, str, str, Path]:
-        proc, run_dir, out, err = procs[name]
+    def result(name: str) -> tuple[int, str, str, Path, Path]:
+        proc, run_dir, out, err, base = procs[name]
         try:
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        return proc.returncode, out.read_text("utf-8"), err.read_text("utf-8"), run_dir
+        return proc.returncode, out.read_text("utf-8"), err.read_text("utf-8"), run_dir, base
 
     yield result
     for proc, *_ in procs.values():
@@ -333,8 +373,8 @@ def cli_runs(tmp_path_factory):
 
 @pytest.mark.parametrize("case", list(CLI_CASES))
 def test_cli_refuses_bad_input_with_exit_code_2(cli_runs, case):
-    code, out, err, run_dir = cli_runs(case)
-    message = CLI_CASES[case][1]
+    code, out, err, run_dir, base = cli_runs(case)
+    message = CLI_CASES[case][1].format(base=base)
     assert code == 2, err
     error_lines = [line for line in err.splitlines() if " ERROR " in line]
     assert len(error_lines) == 1 and message in error_lines[0], err
@@ -357,5 +397,5 @@ def test_python_judge_that_cannot_be_imported_is_refused_before_any_actor(tiny_m
 
 
 def test_unknown_judge_kind_is_refused_by_the_config():
-    with pytest.raises(ConfigError, match=r"^judge.kind: unknown 'oracle'; choose one of self, checklist, lm:<path>"):
+    with pytest.raises(ConfigError, match=r"^judge.kind: unknown 'oracle'; choose one of self, checklist, lm:<model>"):
         load_config(None, ["judge.kind=oracle"])

@@ -100,8 +100,8 @@ def test_dora_has_no_plain_factors(tiny_model_dir):
 
 
 def test_payload_and_transport_resolution():
+    from cluster.driver.weight_sync import make_weight_sync
     from cluster.run import resolve_method, resolve_payload
-    from core.weights import make_weight_sync
 
     assert resolve_payload("auto", lora_enabled=True) == "adapter"
     assert resolve_payload("auto", lora_enabled=False) == "full"

@@ -47,10 +47,10 @@ def _remote_calls(source: str, handles: tuple[str, ...]) -> set[str]:
 
 
 def test_the_driver_calls_nothing_on_either_side_that_the_protocol_does_not_declare():
-    """The push code (core/weights.py: the two syncs and check_push) reaches the ranks and the
-    engines only through WeightSender and WeightReceiver. Would catch a driver call added to a
-    sync (or an actor method renamed) without the contract that both sides are held to above."""
-    import core.weights as weights
+    """The push code (cluster/driver/weight_sync.py: the two syncs and check_push) reaches the
+    ranks and the engines only through WeightSender and WeightReceiver. Would catch a driver call
+    added to a sync (or an actor method renamed) without the contract that both sides are held to."""
+    import cluster.driver.weight_sync as weights
 
     source = inspect.getsource(weights)
     sender_calls = _remote_calls(source, ("ranks", "r"))

@@ -9,7 +9,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from cluster.data.models import CHATML_TEMPLATE
+from core.models import CHATML_TEMPLATE
 
 _TINY_CORPUS = [
     "The quick brown fox jumps over the lazy dog.",

@@ -48,6 +48,11 @@ SHIPPED = {
     # Held out too, but built unlike `broad`: writing tasks, instructions before the task in a
     # third of the rows (scripts/make_broad_prompts.py --tasks), a stand-in for an external set.
     "broad-tasks-eval": DATA_DIR / "broad_tasks_eval.jsonl",
+    # Tasks like users' (letters, summaries of a given passage, product descriptions, ...: 18
+    # genres) with instructions of every kind, and a held-out set on other tasks
+    # (scripts/make_broad_prompts.py --realistic).
+    "realistic": DATA_DIR / "realistic_train.jsonl",
+    "realistic-eval": DATA_DIR / "realistic_eval.jsonl",
 }
 
 

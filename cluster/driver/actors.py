@@ -5,6 +5,10 @@ learner ranks share one placement group (PACK) so a multi-node cluster keeps the
 Ray restarts a dead rollout/judge actor (`max_restarts`) and retries its in-flight call
 (`max_task_retries`): the call carries the latest weights, so a restarted engine catches up
 before sampling, and the prompts it held are not skipped.
+
+Each model actor gets the run's model reference (RunSpec.model_ref: a pinned hub id, a folder or
+the embedded default) and resolves it on its own node (core/models.resolve_model), with the
+driver's hub settings (core/env.HUB_ENV) in its runtime env.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 from actors.rollout import RolloutActor
 from cluster.methods import Method
 from core.config import Config
+from core.env import hub_env_vars
 from core.net import node_address_and_free_port
 from judge.judge_actor import JudgeActor
 from learner.rank import LearnerRank, RankGroup
@@ -32,28 +37,39 @@ def actor_name(prefix: str | None, role: str) -> str | None:
     return f"{prefix}/{role}" if prefix else None
 
 
+def hub_runtime_env() -> dict | None:
+    """The driver's hub settings (core/env.HUB_ENV: HF_HUB_OFFLINE, HF_HOME, HF_HUB_CACHE,
+    HF_ENDPOINT …; never HF_TOKEN) as an actor's runtime env, merged by Ray over the job's: an
+    actor resolves a hub id as the driver did, also on a shared cluster started without them or
+    under `ray job submit`. None when none is set (the actor keeps the job's env as it is)."""
+    env = hub_env_vars()
+    return {"env_vars": env} if env else None
+
+
 def actor_options(section, name: str | None, node_id: str | None = None) -> dict:
     """The Ray options of a rollout or judge actor: its section's resources and restarts (Ray
     restarts a dead one, `max_restarts`, and retries its in-flight call, `max_task_retries`),
-    and, given the plan's `node_id` (cluster/capacity/plan.py), a soft pin to that node: it
-    starts there, and a restart whose node is gone goes elsewhere."""
+    the driver's hub settings, and, given the plan's `node_id` (cluster/capacity/plan.py), a soft
+    pin to that node: it starts there, and a restart whose node is gone goes elsewhere."""
     options = dict(name=name, num_cpus=section.cpus_per_actor, num_gpus=section.gpus_per_actor,
                    resources=dict(section.resources) or None, max_restarts=section.max_restarts,
-                   max_task_retries=section.max_restarts)
+                   max_task_retries=section.max_restarts, runtime_env=hub_runtime_env())
     if node_id is not None:
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=True)
     return options
 
 
-def make_rollout_actor(cfg: Config, model_path: str, index: int, prefix: str | None = None, node_id: str | None = None):
+def make_rollout_actor(cfg: Config, model_ref: str | None, index: int, prefix: str | None = None,
+                       node_id: str | None = None):
+    """`model_ref`: the run's pinned model (core/models.pin_model), resolved by the actor on its node."""
     r = cfg.rollout
     actor_cls = ray.remote(RolloutActor).options(max_concurrency=1,
                                                  **actor_options(r, actor_name(prefix, f"rollout-{index}"), node_id))
-    return actor_cls.remote(model_path, r, cfg.model, seed=cfg.seed, name=f"rollout-{index}",
+    return actor_cls.remote(model_ref, r, cfg.model, seed=cfg.seed, name=f"rollout-{index}",
                             threads=_threads(r.cpus_per_actor))
 
 
-def make_judge_actor(cfg: Config, method: Method, model_path: str, index: int, instructions: str | None = None,
+def make_judge_actor(cfg: Config, method: Method, model_ref: str | None, index: int, instructions: str | None = None,
                      prefix: str | None = None, node_id: str | None = None):
     """`instructions`: the name of a SharedValue holding prompt text → its IFEval instructions
     (JSON form), for the verifier judge and the pass rate of fresh samples. A name, not the
@@ -61,7 +77,7 @@ def make_judge_actor(cfg: Config, method: Method, model_path: str, index: int, i
     nothing from the object store."""
     j = cfg.judge
     actor_cls = ray.remote(JudgeActor).options(**actor_options(j, actor_name(prefix, f"judge-{index}"), node_id))
-    return actor_cls.remote(model_path, cfg, method, threads=_threads(j.cpus_per_actor), instructions=instructions)
+    return actor_cls.remote(model_ref, cfg, method, threads=_threads(j.cpus_per_actor), instructions=instructions)
 
 
 @ray.remote(num_cpus=0)
@@ -81,7 +97,7 @@ def learner_placement_group(cfg: Config, node_ids: list[str | None] | None = Non
     return placement_group(bundles, strategy="PACK", name="osp-learner", bundle_label_selector=selectors)
 
 
-def make_learner_group(cfg: Config, method: Method, model_path: str, timeout_s: float = 600, prefix: str | None = None,
+def make_learner_group(cfg: Config, method: Method, model_ref: str | None, timeout_s: float = 600, prefix: str | None = None,
                        node_ids: list[str | None] | None = None):
     l = cfg.learner
     bundles = [cfg.actor_resources()["learner"]] * l.num_ranks
@@ -104,9 +120,10 @@ def make_learner_group(cfg: Config, method: Method, model_path: str, timeout_s: 
             resources=dict(l.resources) or None,
             max_restarts=0,  # a dead rank fails the run (resume from the last checkpoint)
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
+            runtime_env=hub_runtime_env(),
         )
         ranks.append(
-            actor_cls.remote(rank, RankGroup(l.num_ranks, addr, port), model_path, cfg, method, _threads(l.cpus_per_rank))
+            actor_cls.remote(rank, RankGroup(l.num_ranks, addr, port), model_ref, cfg, method, _threads(l.cpus_per_rank))
         )
     return ranks, pg
 

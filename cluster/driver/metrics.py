@@ -8,13 +8,16 @@ import math
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.util.metrics import Gauge
 
 from cluster.driver.trackers import Trackers
 from core.env import peak_rss_bytes
+
+if TYPE_CHECKING:  # core.weights imports torch; this module is read by the console's setup too
+    from cluster.driver.weight_sync import PushCheck
 
 log = logging.getLogger("osp")
 
@@ -215,31 +218,37 @@ def run_metrics(state: Any, buffered: int, rollout_actors: int, epoch: float) ->
             "run/rollout_actors": float(rollout_actors), "run/epoch": epoch}
 
 
-def peak_rss_of(roles: list[tuple[str, Any]]) -> dict[str, int]:
-    """Peak RSS of this process (the driver) and of each (name, actor handle)."""
-    peaks = {"driver": peak_rss_bytes()}
+def memory_figures(roles: list[tuple[str, Any]]) -> tuple[int, dict[str, int]]:
+    """(the model's weight bytes, the peak RSS of this process (the driver) and of each (name,
+    actor handle)). The bytes are those of the folder an actor loaded, as it reports them: on a
+    hub model the driver holds only its config."""
+    peaks, model_bytes = {"driver": peak_rss_bytes()}, 0
     for name, handle in roles:
         try:
-            peaks[name] = ray.get(handle.info.remote(), timeout=30)["peak_rss_bytes"]
+            info = ray.get(handle.info.remote(), timeout=30)
         except Exception as err:  # a report, not a reason to fail the run
             log.warning("no memory figure from %s: %s", name, str(err).splitlines()[0])
-    return peaks
+            continue
+        peaks[name] = info["peak_rss_bytes"]
+        model_bytes = max(model_bytes, info.get("model_bytes", 0))
+    return model_bytes, peaks
 
 
-def write_memory_report(run_dir: Path, model_path: str, peaks: dict[str, int]) -> None:
+def write_memory_report(run_dir: Path, model_bytes: int, peaks: dict[str, int]) -> None:
     """Peak RSS of every process of the run, against the model's bytes: memory.json."""
-    model_bytes = sum(f.stat().st_size for f in Path(model_path).glob("*.safetensors"))
     (run_dir / "memory.json").write_text(json.dumps({"model_bytes": model_bytes, "peak_rss_bytes": peaks}, indent=1))
     log.info("peak RSS (model %.2f GB): %s", model_bytes / 1e9,
              ", ".join(f"{name} {b / 1e9:.2f} GB" for name, b in peaks.items()))
 
 
-def write_weights_check(run_dir: Path, step: int, gap: float) -> None:
-    """weights_check.json: the largest per-token log-prob gap between the learner and any rollout
-    actor after the final push (core/weights.check_push); warns when it shows a lost push."""
-    (run_dir / "weights_check.json").write_text(json.dumps({"step": step, "max_abs_logprob_gap": gap}) + "\n")
-    if gap < 1e-3:
-        log.info("weights check: the rollout actors' log-probs are within %.1e of the learner's", gap)
-    else:
-        log.warning("weights check: a rollout actor's log-probs are %.3g from the learner's: a push was lost or "
-                    "loaded stale", gap)
+def write_weights_check(run_dir: Path, step: int, check: PushCheck, pushed_again: bool) -> None:
+    """weights_check.json: each rollout actor's largest per-token log-prob gap to the learner at
+    the end of the run (cluster/driver/weight_sync.push_gaps), the tolerance, whether they all passed and
+    whether it took a second push. A failure is reported by the caller (it refuses the run)."""
+    record = {"step": step, "max_abs_logprob_gap": check.max_gap, "tolerance": check.tolerance,
+              "weights_verified": check.verified, "pushed_again": pushed_again,
+              "gaps": {name: gap if math.isfinite(gap) else None for name, gap in check.gaps.items()}}
+    (run_dir / "weights_check.json").write_text(json.dumps(record) + "\n")
+    if check.verified:
+        log.info("weights check: the rollout actors' log-probs are within %.1e of the learner's%s", check.max_gap,
+                 " after a second push" if pushed_again else "")

@@ -11,11 +11,9 @@ judge, and starts a learner step as soon as one step's worth of fresh pairs is b
 rollout for step t+1 overlaps learning on step t, bounded by `pipeline.max_staleness` (in
 weight pushes).
 
-The pieces (docs/architecture.md): the actor pools (which own their actors' busy and retiring
-state), the scheduler (what to sample, which pairs train next, when to push; the one door to
-the run's accounting, its ledger), the flights (every ref the driver waits on, handled by
-`_arrived`), the method (cluster/methods/) and the metrics window, in cluster/driver/; the
-weight push in core/weights.py.
+The pieces (docs/architecture.md): the pools (own their actors' busy/retiring state), the
+scheduler (the one door to the run's accounting, its ledger), the flights (every ref waited on),
+the method (cluster/methods/), the pushes, the metrics window and the journal.
 """
 
 from __future__ import annotations
@@ -38,19 +36,19 @@ from cluster.driver.metrics import (
     MetricsLogger,
     StepWindow,
     format_line,
-    peak_rss_of,
+    memory_figures,
     run_metrics,
     step_metrics,
     write_memory_report,
-    write_weights_check,
 )
 from cluster.driver.pools import JudgePool, LearnerGroup, RolloutPool
 from cluster.driver.progress import StallWatch
+from cluster.driver.pushes import Pushes, WeightsUnverified
 from cluster.driver.scheduler import StepScheduler
+from cluster.driver.weight_sync import make_weight_sync
 from cluster.evaluation import heldout
 from cluster.methods import method_of
 from core.versions import check_versions, installed
-from core.weights import check_push, make_weight_sync
 
 log = logging.getLogger("osp")
 
@@ -73,7 +71,7 @@ class Pipeline:
         # the dashboard, unique per start so a resumed run never waits for the old names to free.
         self.actor_prefix = f"{spec.run_dir.name}-{uuid.uuid4().hex[:4]}"
         self.driver_versions = installed()  # every actor's node must run these (core/versions.py)
-        self.rollouts = RolloutPool(cfg, spec.model_path, self.actor_prefix, self.driver_versions)
+        self.rollouts = RolloutPool(cfg, spec.model_ref, self.actor_prefix, self.driver_versions)
         self.judges: JudgePool | None = None
         self.learner: LearnerGroup | None = None
         self.step_running = False
@@ -93,8 +91,8 @@ class Pipeline:
         plan = self._plan()
         self.rollouts.plan = plan
         starting = self.rollouts.start()
-        self.judges = JudgePool(cfg, self.method, spec.model_path, spec.prompts, self.actor_prefix, plan)
-        self.learner = LearnerGroup(cfg, self.method, spec.model_path, spec.run_dir, self.actor_prefix, plan)
+        self.judges = JudgePool(cfg, self.method, spec.model_ref, spec.prompts, self.actor_prefix, plan)
+        self.learner = LearnerGroup(cfg, self.method, spec.model_ref, spec.run_dir, self.actor_prefix, plan)
         # Judges and ranks: wait here (a bad model or config fails before any sampling).
         roles = self.judges.roles() + self.learner.roles()
         infos = ray.get([handle.info.remote() for _, handle in roles])
@@ -107,9 +105,10 @@ class Pipeline:
             self.rollouts.mark_ready(rollout, ray.get(ref))
         if spec.eval_prompts:  # the rollout actors still hold the SFT weights: the baseline
             self.heldout_sft = self._heldout("SFT")
-        self.sync = make_weight_sync(method, self.learner.ranks, self.rollouts.handles(), payload)
+        self.pushes = Pushes(make_weight_sync(method, self.learner.ranks, self.rollouts.handles(), payload),
+                             self.learner, self.rollouts, self.scheduler, self.inflight)
         if self.scheduler.step > 0:  # rollout actors start from the SFT weights: bring them to the run's version
-            self._push(self.scheduler.version)
+            self.pushes.push(self.scheduler.version)
         log.info("actors up in %.1fs: %d rollout, %d judge, %d learner ranks, named %s/…; weight sync: %s",
                  time.perf_counter() - t0, len(self.rollouts.members), len(self.judges.judges),
                  len(self.learner.ranks), self.actor_prefix, f"{method} ({payload})")
@@ -140,15 +139,18 @@ class Pipeline:
             # The run ends with the engines on step N's weights (not the last push's, whatever
             # sync_every or DNO's iteration): the held-out answers are step N's; a resume starts there.
             if self.scheduler.version != self.scheduler.step:
-                self._push(self.scheduler.step)
-            for ref in [r for r, f in self.inflight.items() if isinstance(f, LoadFlight)]:
-                self._on_load(ref, self.inflight.pop(ref))
-            self._check_weights()
+                self.pushes.push(self.scheduler.step)
+            step = self.scheduler.step
+            check, final_answers = self.pushes.verified_final(
+                self.run_dir, lambda: self._heldout(f"step {step}") if self.spec.eval_prompts else None,
+                (list(self.spec.prompts[0].tokens), list(self.spec.prompts[-1].tokens)[-16:]), self.cfg.model.dtype)
             if self.spec.eval_prompts:
                 heldout.write_result(self.run_dir, self.scheduler.step, list(self.spec.eval_prompts), self.heldout_sft,
-                                     self._heldout(f"step {self.scheduler.step}"), self.cfg.seed)
+                                     final_answers, self.cfg.seed)
             self._memory_report()
             self._checkpoint(final=True)
+            if not check.verified:
+                raise WeightsUnverified(self.scheduler.step, check, self.run_dir, bool(self.spec.eval_prompts))
         finally:
             self.metrics.close()
             self.journal.close()
@@ -158,7 +160,7 @@ class Pipeline:
         match flight:
             case ReadyFlight():
                 if self.rollouts.joined(flight.rollout, ref):
-                    self.sync.set_engines(self.rollouts.handles())
+                    self.pushes.engines_changed()
             case RolloutFlight():
                 self._on_rollout(ref, flight)
             case JudgeFlight():
@@ -168,7 +170,7 @@ class Pipeline:
             case RankFlight():
                 self.learner.results([ref], self.scheduler.step + 1)
             case LoadFlight():
-                self._on_load(ref, flight)
+                self.pushes.loaded(ref)
 
     # -- rollouts and judging --------------------------------------------------------------
     def _dispatch_rollouts(self) -> None:
@@ -178,15 +180,9 @@ class Pipeline:
                 return  # back-pressure: the buffer (with what is on its way) is full
             indices = self.scheduler.take_prompts(n)
             requests = [self.spec.prompts[i].request(i) for i in indices]
-            table, counts = rollout.handle.generate.remote(requests, self._catch_up())
+            table, counts = rollout.handle.generate.remote(requests, self.pushes.catch_up())
             self.rollouts.sampling(rollout)
             self.inflight[counts] = RolloutFlight(rollout, indices, table)
-
-    def _catch_up(self) -> tuple[int, list] | None:
-        """(the run's policy version, [ref] of its weights) for a rollout actor that is behind
-        (restarted, or added since the last push) to load before sampling; None: nothing to load."""
-        payload = self.sync.latest_payload()
-        return None if payload is None else (self.scheduler.version, payload)
 
     def _on_rollout(self, ref, flight: RolloutFlight) -> None:
         self.rollouts.returned(flight.rollout)
@@ -211,19 +207,15 @@ class Pipeline:
         self.scheduler.judged(flight.prompt_indices, table)
 
     def _failed(self, kind: str, prompt_indices: list[int], err: Exception) -> None:
-        """A rollout or judge call failed for good (Ray already retried on actor restarts):
-        its prompts go back to the queue. A call that lost an object with its owner may have
-        lost the pushed weights, which learner rank 0 owns (it put them): if the learner is dead
-        the run stops as a rank's death stops it (LearnerFailed, resumable). Else an engine
-        behind the run (restarted) fails at once on each call, and the run would end with 'too
-        many failed rollout calls' instead of saying how to continue."""
+        """A rollout or judge call failed for good (Ray already retried restarts): its prompts
+        are requeued. Lost weights whose owner, learner rank 0, died stop the run resumably."""
         self.failures += 1
         log.warning("%s call failed (%d so far), requeueing %d prompts: %s", kind, self.failures,
                     len(prompt_indices), str(err).splitlines()[0])
         self.scheduler.failed(prompt_indices)
         if isinstance(err, ray.exceptions.ObjectLostError) and not self.learner.alive():
             raise self.learner.failed(err, self.scheduler.step + 1) from err
-        self.sync.invalidate()
+        self.pushes.invalidate()
         if self.failures > 20:
             raise RuntimeError(f"too many failed {kind} calls; last error: {err}") from err
 
@@ -232,7 +224,7 @@ class Pipeline:
             return
         for ref, rollout in added:
             self.inflight[ref] = ReadyFlight(rollout)
-        self.sync.set_engines(self.rollouts.handles())
+        self.pushes.engines_changed()
 
     # -- learning --------------------------------------------------------------------------
     def _maybe_start_step(self) -> None:
@@ -266,7 +258,7 @@ class Pipeline:
         metrics = step_metrics(results, pairs["policy_version"].to_pylist(), step, flight.arrow_s, wall)
         metrics.update(self.scheduler.metrics(flight.batch))
         if self.scheduler.push_due():
-            metrics.update(self._push(step))
+            metrics.update(self.pushes.push(step))
         self.scheduler.end_of_step()
         window, tokens = self.window.close()  # the window closes after the push: its time counts
         self.scheduler.sampled(tokens)
@@ -279,27 +271,6 @@ class Pipeline:
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < cfg.learner.max_steps:
             self._checkpoint()
 
-    def _push(self, version: int) -> dict[str, float]:
-        try:
-            stats, loads = self.sync.push(version)
-        except ray.exceptions.RayError as err:
-            if not self.learner.alive():  # the learner (fatal) or a rollout actor (re-form the group, retry once)?
-                raise self.learner.failed(err, self.scheduler.step + 1) from err
-            log.warning("weight push failed, retrying once with a re-formed group: %s", str(err).splitlines()[0])
-            stats, loads = self.sync.push(version)
-        for ref in loads:
-            self.inflight[ref] = LoadFlight()
-        self.scheduler.pushed(version)
-        return stats
-
-    def _on_load(self, ref, flight: LoadFlight) -> None:
-        try:
-            ray.get(ref)
-        except ray.exceptions.RayError as err:
-            log.warning("a rollout actor failed to load new weights (it catches up on its next batch): %s",
-                        str(err).splitlines()[0])
-            self.sync.invalidate()
-
     # -- reports and checkpoints -----------------------------------------------------------
     def _heldout(self, who: str) -> list[str]:
         max_tokens = self.cfg.eval.max_tokens or self.cfg.rollout.max_tokens
@@ -307,21 +278,21 @@ class Pipeline:
                                self.cfg.seed, who)
 
     def _checkpoint(self, final: bool = False) -> None:
+        """A LoRA run's checkpoint holds the merged model when checkpoint.merged, and at the end."""
         start = time.perf_counter()
         state = self.scheduler.record(self.rng.getstate())
         tmp = ckpt.temp_dir(self.run_dir, state.step)
-        self.learner.save(tmp, state.step)
+        self.learner.save(tmp, state.step, merged=final or self.cfg.checkpoint.merged)
+        ckpt.write_base_model(tmp, self.spec.base_model)
+        finalize_start = time.perf_counter()
         path = ckpt.finalize(self.run_dir, tmp, state, self.cfg.checkpoint.keep)
-        log.info("checkpoint %s written in %.1fs%s", path, time.perf_counter() - start, " (final)" if final else "")
-
-    def _check_weights(self) -> None:  # a lost or stale push shows here, not in a quietly worse held-out score
-        write_weights_check(self.run_dir, self.scheduler.step, check_push(
-            self.learner.ranks, self.rollouts.handles(), list(self.spec.prompts[0].tokens),
-            list(self.spec.prompts[-1].tokens)[-16:]))
+        done = time.perf_counter()
+        log.info("checkpoint %s written in %.1fs (%.1fs of it finalizing: the manifest's sha256)%s", path, done - start,
+                 done - finalize_start, " (final)" if final else "")
 
     def _memory_report(self) -> None:
         roles = [(r.name, r.handle) for r in self.rollouts.live()] + self.judges.roles() + self.learner.roles()
-        write_memory_report(self.run_dir, self.spec.model_path, peak_rss_of(roles))
+        write_memory_report(self.run_dir, *memory_figures(roles))
 
     def shutdown(self) -> None:
         for part in (self.rollouts, self.judges, self.learner):

@@ -54,11 +54,12 @@ class Rollout:
 
 
 class RolloutPool:
-    def __init__(self, cfg: Config, model_path: str, actor_prefix: str, driver_versions: dict[str, str | None],
+    def __init__(self, cfg: Config, model_ref: str | None, actor_prefix: str, driver_versions: dict[str, str | None],
                  plan: Plan | None = None):
-        """`plan`: where the configured rollout actors go (cluster/capacity/plan.py); actors added
-        later by scaling go where Ray finds room."""
-        self.cfg, self.model_path, self.actor_prefix = cfg, model_path, actor_prefix
+        """`model_ref`: the run's pinned model, resolved by each actor on its node; `plan`: where
+        the configured rollout actors go (cluster/capacity/plan.py); actors added later by scaling
+        go where Ray finds room."""
+        self.cfg, self.model_ref, self.actor_prefix = cfg, model_ref, actor_prefix
         self.driver_versions, self.plan = driver_versions, plan
         self.members: list[Rollout] = []
         self.serial = 0
@@ -73,7 +74,7 @@ class RolloutPool:
 
     def add(self) -> tuple[ray.ObjectRef, Rollout]:
         node = self.plan.node_id(f"rollout-{self.serial}") if self.plan else None
-        handle = make_rollout_actor(self.cfg, self.model_path, self.serial, self.actor_prefix, node)
+        handle = make_rollout_actor(self.cfg, self.model_ref, self.serial, self.actor_prefix, node)
         rollout = Rollout(handle, f"rollout-{self.serial}")
         self.serial += 1
         self.members.append(rollout)
@@ -159,7 +160,7 @@ class RolloutPool:
 
 
 class JudgePool:
-    def __init__(self, cfg: Config, method: Method, model_path: str, prompts: tuple[Prompt, ...], prefix: str,
+    def __init__(self, cfg: Config, method: Method, model_ref: str | None, prompts: tuple[Prompt, ...], prefix: str,
                  plan: Plan | None = None):
         # Prompt text → its IFEval instructions: the verifier judge's input, and the pass rate
         # of fresh samples for any judge kind. Held by a named actor that the judges (restarted
@@ -167,7 +168,7 @@ class JudgePool:
         instructions = {p.text: p.instructions.to_json() for p in prompts if p.instructions is not None}
         table = f"{prefix}/instructions"
         self.table = share(table, instructions) if instructions else None
-        self.judges = [make_judge_actor(cfg, method, model_path, i, table if instructions else None, prefix,
+        self.judges = [make_judge_actor(cfg, method, model_ref, i, table if instructions else None, prefix,
                                         plan.node_id(f"judge-{i}") if plan else None)
                        for i in range(cfg.judge.num_actors)]
         self.load = [0] * len(self.judges)
@@ -205,11 +206,11 @@ class LearnerFailed(RuntimeError):
 
 
 class LearnerGroup:
-    def __init__(self, cfg: Config, method: Method, model_path: str, run_dir: Path, prefix: str,
+    def __init__(self, cfg: Config, method: Method, model_ref: str | None, run_dir: Path, prefix: str,
                  plan: Plan | None = None):
         self.run_dir = run_dir
         nodes = [plan.node_id(f"learner-{i}") for i in range(cfg.learner.num_ranks)] if plan else None
-        self.ranks, self.placement_group = make_learner_group(cfg, method, model_path, prefix=prefix, node_ids=nodes)
+        self.ranks, self.placement_group = make_learner_group(cfg, method, model_ref, prefix=prefix, node_ids=nodes)
 
     def roles(self) -> list[tuple[str, Any]]:
         """(role, handle) of each rank, named as their actors are (cluster.driver.actors)."""
@@ -242,9 +243,11 @@ class LearnerGroup:
     def load(self, checkpoint: Path) -> None:
         ray.get([r.load_checkpoint.remote(str(checkpoint)) for r in self.ranks])
 
-    def save(self, folder: Path, step: int) -> None:
+    def save(self, folder: Path, step: int, merged: bool = True) -> None:
+        """Every rank writes its part of the checkpoint into `folder` (learner/rank.py);
+        `merged`: a LoRA run's merged model too."""
         try:
-            ray.get([r.save_checkpoint.remote(str(folder), {"step": step}) for r in self.ranks])
+            ray.get([r.save_checkpoint.remote(str(folder), {"step": step}, merged) for r in self.ranks])
         except ray.exceptions.RayError as err:  # a rank (or its node) died while saving
             raise self.failed(err, step, "saving its checkpoint") from err
 

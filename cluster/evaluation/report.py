@@ -1,4 +1,5 @@
-"""The evaluation's report: eval.json, eval.md (win rates, IFEval tables) and eval.png."""
+"""The head-to-head evaluation's report (cluster/evaluation/head_to_head.py): eval.json, eval.md
+(win rates, IFEval tables), eval.png, and the console's summary lines."""
 
 from __future__ import annotations
 
@@ -115,3 +116,20 @@ def plot(results: list[dict], metrics: Path | None, target: Path) -> None:
     fig.tight_layout()
     fig.savefig(target, dpi=100)
     plt.close(fig)
+
+
+def summary_lines(results: list[dict]) -> list[str]:
+    """One line per checkpoint for the console: IFEval accuracy and gain (instruction prompts),
+    then each scorer's win rate. The full tables are in eval.md."""
+    lines = []
+    for r in results:
+        head = f"{r['checkpoint']} vs {r['baseline']} ({r['prompts']} prompts):"
+        if "ifeval" in r:
+            a, g = r["ifeval"]["accuracy"]["prompt_strict"], r["ifeval"]["gain"]["prompt_strict"]
+            b = r["ifeval_baseline"]["accuracy"]["prompt_strict"]
+            head += (f" prompt-level {b['value']:.3f} → {a['value']:.3f}, gain {g['value']:+.3f} "
+                     f"(95% CI {g['ci_low']:+.3f} to {g['ci_high']:+.3f});")
+        for o in r["outcomes"]:
+            head += f" {o['scorer']} win rate {o['win_rate']:.3f} ({o['ci_low']:.3f}–{o['ci_high']:.3f})"
+        lines.append(head)
+    return lines

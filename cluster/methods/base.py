@@ -30,7 +30,7 @@ import pyarrow as pa
 from torch import Tensor
 
 from core.config import Config, ConfigError
-from judge.pairing import ANCHORS, JudgedPair, comparisons_per_prompt, judge_pairs, pairs_per_prompt
+from judge.pairing import ANCHORS, PAIRINGS, JudgedPair, comparisons_per_prompt, judge_pairs, pairs_per_prompt
 from learner.losses import as_prob, tie_masked
 
 # judge_fn(list of (a, b) answer texts) -> p(a ≻ b) for each, swap-averaged.
@@ -106,6 +106,11 @@ class Method:
             raise ConfigError(f"rollout.k: ranked pairing needs an even K ≥ 2 (method=dno takes any K ≥ 2), got {k}")
         if cfg.judge.anchor not in ANCHORS:
             raise ConfigError(f"judge.anchor: unknown {cfg.judge.anchor!r}; choose one of {ANCHORS}")
+        if cfg.judge.pairing not in PAIRINGS:
+            raise ConfigError(f"judge.pairing: unknown {cfg.judge.pairing!r}; choose one of {PAIRINGS}")
+        if cfg.judge.pairing != "ranked" and cfg.judge.anchor != "round_robin":
+            raise ConfigError(f"judge.pairing: {cfg.judge.pairing} pairs from the round-robin matrix; "
+                              f"it needs judge.anchor=round_robin, got {cfg.judge.anchor}")
         if cfg.loss.hard_labels and not self.reads_strength:
             raise ConfigError(f"loss.hard_labels: method={self.name} trains on the judge's verdict already; "
                               "the switch only changes osp (making it dpo)")
@@ -118,14 +123,14 @@ class Method:
 
     def pairs_per_prompt(self) -> int:
         """Pairs one prompt's K answers become, at most (the driver counts what is on its way with it)."""
-        return pairs_per_prompt(self.cfg.rollout.k, self.cfg.judge.anchor)
+        return pairs_per_prompt(self.cfg.rollout.k, self.cfg.judge.anchor, self.cfg.judge.pairing)
 
     def comparisons_per_prompt(self) -> int:
         return comparisons_per_prompt(self.cfg.rollout.k, self.cfg.judge.anchor)
 
     def pair(self, responses: Sequence[str], judge_fn: JudgeFn, anchor_response: str | None) -> list[JudgedPair]:
-        """A prompt's K answers → its judged pairs (K//2 ranked pairs, judge/pairing.py)."""
-        return judge_pairs(responses, judge_fn, self.cfg.judge.anchor, anchor_response)
+        """A prompt's K answers → its judged pairs (judge/pairing.py: K//2 ranked pairs by default)."""
+        return judge_pairs(responses, judge_fn, self.cfg.judge.anchor, anchor_response, self.cfg.judge.pairing)
 
     # -- learner --------------------------------------------------------------------------
     def length_normalize(self) -> bool:

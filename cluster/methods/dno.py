@@ -129,6 +129,9 @@ class Dno(Method):
     def validate(self, cfg: Config) -> None:
         if cfg.rollout.k < 2:
             raise ConfigError(f"rollout.k: DNO compares K ≥ 2 answers a prompt, got {cfg.rollout.k}")
+        if cfg.judge.pairing != "ranked":
+            raise ConfigError(f"judge.pairing: method=dno keeps its own win-rate pair; judge.pairing={cfg.judge.pairing} "
+                              "does not apply")
         if cfg.judge.anchor != "round_robin":
             raise ConfigError(f"judge.anchor: method=dno judges every pair of answers (win rates); "
                               f"judge.anchor={cfg.judge.anchor} does not apply")

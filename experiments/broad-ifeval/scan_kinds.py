@@ -36,10 +36,10 @@ apply_runtime_env()
 from transformers import AutoTokenizer
 
 from actors.rollout import RolloutActor
-from cluster.data.models import resolve_model_path
 from cluster.data.prompts import load_prompts
 from cluster.driver.ray_setup import init_ray
 from core.config import ModelConfig, RolloutConfig
+from core.models import resolve_model
 from judge.verifier import VerifierJudge, verify
 
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    model = str(resolve_model_path(args.model))
+    model = str(resolve_model(args.model))
     tokenizer = AutoTokenizer.from_pretrained(model)
     prompts = load_prompts(args.prompts, tokenizer, 512)
     init_ray(None, num_cpus=2, worker_logs=False)
