@@ -184,3 +184,21 @@ def test_no_spill_dir_writes_nothing(tmp_path, monkeypatch):
     buf.put(_pairs([0], version=0, tag="a"))
     assert buf.spill_dir is None and buf.spilled == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_resumed_runs_spill_continues_the_numbering_and_keeps_the_earlier_pairs(tmp_path):
+    """A resumed run makes a new PairBuffer on the same spill folder. Would catch the numbering
+    restarting at 0: the resumed run then overwrote the first attempt's pairs-000000.parquet…,
+    and the spill no longer held every pair the run made."""
+    spill = tmp_path / "pairs"
+    first = PairBuffer(max_pairs=8, spill_dir=str(spill))
+    first.put(_pairs([0], version=0, tag="a"))
+    first.put(_pairs([1], version=0, tag="b"))
+    (spill / "notes.txt").write_text("not a spill file")  # ignored by the numbering
+    resumed = PairBuffer(max_pairs=8, spill_dir=str(spill))
+    assert resumed.spilled == 2
+    resumed.put(_pairs([2], version=3, tag="c"))
+    files = sorted(p.name for p in spill.glob("*.parquet"))
+    assert files == ["pairs-000000.parquet", "pairs-000001.parquet", "pairs-000002.parquet"]
+    assert _names(pq.read_table(spill / "pairs-000000.parquet")) == ["a:0"]
+    assert _names(pq.read_table(spill / "pairs-000002.parquet")) == ["c:0"]

@@ -93,6 +93,36 @@ def test_learner_rank_death_fails_cleanly_and_the_run_resumes(ray_cluster, tiny_
     assert state.step == 4
 
 
+def test_learner_rank_0_dying_between_steps_stops_the_run_cleanly(ray_cluster, tiny_model_dir, tmp_path):
+    """Learner rank 0 owns the pushed weights (it put them in the object store); when it dies
+    between steps, an engine that is behind (here: restarted at the same moment, so back at the
+    SFT weights) fails each call at once fetching them (OwnerDiedError). Found by the chaos soak
+    (bench/chaos_soak.py): the driver requeued and re-sent the batch 21 times in 70 ms and ended
+    with 'too many failed rollout calls' (exit 1, no word of --resume) instead of stopping as a
+    rank's death stops it. max_staleness=0 leaves nothing buffered after the step, so no learner
+    step notices the death first. Would catch that again."""
+    import ray
+
+    from cluster.driver.pools import LearnerFailed
+
+    def progress(step, max_steps, metrics):
+        if step == 3:  # after ckpt-000002, before the next checkpoint
+            rank0 = ray.get(pipeline.learner.ranks[0].info.remote())["pid"]
+            engine = ray.get(pipeline.rollouts.members[0].handle.info.remote())["pid"]
+            os.kill(rank0, signal.SIGKILL)
+            os.kill(engine, signal.SIGKILL)
+
+    cfg = _config(tiny_model_dir, tmp_path / "run", 6, pipeline={"max_staleness": 0, "buffer_max_pairs": 8})
+    pipeline = _pipeline(cfg, progress)
+    try:
+        pipeline.start()
+        with pytest.raises(LearnerFailed, match=r"(?s)learner rank failed at step 4.*ckpt-000002.*--resume"):
+            pipeline.run()
+        assert pipeline.failures < 5  # stopped at the first call that lost the weights
+    finally:
+        pipeline.shutdown()
+
+
 def _losses(run_dir: Path) -> dict[int, float]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in rows}

@@ -104,3 +104,22 @@ def test_dno_keeps_one_pair_a_prompt_and_samples_for_this_iteration_only():
     policy.ledger.state.step = 2  # its last step running: wait for the next iterate
     assert _to_sample(policy, True, buffered=0, prompts_in_flight=0, buffer_max=64) == 0
     assert policy.policy.oldest_trainable(policy.ledger.pushed_versions) == policy.ledger.pushed_versions[-1]
+
+
+def test_the_ledger_says_what_became_of_each_prompt_once():
+    """The outcomes the driver writes to journal.jsonl after each step, against the life of six
+    prompts. Would catch an outcome left out (a prompt done without a line saying why), one
+    written twice, or outcomes not cleared once taken (each step's line repeating the last)."""
+    ledger = PromptLedger(10, seed=0, shuffle=False, state=RunState())
+    ledger.hand_out(6)
+    ledger.judged([0, 1], Counter({0: 2}))  # 1: judging kept no pair
+    ledger.failed([2])  # its call failed for good
+    ledger.judged([3, 4], Counter({3: 2, 4: 2}))
+    ledger.stale([4, 4], pairs_per_prompt=2)  # 4's pairs went stale
+    ledger.step_trained([0, 3])
+    assert ledger.take_outcomes() == {"trained": [], "no_pair_kept": [1], "requeued_stale": [4],
+                                      "requeued_failed": [2]}
+    ledger.step_trained([0, 3])  # the last pair of 0 and of 3
+    assert ledger.take_outcomes() == {"trained": [0, 3], "no_pair_kept": [], "requeued_stale": [],
+                                      "requeued_failed": []}
+    assert ledger.take_outcomes() == {"trained": [], "no_pair_kept": [], "requeued_stale": [], "requeued_failed": []}

@@ -14,6 +14,10 @@ none of them (ties dropped, a method's margin). Pairs too stale to train, a fail
 checkpoint taken while a prompt is in flight or waiting all send the prompt back to the queue,
 so none is skipped and none is counted done twice.
 
+**What became of each prompt** is kept too (`outcomes`, taken by the driver after each learner
+step into the run's journal, cluster/driver/journal.py): done because its pairs trained or
+because judging kept none, or requeued because its pairs went stale or its call failed.
+
 **The policy version**: the learner step whose weights the rollout engines were last sent.
 Pairs carry the version that sampled them; the scheduler (cluster/driver/scheduler.py) reads
 `pushed_versions` to decide which are still fresh enough to train.
@@ -78,6 +82,7 @@ class PromptLedger:
         # Policy versions sent to the engines, oldest first: as many as staleness can reach back.
         self.pushed_versions = [state.version]
         self.keep_versions = max_staleness + 2
+        self.outcomes = _no_outcomes()
 
     # -- where the run is -----------------------------------------------------------------
     @property
@@ -107,6 +112,7 @@ class PromptLedger:
         """A rollout or judge call failed for good: its prompts are sampled again."""
         self.in_flight -= Counter(indices)
         self.schedule.requeue(indices)
+        self.outcomes["requeued_failed"] += indices
 
     def judged(self, indices: list[int], pairs_made: Counter[int]) -> None:
         """A judged batch: its pairs go to the buffer; a prompt that kept none is done."""
@@ -114,6 +120,7 @@ class PromptLedger:
         for index in indices:
             if pairs_made[index] == 0:
                 self.state.prompts_done += 1
+                self.outcomes["no_pair_kept"].append(index)
         self.waiting.update(pairs_made)
 
     def stale(self, indices: list[int], pairs_per_prompt: int) -> list[int]:
@@ -128,6 +135,7 @@ class PromptLedger:
                 del self.waiting[index]
         self.state.pairs_regenerated += len(indices)
         self.schedule.requeue(prompts)
+        self.outcomes["requeued_stale"] += prompts
         return prompts
 
     # -- steps and pushes -----------------------------------------------------------------
@@ -141,6 +149,7 @@ class PromptLedger:
                 if self.waiting[index] == 0:
                     del self.waiting[index]
                     self.state.prompts_done += 1
+                    self.outcomes["trained"].append(index)
         self.state.pairs_trained += len(indices)
         self.state.step += 1
         return self.state.step
@@ -155,6 +164,13 @@ class PromptLedger:
         self.pushed_versions.append(version)
         del self.pushed_versions[: -self.keep_versions]
 
+    def take_outcomes(self) -> dict[str, list[int]]:
+        """What became of prompts since the last call: done (`trained`: its last pair trained;
+        `no_pair_kept`: judging kept none) or requeued (`requeued_stale`, `requeued_failed`),
+        one entry per event."""
+        out, self.outcomes = self.outcomes, _no_outcomes()
+        return out
+
     def record(self, rng_state: tuple, seed: int) -> RunState:
         """The run state for a checkpoint: the data position (prompts handed out but not yet
         trained, in flight or waiting as pairs, are sampled again after a resume), the driver's
@@ -165,3 +181,7 @@ class PromptLedger:
         self.state.rng = list(rng_state)
         self.state.seed = seed
         return self.state
+
+
+def _no_outcomes() -> dict[str, list[int]]:
+    return {"trained": [], "no_pair_kept": [], "requeued_stale": [], "requeued_failed": []}

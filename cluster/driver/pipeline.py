@@ -11,11 +11,9 @@ judge, and starts a learner step as soon as one step's worth of fresh pairs is b
 rollout for step t+1 overlaps learning on step t, bounded by `pipeline.max_staleness` (in
 weight pushes).
 
-The pieces (docs/architecture.md): the actor pools (which own their actors' busy and retiring
-state), the scheduler (what to sample, which pairs train next, when to push; the one door to
-the run's accounting, its ledger), the flights (every ref the driver waits on, handled by
-`_arrived`), the method (cluster/methods/) and the metrics window, in cluster/driver/; the
-weight push in core/weights.py.
+The pieces (docs/architecture.md): the pools (own their actors' busy/retiring state), the
+scheduler (the one door to the run's accounting, its ledger), the flights (every ref waited on),
+the method (cluster/methods/), the pushes, the metrics window and the journal.
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ from cluster.capacity.nodes import nodes_from_ray
 from cluster.capacity.plan import Plan, plan_run
 from cluster.driver import checkpoint as ckpt
 from cluster.driver.flights import Flight, JudgeFlight, LoadFlight, RankFlight, ReadyFlight, RolloutFlight, StepFlight
+from cluster.driver.journal import Journal
 from cluster.driver.metrics import (
     MetricsLogger,
     StepWindow,
@@ -83,6 +82,7 @@ class Pipeline:
         self.stall = StallWatch(cfg.actor_resources())
         self.metrics = MetricsLogger(spec.run_dir, spec.run_dir.name, cfg.metrics.trackers, cfg.metrics.ray_metrics,
                                      resume_step=state.step, config=cfg.to_dict())
+        self.journal = Journal(spec.run_dir, state.step)  # what each step trained (journal.jsonl)
 
     # -- start-up --------------------------------------------------------------------------
     def start(self) -> None:
@@ -153,6 +153,7 @@ class Pipeline:
                 raise WeightsUnverified(self.scheduler.step, check, self.run_dir, bool(self.spec.eval_prompts))
         finally:
             self.metrics.close()
+            self.journal.close()
         return self.scheduler.state
 
     def _arrived(self, ref: ray.ObjectRef, flight: Flight) -> None:
@@ -206,12 +207,14 @@ class Pipeline:
         self.scheduler.judged(flight.prompt_indices, table)
 
     def _failed(self, kind: str, prompt_indices: list[int], err: Exception) -> None:
-        """A rollout or judge call failed for good (Ray already retried on actor restarts):
-        its prompts go back to the queue."""
+        """A rollout or judge call failed for good (Ray already retried restarts): its prompts
+        are requeued. Lost weights whose owner, learner rank 0, died stop the run resumably."""
         self.failures += 1
         log.warning("%s call failed (%d so far), requeueing %d prompts: %s", kind, self.failures,
                     len(prompt_indices), str(err).splitlines()[0])
         self.scheduler.failed(prompt_indices)
+        if isinstance(err, ray.exceptions.ObjectLostError) and not self.learner.alive():
+            raise self.learner.failed(err, self.scheduler.step + 1) from err
         self.pushes.invalidate()
         if self.failures > 20:
             raise RuntimeError(f"too many failed {kind} calls; last error: {err}") from err
@@ -263,6 +266,7 @@ class Pipeline:
         metrics.update(run_metrics(self.scheduler.state, len(self.scheduler.buffer), len(self.rollouts.live()),
                                    self.scheduler.epoch))
         self.metrics.log(step, metrics)
+        self.journal.log(step, self.scheduler.version, pairs, flight.batch.replayed, self.scheduler.take_outcomes())
         self.progress(step, cfg.learner.max_steps, metrics)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < cfg.learner.max_steps:
             self._checkpoint()
@@ -274,8 +278,7 @@ class Pipeline:
                                self.cfg.seed, who)
 
     def _checkpoint(self, final: bool = False) -> None:
-        """A LoRA run's checkpoint holds the merged model too when checkpoint.merged, and always
-        at the end of the run (a loadable model)."""
+        """A LoRA run's checkpoint holds the merged model when checkpoint.merged, and at the end."""
         start = time.perf_counter()
         state = self.scheduler.record(self.rng.getstate())
         tmp = ckpt.temp_dir(self.run_dir, state.step)

@@ -40,9 +40,13 @@ class PairBuffer:
         self.tables: deque[pa.Table] = deque()
         self.size = 0
         self.spill_dir = Path(spill_dir) if spill_dir else None
-        self.spilled = 0
+        self.spilled = 0  # the next file's number
         if self.spill_dir:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
+            # A resumed run (or another run sharing the folder) continues the numbering: the
+            # pairs spilled before are kept, not overwritten.
+            numbers = [int(n) for f in self.spill_dir.glob("pairs-*.parquet") if (n := f.stem[len("pairs-"):]).isdigit()]
+            self.spilled = max(numbers, default=-1) + 1
 
     def __len__(self) -> int:
         return self.size
@@ -125,6 +129,10 @@ class StepScheduler:
     @property
     def epoch(self) -> float:
         return self.ledger.epoch
+
+    def take_outcomes(self) -> dict[str, list[int]]:
+        """What became of prompts since the last call (the ledger's outcomes; cluster/driver/journal.py)."""
+        return self.ledger.take_outcomes()
 
     def record(self, rng_state: tuple) -> RunState:
         """The run state for a checkpoint (prompts not yet trained are sampled again after a resume)."""
