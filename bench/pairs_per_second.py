@@ -27,7 +27,6 @@ share of the step and the mean staleness for each.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -59,10 +58,29 @@ OSP_VARIANTS = {
 }
 
 
+def step_intervals(end_times: dict[int, float], warmup: int) -> list[float]:
+    """The steady window's step times: from step `warmup`'s end to each later step's end, one
+    interval a step (`end_times`: step → when it ended, any clock)."""
+    last = max(end_times)
+    return [end_times[s] - end_times[s - 1] for s in range(warmup + 1, last + 1)]
+
+
+def steady_figures(end_times: dict[int, float], warmup: int) -> dict:
+    """Pairs/s over the steps after `warmup` (PAIRS_PER_STEP each), each step's time, and the
+    first steady step against the mean of the others: a start-up effect left in the window
+    shows there (docs/benchmarks.md, "What moves the figure")."""
+    intervals = step_intervals(end_times, warmup)
+    rest = intervals[1:] or intervals
+    return {"steady_pairs_per_s": len(intervals) * PAIRS_PER_STEP / sum(intervals),
+            "steady_step_s": [round(x, 3) for x in intervals],
+            "first_steady_step_s": round(intervals[0], 3), "rest_mean_step_s": round(sum(rest) / len(rest), 3)}
+
+
 def run_osp(model: str, steps: int, warmup: int, variant: str, task: str = "selfjudge") -> dict:
     import statistics
 
     import ray
+    from run_watch import StepWatch
 
     from cluster.config import load_config
     from cluster.run import run
@@ -76,21 +94,31 @@ def run_osp(model: str, steps: int, warmup: int, variant: str, task: str = "self
         f"checkpoint.dir={run_dir}", "metrics.trackers=[]", "metrics.progress=false", "metrics.probe_every=0",
     ] + task_overrides + OSP_VARIANTS[variant]  # TRL's side judges the same way on the same prompts
     start = time.time()
-    run(load_config(None, overrides))
+    with StepWatch(run_dir / "metrics.jsonl") as watch:
+        run(load_config(None, overrides))
     total = time.time() - start
     ray.shutdown()  # free the machine for the next run
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    t0 = next(r["time"] for r in rows if r["step"] == warmup)
-    t1 = rows[-1]["time"]
     steady = [r for r in rows if r["step"] > warmup]
+    last = rows[-1]["step"]
     memory = json.loads((run_dir / "memory.json").read_text())
-    return {"steady_pairs_per_s": steps * PAIRS_PER_STEP / (t1 - t0),
+    return {**steady_figures({r["step"]: r["time"] for r in rows}, warmup),
             "total_pairs_per_s": (warmup + steps) * PAIRS_PER_STEP / total, "total_s": total,
+            "first_step_at_s": rows[0]["time"],  # from the driver's metrics logger start: actors up + first step
             "learner_busy": statistics.mean(r["learner/busy"] for r in steady),
             "arrow_share": statistics.mean(r["arrow/share"] for r in steady),
             "push_s": statistics.mean(r["push_s"] for r in steady),
             "step_s": statistics.mean(r["step_s"] for r in steady),
+            "learner_step_s": [round(r["step_s"], 3) for r in rows],
             "staleness_mean": statistics.mean(r["staleness/mean"] for r in steady),
+            # Pairs buffered when each step ended: a backlog at step `warmup` is trained in the
+            # window without the rollout having to make it.
+            "buffer_pairs": [r["buffer/pairs"] for r in rows],
+            # Rollout calls in flight per wall second of each step: it falls in the last steps,
+            # when what is buffered and on its way covers the steps left and the rollout stops.
+            "rollout_calls_in_flight": [round(r.get("rollout/calls_in_flight", 0.0), 3) for r in rows],
+            "engine_tokens_per_s": statistics.mean(r.get("rollout/engine_tokens_per_s", 0.0) for r in steady),
+            "cpu_by_role": watch.between(warmup, last),
             "push_bytes": steady[-1]["push_bytes"], "memory": memory}
 
 
@@ -140,6 +168,7 @@ def run_trl(model: str, steps: int, warmup: int, task: str = "selfjudge") -> dic
     import torch
     from datasets import Dataset
     from peft import LoraConfig
+    from run_watch import snapshot, window
     from transformers import AutoTokenizer, TrainerCallback
     from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
@@ -150,10 +179,12 @@ def run_trl(model: str, steps: int, warmup: int, task: str = "selfjudge") -> dic
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": text}]} for text in [r.text for r in rows[:200]]])
     tokenizer = AutoTokenizer.from_pretrained(model)
     times: list[float] = []
+    snapshots: list[dict] = []  # this process's CPU seconds and threads at each step's end
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             times.append(time.time())
+            snapshots.append(snapshot())
 
     out = tempfile.mkdtemp(prefix="bench-trl-")
     args = OnlineDPOConfig(
@@ -173,12 +204,49 @@ def run_trl(model: str, steps: int, warmup: int, task: str = "selfjudge") -> dic
     torch.set_num_threads(max(1, torch.get_num_threads()))
     trainer.train()
     total = time.time() - start
-    t0, t1 = times[warmup - 1], times[-1]
-    return {"steady_pairs_per_s": steps * PAIRS_PER_STEP / (t1 - t0),
-            "total_pairs_per_s": (warmup + steps) * PAIRS_PER_STEP / total, "total_s": total}
+    return {**steady_figures({i + 1: t for i, t in enumerate(times)}, warmup),
+            "total_pairs_per_s": (warmup + steps) * PAIRS_PER_STEP / total, "total_s": total,
+            "torch_threads": torch.get_num_threads(),
+            "cpu_by_role": window(snapshots[warmup - 1], snapshots[-1], times[-1] - times[warmup - 1])}
+
+
+def run_sides(args, model: str) -> dict[str, dict]:
+    """Every side asked for, one after the other in this process: osp's variants, then TRL."""
+    results = {}
+    if args.only in (None, "osp"):
+        for variant in osp_variants(args):
+            results[f"osp-{variant}"] = run_osp(model, args.steps, args.warmup, variant, args.task)
+    if args.only in (None, "trl"):
+        results["trl"] = run_trl(model, args.steps, args.warmup, args.task)
+    return results
+
+
+def osp_variants(args) -> list[str]:
+    return (args.osp_variants or ("k4" if args.task == "verifier" else "k2")).split(",")
+
+
+def run_invocations(args, model: str) -> dict:
+    """`args.invocations` invocations; in each, every side (each osp variant, then TRL) in a fresh
+    process of its own. Summarised per row: every invocation's figures, the median, the range,
+    and the ratio of the medians to TRL's (bench/invocations.py)."""
+    from invocations import run_child, summarise
+
+    common = ["--task", args.task, "--steps", str(args.steps), "--warmup", str(args.warmup), "--model", model]
+    sides = ([["--only", "osp", "--osp-variants", v] for v in osp_variants(args)] if args.only in (None, "osp") else [])
+    sides += [["--only", "trl"]] if args.only in (None, "trl") else []
+    runs: dict[str, list[dict]] = {}
+    weights = Path(model) / "model.safetensors"
+    for i in range(args.invocations):
+        for side in sides:
+            for name, figures in run_child(side + common, weights if weights.exists() else None, args.cold_cache).items():
+                runs.setdefault(name, []).append({"invocation": i + 1, **figures})
+    return {"task": args.task, "steps": args.steps, "warmup": args.warmup, "invocations": args.invocations,
+            "cold_cache": args.cold_cache, "rows": summarise(runs)}
 
 
 def main() -> None:
+    import argparse
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -187,27 +255,27 @@ def main() -> None:
     parser.add_argument("--osp-variants", default=None,
                         help=f"comma-separated, from {', '.join(OSP_VARIANTS)} (default: k2 for selfjudge, k4 for verifier)")
     parser.add_argument("--task", choices=sorted(TASKS), default="selfjudge")
+    parser.add_argument("--invocations", type=int, default=3,
+                        help="run every side this many times, each in a fresh process; report the median and range")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="drop the page cache before each process (root): libraries and the model read from disk")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one invocation, in this process
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args()
+    if args.invocations < 1:
+        parser.error(f"--invocations must be at least 1, got {args.invocations}")
     from core.models import resolve_model
 
     model = str(resolve_model(args.model))
-    results = {}
-    if args.only in (None, "osp"):
-        variants = args.osp_variants or ("k4" if args.task == "verifier" else "k2")
-        for variant in variants.split(","):
-            results[f"osp-{variant}"] = run_osp(model, args.steps, args.warmup, variant, args.task)
-    if args.only in (None, "trl"):
-        results["trl"] = run_trl(model, args.steps, args.warmup, args.task)
-    print(json.dumps(results, indent=1))
+    if args.child:
+        results = run_sides(args, model)
+    else:
+        from invocations import table
+
+        results = run_invocations(args, model)
+        print(table(results["rows"]))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    if "trl" in results:
-        for name, r in results.items():
-            if name != "trl":
-                print(f"{name}: steady {r['steady_pairs_per_s']:.3f} pairs/s = "
-                      f"{r['steady_pairs_per_s'] / results['trl']['steady_pairs_per_s']:.2f}x TRL; whole run "
-                      f"{r['total_pairs_per_s'] / results['trl']['total_pairs_per_s']:.2f}x")
 
 
 if __name__ == "__main__":
