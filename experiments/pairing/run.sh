@@ -16,11 +16,12 @@ CONFIG=experiments/methods-ifeval/ifeval-osp.yaml
 OUTCOMES=experiments/pairing/outcomes
 source experiments/lib/experiment_lib.sh
 
+# The runs skip the in-run held-out (eval.prompts=null): every checkpoint is scored below, once.
 names=()
 for seed in ${SEEDS:-0 1 2}; do
-  run ranked-s$seed $CONFIG $seed 15 judge.pairing=ranked
-  run bestworst-s$seed $CONFIG $seed 15 judge.pairing=best_worst
-  run random-s$seed $CONFIG $seed 15 judge.pairing=random
+  run ranked-s$seed $CONFIG $seed 15 judge.pairing=ranked eval.prompts=null
+  run bestworst-s$seed $CONFIG $seed 15 judge.pairing=best_worst eval.prompts=null
+  run random-s$seed $CONFIG $seed 15 judge.pairing=random eval.prompts=null
   names+=(ranked-s$seed bestworst-s$seed random-s$seed)
 done
 evaluate eval-pairing 15 "${names[@]}"
