@@ -252,8 +252,11 @@ class Soak:
             return max((s for (a, s) in self.step_seen if a == k), default=self.attempts[k]["resumed_from"])
 
     def latest_step(self) -> int:
-        pointer = self.run_dir / "latest"
-        return int(pointer.read_text().strip()[len("ckpt-"):]) if pointer.exists() else 0
+        """The step of the checkpoint `latest` names (its run state's), 0 before the first."""
+        from cluster.driver import checkpoint as ckpt
+
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        return ckpt.load_state(latest).step if latest else 0
 
     def spill_files(self) -> set[str]:
         spill = self.run_dir / "pairs"
@@ -426,7 +429,8 @@ class Soak:
 
         cfg = load_config(self.run_dir / "config.yaml")
         spec = build_run(cfg, resume=True)
-        final = ckpt.load_state(ckpt.latest_checkpoint(self.run_dir))
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        final = ckpt.load_state(latest)
         order = PromptSchedule(len(spec.prompts), cfg.seed, cfg.data.shuffle)
         metrics = read_jsonl(self.run_dir / "metrics.jsonl")
         for attempt in self.attempts:
@@ -439,7 +443,7 @@ class Soak:
             "metrics_steps": [m["step"] for m in metrics],
             "skipped_steps": int(sum(m.get("step/skipped", 0) for m in metrics)),
             "journal": read_jsonl(self.run_dir / "journal.jsonl"), "attempts": self.attempts,
-            "optimizer_steps": optimizer_steps(ckpt.latest_checkpoint(self.run_dir)),
+            "optimizer_steps": optimizer_steps(latest),
             "weights_check": _json_or_none(self.run_dir / "weights_check.json"),
         }
         checks = audit(run)
